@@ -1,0 +1,97 @@
+"""The built-in catalog: facts as data files, each with its source.
+
+- ``models/<org>__<name>.json``: config.json values of real models, with ``_source`` and ``_status``
+  (verbatim / verbatim-quote / reserialized / partial). A ``partial`` entry only holds evidenced fields.
+- ``architectures/<model_type>.json``: module names, roles and shape expressions per model_type.
+- ``runtimes/<runtime>.json``: what each serving runtime accepts, per version, with sources.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+
+_PKG = "regraft.catalog"
+
+
+def _read(folder: str, filename: str) -> dict:
+    return json.loads(resources.files(_PKG).joinpath(folder, filename).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def model_ids() -> dict[str, str]:
+    """Hub id -> catalog file name, for every catalog model."""
+    out = {}
+    for entry in resources.files(_PKG).joinpath("models").iterdir():
+        if entry.name.endswith(".json"):
+            out[entry.name[:-5].replace("__", "/", 1)] = entry.name
+    return dict(sorted(out.items()))
+
+
+def find_model(name: str) -> str | None:
+    """The catalog id for ``name`` (case-insensitive, with or without the org), or None."""
+    ids = model_ids()
+    if name in ids:
+        return name
+    low = name.lower()
+    for mid in ids:
+        if mid.lower() == low or mid.split("/", 1)[1].lower() == low:
+            return mid
+    return None
+
+
+@lru_cache(maxsize=None)
+def model_entry(model_id: str) -> dict:
+    """The raw catalog JSON of a model (metadata keys start with '_')."""
+    return _read("models", model_ids()[model_id])
+
+
+def _size_key(name: str) -> tuple:
+    m = re.search(r"(\d+(?:\.\d+)?)B", name)
+    return (float(m.group(1)) if m else 0.0,)
+
+
+def nearest_models(name: str, n: int = 4) -> list[str]:
+    """Real catalog models closest to a (possibly invented) name: Qwen3-70B -> Qwen3-32B, ..., Qwen2.5-72B-Instruct."""
+    ids = list(model_ids())
+    short = name.split("/")[-1]
+    picks: list[str] = []
+    m = re.match(r"([A-Za-z]+[\d.]*)-(\d+(?:\.\d+)?)B", short)
+    if m:  # same family at the closest sizes first, then any family at the closest size
+        fam, size = m.group(1).lower(), float(m.group(2))
+        sized = sorted((abs(_size_key(i)[0] - size), len(i), i) for i in ids if _size_key(i)[0] > 0)
+        same = [i for _, _, i in sized if re.match(re.escape(fam) + r"-\d", i.split("/")[1].lower())]
+        other = [i for _, _, i in sized if i not in same]
+        picks = same[:2] + other[:2]
+    for s in difflib.get_close_matches(short, [i.split("/")[1] for i in ids], n=n, cutoff=0.5):
+        full = next(i for i in ids if i.endswith("/" + s))
+        if full not in picks:
+            picks.append(full)
+    return picks[:n]
+
+
+@lru_cache(maxsize=None)
+def architecture_data(model_type: str) -> dict | None:
+    try:
+        return _read("architectures", f"{model_type}.json")
+    except FileNotFoundError:
+        return None
+
+
+def architecture_types() -> list[str]:
+    return sorted(e.name[:-5] for e in resources.files(_PKG).joinpath("architectures").iterdir() if e.name.endswith(".json"))
+
+
+@lru_cache(maxsize=None)
+def runtime_data(runtime: str) -> dict | None:
+    try:
+        return _read("runtimes", f"{runtime}.json")
+    except FileNotFoundError:
+        return None
+
+
+def runtime_names() -> list[str]:
+    return sorted(e.name[:-5] for e in resources.files(_PKG).joinpath("runtimes").iterdir() if e.name.endswith(".json"))

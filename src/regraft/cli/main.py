@@ -1,0 +1,77 @@
+"""The `regraft` command: parse, call the library, render, exit.
+
+Each command lives in its own module ``regraft.cli.cmd_<name>`` exposing ``add_parser(subparsers)`` and
+``run(args) -> int``. Command modules import heavy libraries (torch, transformers) only inside ``run``, so
+``regraft check`` never pays for them.
+
+Exit codes: 0 carries over / success, 1 findings at or above --fail-on (or a failed verification),
+2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Order here is the order in `regraft --help`.
+COMMANDS = ["inspect", "check", "port", "verify", "drift", "index", "serve", "ask", "rules", "catalog"]
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(f"regraft.cli.cmd_{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"regraft.cli.cmd_{name}":
+            return None  # command not built yet in this checkout
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from regraft import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="regraft",
+        description="What carries over when you move LoRA adapters, serving configs and RAG setups between LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"regraft {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (or set REGRAFT_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _load(name)
+        if module is not None:
+            p = module.add_parser(sub)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from regraft.errors import RegraftError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    debug = args.debug or os.environ.get("REGRAFT_DEBUG") == "1"
+    try:
+        return int(args._run(args) or 0)
+    except RegraftError as e:
+        if debug:
+            raise
+        print(f"regraft {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"regraft {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

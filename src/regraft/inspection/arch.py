@@ -1,0 +1,211 @@
+"""Module names, roles and shapes of a model, derived from its config alone.
+
+An :class:`Architecture` binds an architecture file (``catalog/architectures/<model_type>.json``) to one config.
+It answers, for any layer, which modules exist and with which shapes, in two namespaces:
+
+- ``disk``: checkpoint keys (and transformers 4 module names); MoE experts are per-expert ``mlp.experts.E.*``.
+- ``v5``: the modules/parameters transformers 5 builds; MoE experts are fused 3-D ``mlp.experts.gate_up_proj``.
+
+Entries marked ``"namespace": "both"`` (the default) exist in both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from regraft.catalog import architecture_data
+from regraft.catalog.shapes import UnknownField, evaluate
+
+NAMESPACES = ("disk", "v5")
+_LAYER_RE = re.compile(r"^(?P<prefix>.*?layers\.)(?P<i>\d+)\.(?P<rest>.+)$")
+_EXPERT_RE = re.compile(r"\.experts\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """One module (or raw parameter) of a model, with its shape when the config allows it."""
+
+    name: str  # full name without ".weight", e.g. "model.layers.3.self_attn.q_proj"
+    template: str  # layer-relative template, e.g. "self_attn.q_proj" or "mlp.experts.{e}.gate_proj"
+    role: str  # shared vocabulary across families: attn.q, mlp.down, moe.expert.gate, embed, ...
+    kind: str  # linear | embedding | norm | router | experts | conv | param
+    shape: tuple[int, ...] | None  # None when a needed config field is unknown
+    layer: int | None = None
+    expert: int | None = None
+    namespace: str = "both"
+    bias: bool | None = False
+    unknown: tuple[str, ...] = ()  # config fields that were needed and missing
+    tied_to: str | None = None
+
+    @property
+    def out_features(self) -> int | None:
+        return self.shape[0] if self.shape and self.kind in ("linear", "router", "embedding") else None
+
+    @property
+    def in_features(self) -> int | None:
+        return self.shape[1] if self.shape and self.kind in ("linear", "router", "embedding") else None
+
+    def param_names(self) -> list[str]:
+        """Tensor names this module owns (".weight"/".bias"; raw parameters have no suffix)."""
+        if self.kind in ("experts", "param"):
+            return [self.name]
+        names = [self.name + ".weight"]
+        if self.bias:
+            names.append(self.name + ".bias")
+        return names
+
+
+@dataclass
+class Architecture:
+    """An architecture file bound to one config (a dict, already taken from ``config_root`` if any)."""
+
+    data: dict
+    config: dict
+    partial: bool = False  # partial catalog entry: no defaults are filled in, unknowns stay unknown
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def for_config(cls, config: dict, partial: bool = False) -> "Architecture | None":
+        model_type = config.get("model_type")
+        data = architecture_data(model_type) if model_type else None
+        if data is None:
+            return None
+        if data.get("config_root"):
+            config = config.get(data["config_root"]) or {}
+        return cls(data, config, partial)
+
+    @property
+    def model_type(self) -> str:
+        return self.data["model_type"]
+
+    @cached_property
+    def values(self) -> dict:
+        """Config values plus the architecture's defaults (defaults only for complete configs)."""
+        vals = {k: v for k, v in self.config.items() if v is not None or k not in self.data["defaults"]}
+        if not self.partial:
+            for key, default in self.data["defaults"].items():
+                if vals.get(key) is None:
+                    try:
+                        vals[key] = evaluate(default, vals) if isinstance(default, str) else default
+                    except UnknownField:
+                        pass
+        return vals
+
+    def value(self, key: str):
+        return self.values.get(key)
+
+    @property
+    def num_layers(self) -> int | None:
+        return self.values.get("num_hidden_layers")
+
+    @property
+    def is_moe(self) -> bool:
+        return "sparse_mlp" in self.data["blocks"] and bool(self.values.get("num_experts"))
+
+    @property
+    def num_experts(self) -> int | None:
+        return self.values.get("num_experts") if "sparse_mlp" in self.data["blocks"] else None
+
+    def layer_type(self, i: int) -> str:
+        types = self.values.get("layer_types")
+        if isinstance(types, list) and i < len(types):
+            return types[i]
+        if self.data["layer_types"] == "interval":
+            interval = self.values.get("full_attention_interval") or 4
+            return "full_attention" if (i + 1) % interval == 0 else "linear_attention"
+        return "full_attention"
+
+    def is_sparse(self, i: int) -> bool:
+        if not self.is_moe:
+            return False
+        step = self.values.get("decoder_sparse_step") or 1
+        return i not in (self.values.get("mlp_only_layers") or []) and (i + 1) % step == 0
+
+    def layer_entries(self, i: int) -> list[dict]:
+        key = ("entries", self.layer_type(i), self.is_sparse(i))
+        if key not in self._cache:
+            blocks = self.data["blocks"]
+            entries = list(blocks.get(self.layer_type(i), []))
+            entries += blocks["sparse_mlp"] if self.is_sparse(i) else blocks.get("dense_mlp", [])
+            entries += blocks.get("common", [])
+            self._cache[key] = entries
+        return self._cache[key]
+
+    def _module(self, entry: dict, layer: int | None, expert: int | None = None) -> ModuleInfo:
+        template = entry["name"]
+        name = template if layer is None else self.data["layer_prefix"].format(i=layer) + template
+        if expert is not None:
+            name = name.replace("{e}", str(expert))
+        shape, unknown = None, []
+        try:
+            shape = tuple(evaluate(d, self.values) for d in entry["shape"])
+        except UnknownField as e:
+            unknown.append(e.args[0])
+        bias = entry.get("bias", False)
+        if isinstance(bias, str):
+            bias = self.values.get(bias)
+        tied = None
+        if entry.get("tied_to") and self.values.get(entry.get("tie_key", "tie_word_embeddings")):
+            tied = entry["tied_to"]
+        return ModuleInfo(name, template, entry["role"], entry["kind"], shape, layer, expert,
+                          entry.get("namespace", "both"), bias, tuple(unknown), tied)
+
+    def globals(self, namespace: str = "both") -> list[ModuleInfo]:
+        return [self._module(e, None) for e in self.data["globals"] if _in_ns(e, namespace)]
+
+    def layer_modules(self, i: int, namespace: str = "both", expand_experts: bool = False) -> list[ModuleInfo]:
+        """Modules of layer ``i``; per-expert entries appear once with expert=None unless expand_experts."""
+        out = []
+        for e in self.layer_entries(i):
+            if not _in_ns(e, namespace):
+                continue
+            if e.get("per_expert") and expand_experts and self.num_experts:
+                out.extend(self._module(e, i, x) for x in range(self.num_experts))
+            else:
+                out.append(self._module(e, i))
+        return out
+
+    def modules(self, namespace: str = "both", expand_experts: bool = False) -> list[ModuleInfo]:
+        mods = self.globals(namespace)
+        for i in range(self.num_layers or 0):
+            mods.extend(self.layer_modules(i, namespace, expand_experts))
+        return mods
+
+    def lookup(self, name: str, namespace: str = "both") -> ModuleInfo | None:
+        """The module at full name ``name`` (no ".weight"), or None if the model has no such module."""
+        for e in self.data["globals"]:
+            if e["name"] == name and _in_ns(e, namespace):
+                return self._module(e, None)
+        m = _LAYER_RE.match(name)
+        if not m or m.group("prefix") != self.data["layer_prefix"].split("{i}")[0]:
+            return None
+        layer = int(m.group("i"))
+        if self.num_layers is None or layer >= self.num_layers:
+            return None
+        rest, expert = m.group("rest"), None
+        em = _EXPERT_RE.search("." + rest + ".")
+        if em:
+            expert = int(em.group(1))
+            rest = _EXPERT_RE.sub(".experts.{e}.", "." + rest + ".")[1:-1]
+            if self.num_experts is None or expert >= self.num_experts:
+                return None
+        for e in self.layer_entries(layer):
+            if e["name"] == rest and _in_ns(e, namespace):
+                return self._module(e, layer, expert)
+        return None
+
+    def roles(self, namespace: str = "both") -> dict[str, dict]:
+        """Layer-relative template -> entry, over all layer kinds this config uses."""
+        out: dict[str, dict] = {}
+        for i in range(self.num_layers or 1):
+            for e in self.layer_entries(i):
+                if _in_ns(e, namespace):
+                    out.setdefault(e["name"], e)
+        return out
+
+
+def _in_ns(entry: dict, namespace: str) -> bool:
+    ns = entry.get("namespace", "both")
+    return namespace == "both" or ns == "both" or ns == namespace

@@ -1,0 +1,49 @@
+"""Reading small JSON/YAML/text files with one-line errors that name the file and what was expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from regraft.errors import FileFormatError, InputError
+
+MAX_SMALL_FILE = 50_000_000  # configs, templates and manifests are small; refuse anything absurd
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_SMALL_FILE:
+            raise FileFormatError(f"Cannot read {what} '{path}': it is {size} bytes, more than the {MAX_SMALL_FILE} "
+                                  "bytes such a file can reasonably have. Check that you named the right file.")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"Cannot read {what} '{path}': no such file.") from None
+    except IsADirectoryError:
+        raise InputError(f"Cannot read {what} '{path}': it is a directory, expected a file.") from None
+    except PermissionError:
+        raise InputError(f"Cannot read {what} '{path}': permission denied.") from None
+    except UnicodeDecodeError:
+        raise FileFormatError(f"Cannot read {what} '{path}': it is not UTF-8 text.") from None
+
+
+def read_json(path: Path, what: str | None = None, expect: type = dict):
+    path = Path(path)
+    what = what or path.name
+    text = read_text(path, what)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"Cannot parse {what} '{path}': invalid JSON at line {e.lineno} column {e.colno} "
+                              f"({e.msg}). Fix the file or re-download it.") from None
+    except RecursionError:
+        raise FileFormatError(f"Cannot parse {what} '{path}': JSON nested too deeply.") from None
+    if not isinstance(doc, expect):
+        raise FileFormatError(f"Cannot use {what} '{path}': it holds a JSON {type(doc).__name__}, "
+                              f"expected a JSON {'object' if expect is dict else expect.__name__}.")
+    return doc
+
+
+def read_json_if_exists(path: Path, what: str | None = None):
+    return read_json(path, what) if Path(path).is_file() else None
