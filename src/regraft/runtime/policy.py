@@ -1,0 +1,237 @@
+"""Escalation policy as data, and the pure function that applies it.
+
+A policy file (YAML or JSON) lists the conditions under which the small model's draft goes to the master:
+
+    escalate_if:
+      retrieval_score_below: 0.30     # best retrieved chunk's cosine similarity
+      mean_logprob_below: -1.5        # small model's mean token log-probability (when the server returns them)
+      min_logprob_below: null
+      self_check_below: null          # small model's own 0..1 confidence (policy.self_check: true asks it)
+      tool_failures_at_least: 1
+      answer_chars_below: 1           # empty answer
+      answer_chars_above: null
+      finish_reason_length: true      # draft was cut off at max_tokens
+      format: null                    # "json" or a regex the answer must match
+      phrases: ["i don't know", "i am not sure", "cannot answer"]
+    missing_signal: ignore            # or "escalate" when a signal the policy uses is unavailable
+    ...
+
+``decide(signals, policy)`` is a pure function returning a ``Decision`` with the target and every reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from regraft.errors import FileFormatError, InputError
+
+
+@dataclass(frozen=True)
+class EscalateIf:
+    retrieval_score_below: float | None = 0.30
+    mean_logprob_below: float | None = -1.5
+    min_logprob_below: float | None = None
+    self_check_below: float | None = None
+    tool_failures_at_least: int | None = 1
+    answer_chars_below: int | None = 1
+    answer_chars_above: int | None = None
+    finish_reason_length: bool = True
+    format: str | None = None
+    phrases: tuple[str, ...] = ("i don't know", "i do not know", "i am not sure", "i'm not sure", "cannot answer")
+
+
+@dataclass(frozen=True)
+class Policy:
+    escalate_if: EscalateIf = field(default_factory=EscalateIf)
+    missing_signal: str = "ignore"  # "ignore" | "escalate"
+    retrieval_k: int = 4
+    evidence_min_score: float = 0.0
+    evidence_token_budget: int = 1024
+    small_max_tokens: int = 256
+    master_max_tokens: int = 512
+    send_draft: bool = True
+    send_evidence: bool = True
+    self_check: bool = False
+    max_tool_rounds: int = 3
+    small_timeout_s: float = 60.0
+    master_timeout_s: float = 120.0
+    retries: int = 2
+    degraded_ok: bool = True  # answer from the small model (flagged) when the master is down
+    system_prompt: str = (
+        "You are a helpful assistant. Answer using the evidence when it is relevant and cite sources as [n]."
+    )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Signals:
+    user_choice: str = "auto"  # auto | small | master
+    retrieval_top_score: float | None = None
+    retrieval_hits: int = 0
+    mean_logprob: float | None = None
+    min_logprob: float | None = None
+    self_check: float | None = None
+    tool_failures: int = 0
+    answer: str = ""
+    finish_reason: str | None = None
+    small_error: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["answer_chars"] = len(self.answer.strip())
+        d.pop("answer")
+        return d
+
+
+@dataclass
+class Decision:
+    target: str  # "small" | "master"
+    reasons: list[str]
+    escalate: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _format_ok(answer: str, fmt: str) -> bool:
+    if fmt == "json":
+        try:
+            json.loads(answer)
+            return True
+        except (json.JSONDecodeError, ValueError):
+            return False
+    try:
+        return re.fullmatch(fmt, answer.strip(), flags=re.S) is not None
+    except re.error:
+        return False
+
+
+def decide(s: Signals, p: Policy) -> Decision:
+    """Pure: which model answers, and every reason. No I/O."""
+    if s.user_choice == "master":
+        return Decision("master", ["user chose the master"], True)
+    if s.user_choice == "small":
+        return Decision("small", ["user chose the small model (no escalation)"], False)
+    if s.small_error:
+        return Decision("master", [f"small model failed: {s.small_error}"], True)
+    e = p.escalate_if
+    reasons: list[str] = []
+    missing: list[str] = []
+
+    def lt(name: str, value, threshold, fmt="{:.3f}"):
+        if threshold is None:
+            return
+        if value is None:
+            missing.append(name)
+        elif value < threshold:
+            reasons.append(f"{name} {fmt.format(value)} < {fmt.format(threshold)}")
+
+    if e.retrieval_score_below is not None and s.retrieval_hits == 0 and s.retrieval_top_score is None:
+        missing.append("retrieval score (no hits)")
+    else:
+        lt("retrieval score", s.retrieval_top_score, e.retrieval_score_below)
+    lt("mean logprob", s.mean_logprob, e.mean_logprob_below)
+    lt("min logprob", s.min_logprob, e.min_logprob_below)
+    lt("self-check", s.self_check, e.self_check_below, "{:.2f}")
+    if e.tool_failures_at_least is not None and s.tool_failures >= e.tool_failures_at_least:
+        reasons.append(f"{s.tool_failures} tool failure(s) >= {e.tool_failures_at_least}")
+    n = len(s.answer.strip())
+    if e.answer_chars_below is not None and n < e.answer_chars_below:
+        reasons.append("empty answer" if n == 0 else f"answer {n} chars < {e.answer_chars_below}")
+    if e.answer_chars_above is not None and n > e.answer_chars_above:
+        reasons.append(f"answer {n} chars > {e.answer_chars_above}")
+    if e.finish_reason_length and s.finish_reason == "length":
+        reasons.append("draft cut off at max_tokens (finish_reason=length)")
+    if e.format and n and not _format_ok(s.answer, e.format):
+        reasons.append(f"answer does not match format {e.format!r}")
+    low = s.answer.lower()
+    hit = next((ph for ph in e.phrases if ph.lower() in low), None)
+    if hit:
+        reasons.append(f"draft says {hit!r}")
+    if missing and p.missing_signal == "escalate":
+        reasons.append("signal unavailable: " + ", ".join(missing))
+    if reasons:
+        return Decision("master", reasons, True)
+    ok = "all signals within policy"
+    if missing:
+        ok += " (not available: " + ", ".join(missing) + ")"
+    return Decision("small", [ok], False)
+
+
+# -- loading ------------------------------------------------------------------------------------------
+
+def _build(cls, data: dict, where: str):
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise FileFormatError(
+            f"policy {where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(sorted(names))}"
+        )
+    kw = {}
+    for k, v in data.items():
+        f = names[k]
+        default = f.default if f.default is not f.default_factory else None  # type: ignore[comparison-overlap]
+        if k == "phrases":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise FileFormatError(f"policy {where}.phrases: expected a list of strings, got {v!r}")
+            v = tuple(v)
+        elif v is not None and isinstance(default, bool) and not isinstance(v, bool):
+            raise FileFormatError(f"policy {where}.{k}: expected true/false, got {v!r}")
+        elif v is not None and isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise FileFormatError(f"policy {where}.{k}: expected a number, got {v!r}")
+        elif v is not None and k in ("retrieval_score_below", "mean_logprob_below", "min_logprob_below",
+                                       "self_check_below", "tool_failures_at_least", "answer_chars_below",
+                                       "answer_chars_above"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise FileFormatError(f"policy {where}.{k}: expected a number or null, got {v!r}")
+        kw[k] = v
+    return cls(**kw)
+
+
+def policy_from_dict(data: dict, where: str = "<dict>") -> Policy:
+    if not isinstance(data, dict):
+        raise FileFormatError(f"policy {where}: expected a mapping at the top level, got {type(data).__name__}")
+    data = dict(data)
+    data.pop("version", None)
+    esc = data.pop("escalate_if", None) or {}
+    if not isinstance(esc, dict):
+        raise FileFormatError(f"policy {where}.escalate_if: expected a mapping")
+    p = _build(Policy, data, where)
+    if p.missing_signal not in ("ignore", "escalate"):
+        raise FileFormatError(f"policy {where}.missing_signal: expected 'ignore' or 'escalate', got {p.missing_signal!r}")
+    e = _build(EscalateIf, esc, where + ".escalate_if")
+    if e.format and e.format != "json":
+        try:
+            re.compile(e.format)
+        except re.error as err:
+            raise FileFormatError(f"policy {where}.escalate_if.format: not 'json' nor a valid regex ({err})") from err
+    return Policy(**{**{f.name: getattr(p, f.name) for f in fields(Policy)}, "escalate_if": e})
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    if path is None:
+        return Policy()
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"policy {p} does not exist; expected a YAML/JSON policy file (see docs/runtime.md)")
+    text = p.read_text()
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # yaml.YAMLError / JSONDecodeError
+        raise FileFormatError(f"policy {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {_one(err)}") from err
+    return policy_from_dict(data or {}, str(p))
+
+
+def _one(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
