@@ -170,3 +170,30 @@ def _inside(folder: Path, rel: str, manifest: Path) -> Path:
         raise UnsafeInputError(f"'{manifest.name}' (in {folder}) names {rel!r}, which is outside the model folder. "
                                "Refusing to read it; fix the manifest.")
     return candidate
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, tuple[str, tuple[int, ...], bytes]],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write {name: (dtype, shape, raw bytes)} as safetensors, atomically (temporary name, then rename)."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name in sorted(tensors):
+        dtype, shape, raw = tensors[name]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * ((8 - len(blob) % 8) % 8)  # align the data section like the reference writer
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for name in sorted(tensors):
+                f.write(tensors[name][2])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,1 @@
+"""Will it carry over? Pure rules over already-read specs, run by :func:`regraft.checks.engine.check`."""

@@ -1,0 +1,66 @@
+"""What a LoRA rule sees: the source, the target, the adapter, the runtime facts, and the module matches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from regraft.checks.lora_map import Match, match_adapter, uncovered_layers
+from regraft.inspection.adapter import AdapterModule, AdapterSpec
+from regraft.inspection.model import ModelSpec
+from regraft.inspection.safetensors_header import TensorInfo
+
+USUAL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraContext:
+    source: ModelSpec | None
+    target: ModelSpec
+    adapter: AdapterSpec | None  # None: the architecture-level question, answered with a synthetic adapter
+    runtime: str
+    runtime_data: dict = field(default_factory=dict)
+
+    @cached_property
+    def effective_adapter(self) -> AdapterSpec | None:
+        return self.adapter or (synthetic_adapter(self.source) if self.source else None)
+
+    @property
+    def architecture_only(self) -> bool:
+        return self.adapter is None
+
+    @cached_property
+    def matches(self) -> list[Match]:
+        a = self.effective_adapter
+        if a is None or self.target.arch is None:
+            return []
+        return match_adapter(a, self.target.arch)
+
+    @cached_property
+    def uncovered(self) -> dict[str, list[int]]:
+        a = self.effective_adapter
+        if a is None or self.target.arch is None:
+            return {}
+        return uncovered_layers(a, self.target.arch)
+
+    def by_status(self, *statuses: str) -> list[Match]:
+        return [m for m in self.matches if m.status in statuses]
+
+
+def synthetic_adapter(source: ModelSpec, r: int = 16) -> AdapterSpec | None:
+    """A stand-in for 'a LoRA on the usual target modules of SOURCE' (q,k,v,o,gate,up,down incl. experts, r=16)."""
+    arch = source.arch
+    if arch is None or arch.num_layers is None:
+        return None
+    mods = []
+    for i in range(arch.num_layers):
+        for m in arch.layer_modules(i, "disk", expand_experts=False):
+            if m.kind != "linear" or m.template.rsplit(".", 1)[-1] not in USUAL_TARGETS or m.shape is None:
+                continue
+            name = m.name.replace("{e}", "0")
+            a = TensorInfo(name + ".lora_A.weight", "F32", (r, m.shape[1]), "-", 0)
+            b = TensorInfo(name + ".lora_B.weight", "F32", (m.shape[0], r), "-", 0)
+            mods.append(AdapterModule(name, "lora", i, 0 if m.expert is not None or "{e}" in m.name else None, a, b))
+    cfg = {"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": list(USUAL_TARGETS),
+           "base_model_name_or_path": source.name}
+    return AdapterSpec(source.path or source.name, cfg, {}, mods, "(synthetic)")

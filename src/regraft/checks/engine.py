@@ -1,0 +1,110 @@
+"""check(): run every rule area for a source and its targets, and fold findings into verdicts."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from regraft.catalog import runtime_data, runtime_names
+from regraft.checks.context import LoraContext
+from regraft.checks.finding import AreaResult, Finding, ModuleRow, Report, TargetResult, Verdict, worst
+from regraft.checks.lora_map import Match
+from regraft.checks.registry import rules_for
+from regraft.errors import InputError
+from regraft.inspection.adapter import AdapterSpec, _ranges
+from regraft.inspection.model import ModelSpec
+
+# Extra areas (config, rag) register a runner: (source, target, options) -> AreaResult.
+AREA_RUNNERS: dict[str, Callable[[ModelSpec | None, ModelSpec, dict], AreaResult]] = {}
+
+
+def area_runner(area: str):
+    """The runner of an extra area; its module ``regraft.checks.area_<area>`` registers it on import."""
+    if area not in AREA_RUNNERS:
+        import importlib
+
+        try:
+            importlib.import_module(f"regraft.checks.area_{area}")
+        except ModuleNotFoundError as e:
+            if e.name != f"regraft.checks.area_{area}":
+                raise
+        if area not in AREA_RUNNERS:
+            raise InputError(f"--{area} checks are not available in this version of regraft.")
+    return AREA_RUNNERS[area]
+
+
+def _selected(f: Finding, select: Iterable[str] | None, ignore: Iterable[str] | None) -> bool:
+    if select and not any(f.code.startswith(s.upper()) for s in select):
+        return False
+    return not (ignore and any(f.code.startswith(s.upper()) for s in ignore))
+
+
+def fold(findings: list[Finding]) -> Verdict:
+    return worst(f.verdict for f in findings if f.verdict is not None)
+
+
+def lora_area(ctx: LoraContext, select=None, ignore=None) -> AreaResult:
+    findings = [f for r in rules_for("lora") for f in r.func(ctx) if _selected(f, select, ignore)]
+    verdict = fold(findings)
+    if not ctx.matches and ctx.target.arch is not None and ctx.effective_adapter is None:
+        verdict = Verdict.UNKNOWN
+    return AreaResult("lora", verdict, findings, rows(ctx), summary(ctx, verdict))
+
+
+def rows(ctx: LoraContext) -> list[ModuleRow]:
+    out = []
+    for m in ctx.matches:
+        out.append(ModuleRow(m.am.module, m.am.layer, m.target.role if m.target else "-",
+                             _shape_text(m, "got"), _shape_text(m, "expected"), _status(m), m.why, len(m.am.tensors)))
+    for tmpl, layers in ctx.uncovered.items():
+        out.append(ModuleRow(tmpl, None, "-", None, None, "uncovered", f"no adapter tensors in target layers "
+                             f"{_ranges(layers)}"))
+    return out
+
+
+def _status(m: Match) -> str:
+    return {"experts-on-dense": "dropped", "dense-on-moe": "dropped", "extra-layer": "dropped",
+            "expert-count": "mismatch"}.get(m.status, m.status)
+
+
+def _shape_text(m: Match, which: str) -> tuple | None:
+    d = getattr(m, which)
+    if not d:
+        return None
+    return tuple(f"{k}{list(v)}" for k, v in d.items() if k in ("a", "b", "full"))
+
+
+def summary(ctx: LoraContext, verdict: Verdict) -> str:
+    if ctx.target.arch is None:
+        return "target architecture unknown"
+    if not ctx.matches:
+        return "no adapter modules"
+    ok = sum(m.status == "ok" for m in ctx.matches)
+    tensors = sum(len(m.am.tensors) for m in ctx.matches)
+    fit = sum(len(m.am.tensors) for m in ctx.matches if m.status == "ok")
+    what = "modules of a LoRA on the usual targets" if ctx.architecture_only else "adapter modules"
+    return f"{ok}/{len(ctx.matches)} {what} fit ({fit}/{tensors} tensors)"
+
+
+def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None = None,
+          runtime: str = "peft", select=None, ignore=None, options: dict | None = None) -> Report:
+    """Check an adapter (or, without one, a LoRA on SOURCE's usual target modules) against each target."""
+    rd = runtime_data(runtime)
+    if rd is None:
+        raise InputError(f"Unknown runtime '{runtime}'. Known: {', '.join(runtime_names())}.")
+    options = options or {}
+    report = Report(source.name if source else "-", source.source if source else "-",
+                    str(adapter.path) if adapter else None, runtime)
+    report.bytes_read = (source.bytes_read if source else 0) + (adapter.bytes_read if adapter else 0)
+    if adapter is None:
+        report.notes.append("no --adapter: answering 'would a LoRA (r=16) on q,k,v,o,gate,up,down of SOURCE fit "
+                            "TARGET?' module by module")
+    for target in targets:
+        report.bytes_read += target.bytes_read
+        ctx = LoraContext(source, target, adapter, runtime, rd)
+        result = TargetResult(target.name, target.source)
+        result.areas["lora"] = lora_area(ctx, select, ignore)
+        for area in ("config", "rag"):
+            if options.get(area) is not None:
+                result.areas[area] = area_runner(area)(source, target, options)
+        report.targets.append(result)
+    return report

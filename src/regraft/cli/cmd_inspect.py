@@ -1,0 +1,35 @@
+"""regraft inspect MODEL|ADAPTER: an architecture card or an adapter card (metadata only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from regraft.cli._common import add_format, emit
+
+
+def add_parser(sub):
+    p = sub.add_parser("inspect", help="architecture card of a model, or card of a PEFT adapter",
+                       description="Show what regraft reads from a model (folder, HF cache, catalog, Hub) or a "
+                                   "PEFT adapter folder. Reads metadata only: no weights, no torch.",
+                       epilog="examples:\n  regraft inspect Qwen/Qwen3-30B-A3B\n  regraft inspect ./my-lora "
+                              "--format json", formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("thing", metavar="MODEL|ADAPTER")
+    p.add_argument("--allow-pickle", action="store_true", help="read adapter_model.bin with torch weights_only")
+    add_format(p)
+    return p
+
+
+def run(args) -> int:
+    from regraft.report import render_card
+
+    path = Path(args.thing).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        from regraft.inspection.adapter import read_adapter
+
+        card = read_adapter(path, allow_pickle=args.allow_pickle).describe()
+    else:
+        from regraft.inspection.resolve import resolve_model
+
+        card = resolve_model(args.thing).describe()
+    emit(render_card(card, args.format))
+    return 0
