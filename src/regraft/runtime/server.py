@@ -10,7 +10,7 @@ Bad requests get OpenAI-style ``{"error": {...}}`` JSON with 400/413; backend fa
 (every backend call has a deadline).
 """
 
-from __future__ import annotations
+
 
 import json
 import time

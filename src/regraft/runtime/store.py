@@ -99,7 +99,12 @@ class LanceStore:
     def _tbl(self, dim: int | None = None):
         if self._table is not None:
             return self._table
-        names = self._db.table_names()
+        lt = getattr(self._db, "list_tables", None)
+        if lt is not None:
+            res = lt()
+            names = list(getattr(res, "tables", res) or [])
+        else:  # older lancedb
+            names = self._db.table_names()
         if TABLE in names:
             self._table = self._db.open_table(TABLE)
         elif dim is not None:
