@@ -219,7 +219,7 @@ class QdrantStore:
                     )
                 self._c = qc.QdrantClient(path=path)
             else:
-                self._c = qc.QdrantClient(url=spec, timeout=int(timeout))
+                self._c = qc.QdrantClient(url=spec, timeout=int(timeout), check_compatibility=False)
             self._models = qc.models
             exists = self._c.collection_exists(collection)
         except StoreMissingError:
