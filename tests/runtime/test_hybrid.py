@@ -189,10 +189,10 @@ def test_oversize_request_is_refused_with_numbers(backends, tiny_ctx_dir):
 
 def test_evidence_is_trimmed_to_fit_the_budget(backends, store, embedder, tiny_ctx_dir):
     h = make(backends, store, embedder, policy={"small_max_tokens": 64, "master_max_tokens": 64,
-                                                 "evidence_token_budget": 10_000})
+                                                 "evidence_token_budget": 10_000}, tools=False)
     h.small_side = describe_side("small", h.small.base_url, "small-m", str(tiny_ctx_dir))
     hits = asyncio.run(h.retrieve("France Paris LoRA serve", 3))
-    msgs, kept, n = h.build_messages([{"role": "user", "content": "word " * 120}], hits, h.small_side, 64)
+    msgs, kept, n = h.build_messages([{"role": "user", "content": "word " * 60}], hits, h.small_side, 64)
     assert n <= 400 - 64 and len(kept) < len(hits)
 
 
