@@ -165,7 +165,8 @@ class Hybrid:
                                                        for i, h in enumerate(evidence)))
             if extra_system:
                 parts.append(extra_system)
-            return [{"role": "system", "content": "\n\n".join(x for x in parts if x)}] + rest
+            text = "\n\n".join(x for x in parts if x)
+            return ([{"role": "system", "content": text}] if text else []) + rest
 
         budget = self._budget(side, max_tokens)
         out = compose(kept)
