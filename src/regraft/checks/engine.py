@@ -53,7 +53,8 @@ def lora_area(ctx: LoraContext, select=None, ignore=None) -> AreaResult:
 def rows(ctx: LoraContext) -> list[ModuleRow]:
     out = []
     for m in ctx.matches:
-        out.append(ModuleRow(m.am.module, m.am.layer, m.target.role if m.target else "-",
+        name = f"{m.am.module}.{m.am.param}" if m.am.kind == "fused_experts" else m.am.module
+        out.append(ModuleRow(name, m.am.layer, m.target.role if m.target else "-",
                              _shape_text(m, "got"), _shape_text(m, "expected"), _status(m), m.why, len(m.am.tensors)))
     for tmpl, layers in ctx.uncovered.items():
         out.append(ModuleRow(tmpl, None, "-", None, None, "uncovered", f"no adapter tensors in target layers "

@@ -58,7 +58,7 @@ def match_module(am: AdapterModule, arch: Architecture, adapter: AdapterSpec) ->
     if am.layer is not None and arch.num_layers is not None and am.layer >= arch.num_layers:
         return Match(am, None, "extra-layer", f"target has {arch.num_layers} layers (0..{arch.num_layers - 1})", got=got)
     if am.kind == "fused_experts":
-        return _match_fused(am, arch, got)
+        return _match_fused(am, arch, got, adapter)
     target = arch.lookup(am.module, "disk") or arch.lookup(am.module, "v5")
     if target is None:
         leaf = am.leaf
@@ -103,7 +103,7 @@ def _expected(am: AdapterModule, t: ModuleInfo, adapter: AdapterSpec) -> dict:
     return {}
 
 
-def _match_fused(am: AdapterModule, arch: Architecture, got: dict) -> Match:
+def _match_fused(am: AdapterModule, arch: Architecture, got: dict, adapter: AdapterSpec) -> Match:
     layer = am.layer if am.layer is not None else 0
     if arch.num_layers is None or arch.num_experts is None and not arch.values.get("hidden_size"):
         return Match(am, None, "unknown", "the target's layers or experts are unknown", got=got)
@@ -117,10 +117,12 @@ def _match_fused(am: AdapterModule, arch: Architecture, got: dict) -> Match:
         return Match(am, target, "unknown", f"target shape unknown (missing: {', '.join(target.unknown)})", got=got)
     n_exp, out, inn = target.shape
     total = am.a.shape[0]
-    if total % n_exp or am.b.shape[1] != total:
-        return Match(am, target, "expert-count",
-                     f"lora_A has {total} rows, not a multiple of the target's {n_exp} experts", got=got)
-    r = total // n_exp
+    r = adapter.rank_alpha(name)[0]  # PEFT sizes fused LoRA as E * r (rank_pattern doubles r for gate_up)
+    if total % r or am.b.shape[1] != total:
+        return Match(am, target, "malformed", f"lora_A has {total} rows, not a multiple of r={r}", got=got)
+    if total != n_exp * r:
+        return Match(am, target, "expert-count", f"lora_A has {total} rows = {total // r} experts x r={r}; "
+                     f"the target has {n_exp} experts", got=got)
     expected = {"a": (n_exp * r, inn), "b": (out, n_exp * r)}
     bad = [s for s, shape in expected.items() if got.get(s) != shape]
     if bad:

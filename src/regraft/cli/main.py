@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from regraft.errors import RegraftError
 
+    for stream in (sys.stdout, sys.stderr):  # names from hostile files may hold lone surrogates ("\ud800")
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -21,6 +21,8 @@ from regraft.catalog.shapes import UnknownField, evaluate
 NAMESPACES = ("disk", "v5")
 _LAYER_RE = re.compile(r"^(?P<prefix>.*?layers\.)(?P<i>\d+)\.(?P<rest>.+)$")
 _EXPERT_RE = re.compile(r"\.experts\.(\d+)\.")
+# transformers 5 re-serialises some keys under new names (research: Qwen3-30B-A3B-Thinking-2507 copy).
+ALIASES = {"num_local_experts": "num_experts", "torch_dtype": "dtype"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ class Architecture:
     def values(self) -> dict:
         """Config values plus the architecture's defaults (defaults only for complete configs)."""
         vals = {k: v for k, v in self.config.items() if v is not None or k not in self.data["defaults"]}
+        for alias, canonical in ALIASES.items():
+            if vals.get(canonical) is None and vals.get(alias) is not None:
+                vals[canonical] = vals[alias]
+        rope = vals.get("rope_parameters")
+        if vals.get("rope_theta") is None and isinstance(rope, dict) and rope.get("rope_theta") is not None:
+            vals["rope_theta"] = rope["rope_theta"]
         if not self.partial:
             for key, default in self.data["defaults"].items():
                 if vals.get(key) is None:

@@ -39,6 +39,9 @@ def read_json(path: Path, what: str | None = None, expect: type = dict):
                               f"({e.msg}). Fix the file or re-download it.") from None
     except RecursionError:
         raise FileFormatError(f"Cannot parse {what} '{path}': JSON nested too deeply.") from None
+    except ValueError as e:  # an integer over Python's 4300-digit limit
+        raise FileFormatError(f"Cannot parse {what} '{path}': {str(e).split(';')[0]}. Fix the file or "
+                              "re-download it.") from None
     if not isinstance(doc, expect):
         raise FileFormatError(f"Cannot use {what} '{path}': it holds a JSON {type(doc).__name__}, "
                               f"expected a JSON {'object' if expect is dict else expect.__name__}.")

@@ -72,7 +72,7 @@ def read_header(path: str | os.PathLike) -> Header:
         raise InputError(f"Cannot read {where}: permission denied.") from None
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # also integers over Python's 4300-digit limit
         raise bad(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict):
         raise bad(f"header is a JSON {type(doc).__name__}, expected an object")
@@ -98,7 +98,7 @@ def parse_header_doc(doc: dict, file: str, data_size: int | None, where: str) ->
         if not isinstance(info, dict):
             raise bad(f"entry {name!r} is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPE_BYTES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
             raise bad(f"tensor {name!r} has unknown dtype {dtype!r} (known: {', '.join(sorted(DTYPE_BYTES))})")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise bad(f"tensor {name!r} has an invalid shape {shape!r}, expected a list of non-negative integers")

@@ -53,7 +53,7 @@ def extra_layers(ctx: LoraContext):
             data={"tensors": tensor_count(ms)})
 
 
-@rule("RG104", "lora-uncovered-layers", area="lora", severity=Severity.WARNING, verdict=Verdict.NEEDS_PORT)
+@rule("RG104", "lora-uncovered-layers", area="lora", severity=Severity.WARNING, verdict=None)
 def uncovered(ctx: LoraContext):
     """The target has layers the adapter does not cover; PEFT injects zero LoRA there (warning: missing keys).
 
