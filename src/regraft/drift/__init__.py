@@ -1,0 +1,337 @@
+"""``regraft drift A B``: how far apart two checkpoints of the same shapes are, streamed with bounded memory.
+
+For every tensor present in both (same name, same shape) the two files are read side by side in chunks of at most
+``chunk_elems`` values (plain file reads at the offsets the safetensors headers give; no mmap, no whole-shard
+load), shard by shard in file order, and reduced in float64 to:
+
+- relative Frobenius distance ``||A - B||_F / ||A||_F`` per module;
+- ``sigma = sum|A - B| / (sum|A| + sum|B|)`` (the Qwen ``sigma_v2.py`` measure: Qwen3-4B-Base vs
+  Instruct-2507 = 0.056), per module and over the whole model.
+
+Lineage verdict from the overall sigma: ``same weights`` (sigma <= 1e-4: identical or a re-cast),
+``siblings`` (sigma <= 0.30: one trunk, different post-training), ``unrelated`` (above). The copy rule of
+research/lora_transfer.md 6.5 is separate and stricter: same shapes and sigma <= 0.15 -> copy the adapter.
+Peak memory is a few chunks (default 4M values: ~100 MB), whatever the model size.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regraft.errors import InputError
+
+SAME_MAX = 1e-4
+SIBLING_MAX = 0.30
+COPY_MAX = 0.15
+CHUNK = 4 * 1024 * 1024
+_FLOAT = {"F32", "F16", "BF16", "F64"}
+_LAYER = re.compile(r"layers\.(\d+)\.")
+
+
+@dataclass
+class Stat:
+    name: str
+    numel: int = 0
+    d2: float = 0.0
+    a2: float = 0.0
+    b2: float = 0.0
+    d1: float = 0.0
+    a1: float = 0.0
+    b1: float = 0.0
+    dmax: float = 0.0
+
+    def add(self, o: "Stat") -> None:
+        for k in ("numel", "d2", "a2", "b2", "d1", "a1", "b1"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.dmax = max(self.dmax, o.dmax)
+
+    @property
+    def rel_fro(self) -> float:
+        return math.sqrt(self.d2) / math.sqrt(self.a2) if self.a2 > 0 else (0.0 if self.d2 == 0 else math.inf)
+
+    @property
+    def sigma(self) -> float:
+        den = self.a1 + self.b1
+        return self.d1 / den if den > 0 else 0.0
+
+    @property
+    def layer(self) -> int | None:
+        m = _LAYER.search(self.name + ".")
+        return int(m.group(1)) if m else None
+
+    @property
+    def role(self) -> str:
+        return _LAYER.sub("", self.name.split("layers.", 1)[-1]) if "layers." in self.name else self.name
+
+    def to_dict(self) -> dict:
+        return {"module": self.name, "numel": self.numel, "rel_fro": self.rel_fro, "sigma": self.sigma,
+                "max_abs_diff": self.dmax}
+
+
+@dataclass
+class DriftReport:
+    a: str
+    b: str
+    modules: list[Stat]
+    total: Stat
+    only_a: list[str] = field(default_factory=list)
+    only_b: list[str] = field(default_factory=list)
+    shape_mismatch: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    seconds: float = 0.0
+    peak_buffer_bytes: int = 0
+
+    @property
+    def sigma(self) -> float:
+        return self.total.sigma
+
+    @property
+    def verdict(self) -> str:
+        if self.shape_mismatch:
+            return "different shapes"
+        s = self.sigma
+        if self.total.dmax == 0 or s <= SAME_MAX:
+            return "same weights"
+        return "siblings" if s <= SIBLING_MAX else "unrelated"
+
+    @property
+    def relation(self) -> str:
+        """In the vocabulary of regraft.checks.lineage: same | sibling | unrelated."""
+        return {"same weights": "same", "siblings": "sibling"}.get(self.verdict, "unrelated")
+
+    @property
+    def copy_ok(self) -> bool:
+        return not self.shape_mismatch and self.sigma <= COPY_MAX
+
+    def summary(self) -> dict:
+        rel = sorted(m.rel_fro for m in self.modules)
+        return {"a": self.a, "b": self.b, "verdict": self.verdict, "relation": self.relation,
+                "sigma": self.sigma, "rel_fro": self.total.rel_fro,
+                "rel_fro_median": rel[len(rel) // 2] if rel else None, "rel_fro_max": rel[-1] if rel else None,
+                "copy_rule": f"{'copy' if self.copy_ok else 'do not copy'} (sigma {self.sigma:.4f} "
+                             f"{'<=' if self.copy_ok else '>'} {COPY_MAX})",
+                "modules": len(self.modules), "only_in_a": len(self.only_a), "only_in_b": len(self.only_b),
+                "shape_mismatch": self.shape_mismatch[:20], "bytes_read": self.bytes_read,
+                "seconds": round(self.seconds, 3),
+                "seconds_per_gb": round(self.seconds / (self.bytes_read / 1e9), 3) if self.bytes_read else None,
+                "peak_buffer_bytes": self.peak_buffer_bytes}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "per_module": [m.to_dict() for m in self.modules],
+                "per_layer": self.per_layer()}
+
+    def per_layer(self) -> dict[str, dict[int, float]]:
+        """role -> {layer: rel_fro}."""
+        out: dict[str, dict[int, float]] = {}
+        for m in self.modules:
+            if m.layer is not None:
+                out.setdefault(m.role, {})[m.layer] = m.rel_fro
+        return out
+
+
+def _tensors(folder: Path) -> dict:
+    from regraft.inspection.safetensors_header import read_folder_tensors
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"Cannot measure drift of '{folder}': not a folder. drift needs local model folders.")
+    found = read_folder_tensors(folder, "model.safetensors.index.json", "model.safetensors")
+    if not found:
+        raise InputError(f"'{folder}' has no model.safetensors (or index): drift needs local safetensors weights.")
+    return found[0]
+
+
+def _offsets(folder: Path, file: str) -> tuple[int, dict]:
+    import json
+    import struct
+
+    with open(folder / file, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        doc = json.loads(f.read(n))
+    return 8 + n, {k: v["data_offsets"] for k, v in doc.items() if k != "__metadata__"}
+
+
+def _to_f64(raw, dtype: str):
+    import numpy as np
+
+    if dtype == "F32":
+        return np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    if dtype == "F16":
+        return np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    if dtype == "F64":
+        return np.frombuffer(raw, dtype="<f8").copy()
+    if dtype == "BF16":
+        u = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return u.view(np.float32).astype(np.float64)
+    raise ValueError(dtype)
+
+
+def _module_of(name: str) -> str:
+    for suf in (".weight", ".bias"):
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def drift(a: str | Path, b: str | Path, modules=None, chunk_elems: int = CHUNK, progress=None) -> DriftReport:
+    """Stream two local checkpoints and measure per-module drift. ``progress(done_bytes, total_bytes)``."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    ta, tb = _tensors(a), _tensors(b)
+    common = [k for k in ta if k in tb]
+    rep = DriftReport(str(a), str(b), [], Stat("(all)"))
+    rep.only_a = sorted(set(ta) - set(tb))
+    rep.only_b = sorted(set(tb) - set(ta))
+    rep.shape_mismatch = sorted(k for k in common if ta[k].shape != tb[k].shape)
+    todo = [k for k in common if ta[k].shape == tb[k].shape and ta[k].dtype in _FLOAT and tb[k].dtype in _FLOAT]
+    if modules:
+        todo = [k for k in todo if any(m in k for m in modules)]
+    if not todo and not rep.shape_mismatch:
+        raise InputError(f"'{a}' and '{b}' share no floating-point tensor names: not two checkpoints of one "
+                         "architecture.")
+    offs_a: dict[str, tuple[int, dict]] = {}
+    offs_b: dict[str, tuple[int, dict]] = {}
+    # file order of A: shard by shard, offset by offset (sequential reads)
+    for f in {ta[k].file for k in todo}:
+        offs_a[f] = _offsets(a, f)
+    for f in {tb[k].file for k in todo}:
+        offs_b[f] = _offsets(b, f)
+    todo.sort(key=lambda k: (ta[k].file, offs_a[ta[k].file][1][k][0]))
+    total = sum(ta[k].nbytes + tb[k].nbytes for k in todo)
+    stats: dict[str, Stat] = {}
+    done, peak = 0, 0
+    handles: dict[tuple[str, str], object] = {}
+
+    def fh(side: str, folder: Path, file: str):
+        key = (side, file)
+        if key not in handles:
+            for k2 in [k for k in handles if k[0] == side]:  # one open shard per side
+                handles.pop(k2).close()
+            handles[key] = open(folder / file, "rb")
+        return handles[key]
+
+    try:
+        for k in todo:
+            ia, ib = ta[k], tb[k]
+            ea, eb = ia.nbytes // max(1, _numel(ia.shape)), ib.nbytes // max(1, _numel(ib.shape))
+            base_a = offs_a[ia.file][0] + offs_a[ia.file][1][k][0]
+            base_b = offs_b[ib.file][0] + offs_b[ib.file][1][k][0]
+            n = _numel(ia.shape)
+            st = stats.setdefault(_module_of(k), Stat(_module_of(k)))
+            fa, fb = fh("a", a, ia.file), fh("b", b, ib.file)
+            pos = 0
+            while pos < n:
+                m = min(chunk_elems, n - pos)
+                fa.seek(base_a + pos * ea)
+                fb.seek(base_b + pos * eb)
+                xa = _to_f64(fa.read(m * ea), ia.dtype)
+                xb = _to_f64(fb.read(m * eb), ib.dtype)
+                d = xa - xb
+                peak = max(peak, m * (ea + eb) + 3 * m * 8)
+                st.numel += m
+                st.d2 += float(np.dot(d, d))
+                st.a2 += float(np.dot(xa, xa))
+                st.b2 += float(np.dot(xb, xb))
+                np.abs(d, out=d)
+                st.d1 += float(d.sum())
+                st.dmax = max(st.dmax, float(d.max()) if m else 0.0)
+                st.a1 += float(np.abs(xa).sum())
+                st.b1 += float(np.abs(xb).sum())
+                del xa, xb, d
+                pos += m
+                done += m * (ea + eb)
+                if progress:
+                    progress(done, total)
+    finally:
+        for h in handles.values():
+            h.close()
+    rep.modules = sorted(stats.values(), key=lambda s: (s.layer if s.layer is not None else -1, s.name))
+    for s in rep.modules:
+        rep.total.add(s)
+    rep.bytes_read = done
+    rep.peak_buffer_bytes = peak
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def lineage_by_weights(source, target) -> DriftReport | None:
+    """Drift between two ModelSpecs when both are local folders with safetensors weights; else None.
+    ``check`` can use ``report.relation`` in place of the name-based lineage."""
+    if getattr(source, "path", None) is None or getattr(target, "path", None) is None:
+        return None
+    if not source.tensors or not target.tensors:
+        return None
+    return drift(source.path, target.path)
+
+
+def plot(rep: DriftReport, out: str | Path) -> Path:
+    """Per-layer relative Frobenius distance, one line per module role: PNG (matplotlib) or HTML (inline SVG)."""
+    out = Path(out)
+    per = rep.per_layer()
+    if out.suffix.lower() == ".png":
+        from regraft.errors import need
+
+        mpl = need("matplotlib", "regraft drift --plot PNG", "plot")
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+        for role, by_layer in sorted(per.items()):
+            xs = sorted(by_layer)
+            ax.plot(xs, [by_layer[x] for x in xs], marker="o", ms=3, lw=1.2, label=role)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("||A - B||_F / ||A||_F")
+        ax.set_title(f"drift {Path(rep.a).name} -> {Path(rep.b).name}: sigma {rep.sigma:.4f} ({rep.verdict})",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        tmp = out.with_name(f".{out.name}.tmp.png")
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(out)
+        return out
+    return _html(rep, per, out)
+
+
+def _html(rep: DriftReport, per: dict, out: Path) -> Path:
+    import html
+
+    w, h, pad = 720, 360, 40
+    layers = sorted({x for d in per.values() for x in d}) or [0]
+    ymax = max([v for d in per.values() for v in d.values() if math.isfinite(v)] + [1e-12])
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+              "#17becf"]
+    sx = lambda x: pad + (x - layers[0]) / max(1, layers[-1] - layers[0]) * (w - 2 * pad)  # noqa: E731
+    sy = lambda y: h - pad - y / ymax * (h - 2 * pad)  # noqa: E731
+    lines = []
+    for i, (role, d) in enumerate(sorted(per.items())):
+        pts = " ".join(f"{sx(x):.1f},{sy(d[x]):.1f}" for x in sorted(d) if math.isfinite(d[x]))
+        c = colors[i % len(colors)]
+        lines.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>'
+                     f'<text x="{w - pad + 4}" y="{pad + 12 * i}" font-size="10" fill="{c}">{html.escape(role)}</text>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + 160}" height="{h}">'
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#444"/>'
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>'
+           f'<text x="{pad}" y="{pad - 8}" font-size="11">max {ymax:.3g}</text>'
+           f'<text x="{w / 2}" y="{h - 8}" font-size="11">layer</text>' + "".join(lines) + "</svg>")
+    doc = (f"<!doctype html><meta charset=utf-8><title>regraft drift</title><h3>drift {html.escape(rep.a)} &rarr; "
+           f"{html.escape(rep.b)}</h3><p>sigma {rep.sigma:.4f}, verdict <b>{rep.verdict}</b>, "
+           f"{html.escape(rep.summary()['copy_rule'])}</p>{svg}")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(doc)
+    tmp.replace(out)
+    return out

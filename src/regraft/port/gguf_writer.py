@@ -1,0 +1,111 @@
+"""Write a LoRA adapter as a GGUF file llama.cpp loads with ``--lora`` (what ``convert_lora_to_gguf.py`` writes).
+
+Metadata: ``general.architecture`` (qwen2 / qwen3 / qwen3moe), ``general.type = adapter``,
+``adapter.type = lora``, ``adapter.lora.alpha``. llama.cpp takes the rank from the tensor shapes and applies
+``alpha / rank`` to every tensor, so each module's own scale must already be folded into lora_B (the port does it).
+Tensors: ``blk.N.attn_q.weight.lora_a`` [r, in] / ``.lora_b`` [out, r] (numpy order; GGUF stores the reverse),
+experts stacked per layer: ``blk.N.ffn_gate_exps.weight.lora_a`` [E, r, in] / ``.lora_b`` [E, out, r].
+Qwen2/Qwen3 need no q/k permutation (NeoX RoPE), unlike Llama.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from regraft.errors import InputError, need
+from regraft.port.items import Item
+
+GGUF_ARCH = {"qwen2": "QWEN2", "qwen3": "QWEN3", "qwen3_moe": "QWEN3MOE"}
+_EXP = re.compile(r"^(?P<pre>.*\.experts)\.(?P<e>\d+)\.(?P<proj>\w+)$")
+
+
+def gguf_names(items: list[Item], model_type: str, num_layers: int) -> dict[str, str]:
+    gguf = need("gguf", "writing a GGUF LoRA", "gguf")
+    if model_type not in GGUF_ARCH:
+        raise InputError(f"regraft writes GGUF LoRA for {', '.join(GGUF_ARCH)}; the target is '{model_type}'.")
+    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, GGUF_ARCH[model_type]), num_layers)
+    out = {}
+    for it in items:
+        m = _EXP.match(it.module)
+        hf = f"{m.group('pre')}.{m.group('proj')}" if m else it.module
+        name = tmap.get_name(hf)
+        if name is None:
+            raise InputError(f"No GGUF tensor for module '{it.module}' in llama.cpp's {model_type} name map.")
+        out[it.module] = name
+    return out
+
+
+def write_gguf(out: Path, items: list[Item], model_type: str, num_layers: int, num_experts: int | None,
+               alpha: float, name: str | None = None) -> dict:
+    """Write items (plain LoRA, experts per expert, scales already folded for ``alpha``) to ``out`` atomically.
+    Returns {gguf tensor name: numpy shape}."""
+    gguf = need("gguf", "writing a GGUF LoRA", "gguf")
+    import numpy as np
+
+    names = gguf_names(items, model_type, num_layers)
+    arrays: dict[str, "np.ndarray"] = {}
+    stacks: dict[str, dict[int, Item]] = defaultdict(dict)
+    for it in items:
+        if it.kind != "lora":
+            raise InputError(f"GGUF LoRA holds plain LoRA pairs only; '{it.module}' is {it.kind}.")
+        m = _EXP.match(it.module)
+        if m:
+            stacks[names[it.module]][int(m.group("e"))] = it
+            continue
+        arrays[names[it.module] + ".weight.lora_a"] = it.a.float().numpy()
+        arrays[names[it.module] + ".weight.lora_b"] = it.b.float().numpy()
+    for base, by_e in stacks.items():
+        if num_experts is None or sorted(by_e) != list(range(num_experts)):
+            raise InputError(f"{base}: llama.cpp stacks LoRA over all {num_experts} experts; the adapter has "
+                             f"{len(by_e)}.")
+        ranks = {it.rank for it in by_e.values()}
+        if len(ranks) != 1:
+            raise InputError(f"{base}: expert ranks differ ({sorted(ranks)}); pad them first.")
+        arrays[base + ".weight.lora_a"] = np.stack([by_e[e].a.float().numpy() for e in range(num_experts)])
+        arrays[base + ".weight.lora_b"] = np.stack([by_e[e].b.float().numpy() for e in range(num_experts)])
+    tmp = out.with_name(f".{out.name}.regraft-tmp-{os.getpid()}")
+    arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, GGUF_ARCH[model_type])]
+    try:
+        w = gguf.GGUFWriter(str(tmp), arch)
+        w.add_type(gguf.GGUFType.ADAPTER)
+        w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+        if name:
+            w.add_name(name)
+        for k in sorted(arrays):
+            w.add_tensor(k, np.ascontiguousarray(arrays[k], dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        from regraft.port.write import replace_into
+
+        replace_into(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def read_gguf_lora(path: str | Path) -> tuple[dict, dict]:
+    """(metadata {key: value}, tensors {name: numpy array in numpy order}) of a GGUF LoRA (for tests/verify)."""
+    gguf = need("gguf", "reading a GGUF LoRA", "gguf")
+    import numpy as np
+
+    r = gguf.GGUFReader(str(path))
+    meta = {}
+    for k, f in r.fields.items():
+        if k.startswith("GGUF."):
+            continue
+        try:
+            meta[k] = f.contents()
+        except Exception:  # noqa: BLE001 - informational only
+            meta[k] = None
+    tensors = {}
+    for t in r.tensors:
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+        tensors[t.name] = np.array(t.data).reshape(shape)
+    return meta, tensors
