@@ -1,0 +1,468 @@
+"""Benchmark of the hybrid runtime (issue 7).
+
+    python bench/hybrid.py routing [--n 300]   # quality vs master share: policy / always-small / always-master / random
+    python bench/hybrid.py latency             # serve p50/p95/throughput under 32 concurrent clients + regraft's overhead
+    python bench/hybrid.py all
+
+Routing: a small and a master model of the zoo's synthetic world (ChatML chats with copy/rev/sort/mod commands,
+``bench.zoo``) are served by a logprob-capable OpenAI-compatible server (``serve-model`` below: transformers
+``generate`` with scores - `transformers serve` does not return logprobs) as real processes on loopback. Every
+test item goes through regraft's ``Hybrid`` over HTTP twice (route=small, route=master) to record both answers and
+the small model's signals; the policy is then swept over its ``mean_logprob_below`` threshold with the pure
+``decide()`` (RouteLLM-style calibration), random routing is the exact expectation at the same master share, and
+one operating point is re-run end to end with route=auto to check the sweep. Models: ``--small-dir/--master-dir``
+(e.g. zoo members) or, by default, a pair trained here on the zoo's "chat" mixture (cached in bench/.cache/hybrid).
+
+Latency: ``regraft serve`` (a real process) in front of two fast fake OpenAI backends (real processes,
+``regraft.runtime.fake_backend``), so what is measured above the backends is regraft's own overhead. Reported:
+client-side p50/p95 and throughput at concurrency 1 and 32, the same load sent straight to the backend, and the
+per-request overhead = client latency - time regraft spent waiting on backends (from the trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+CACHE = ROOT / "bench" / ".cache" / "hybrid"
+PY = sys.executable
+
+SMALL_SHAPE = {"arch": "qwen3", "hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "ffn": 64}
+MASTER_SHAPE = {"arch": "qwen3", "hidden": 96, "layers": 3, "heads": 4, "kv_heads": 2, "ffn": 256}
+
+
+# ------------------------------------------------------------------------------------------ model server
+def serve_model(model_dir: str, port: int) -> None:
+    """OpenAI-compatible /v1/chat/completions with per-token logprobs for one local model (greedy)."""
+    import threading
+
+    import torch
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    eos = [i for i in {tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id} if i is not None]
+    lock = threading.Lock()
+    max_pos = model.config.max_position_embeddings
+
+    def generate(messages, max_new):
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        if len(ids) + max_new > max_pos:
+            return None, len(ids)
+        x = torch.tensor([ids])
+        with lock, torch.no_grad():
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
+                                 eos_token_id=eos, pad_token_id=tok.pad_token_id, output_scores=True,
+                                 return_dict_in_generate=True)
+        new = out.sequences[0, len(ids):].tolist()
+        lps = []
+        for t, sc in zip(new, out.scores):
+            lps.append(float(torch.log_softmax(sc[0].float(), -1)[t]))
+        finish = "length"
+        if new and new[-1] in eos:
+            new, lps, finish = new[:-1], lps[:-1] if len(lps) > 1 else lps, "stop"
+        text = tok.decode(new, skip_special_tokens=True)
+        return (text, lps, finish, len(new)), len(ids)
+
+    async def chat(req):
+        body = await req.json()
+        res, n_prompt = await asyncio.to_thread(generate, body["messages"], int(body.get("max_tokens") or 16))
+        if res is None:
+            return JSONResponse({"error": {"message": f"prompt {n_prompt} tokens exceeds context {max_pos}"}},
+                                status_code=400)
+        text, lps, finish, n = res
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": [{"token": "", "logprob": v} for v in lps]}
+        return JSONResponse({"id": "x", "object": "chat.completion", "created": int(time.time()), "model": model_dir,
+                             "choices": [choice], "usage": {"prompt_tokens": n_prompt, "completion_tokens": n,
+                                                            "total_tokens": n_prompt + n}})
+
+    async def models(_):
+        return JSONResponse({"object": "list", "data": [{"id": model_dir, "object": "model"}]})
+
+    async def health(_):
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models),
+                            Route("/health", health)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _procs():
+    from tests.runtime import procs
+
+    return procs
+
+
+def eval_items(n: int) -> list[tuple[str, str]]:
+    """(user message, gold answer) from the zoo's Task C test split, answers in the plain (T1) style."""
+    from bench.zoo import world
+
+    out = []
+    for ex in world.load_task("C").test[:n]:
+        user = ex.prompt.split("user\n", 1)[1].split(world.IM_END, 1)[0]
+        out.append((user, ex.gold[3:-3].lower()))
+    return out
+
+
+def build_pair(small_steps: int, master_steps: int) -> tuple[Path, Path]:
+    import torch
+
+    from bench.zoo import world
+    from bench.zoo.models import new_model
+    from bench.zoo.train import train
+
+    torch.set_num_threads(2)
+    out = []
+    for name, shape, steps, lr in (("small", SMALL_SHAPE, small_steps, 3e-3), ("master", MASTER_SHAPE, master_steps, 2e-3)):
+        d = CACHE / f"{name}-{shape['hidden']}x{shape['layers']}-{steps}"
+        if not (d / "config.json").is_file():
+            t = time.time()
+            m = new_model(shape, seed=1)
+            stats = train(m, [(1.0, "chat")], steps=steps, lr=lr, seed=7, batch=32, desc=name)
+            m.save_pretrained(d)
+            world.hf_tokenizer().save_pretrained(d)
+            (d / "train.json").write_text(json.dumps({**stats, "shape": shape, "seconds": time.time() - t}))
+            print(f"trained {name} in {time.time() - t:.0f}s: {stats}", file=sys.stderr)
+        out.append(d)
+    return out[0], out[1]
+
+
+def start_model_server(model_dir: Path, log: Path):
+    procs = _procs()
+    port = procs.free_port()
+    p = procs.start([PY, __file__, "serve-model", str(model_dir), "--port", str(port)],
+                    f"http://127.0.0.1:{port}/health", log, timeout=180)
+    return p, f"http://127.0.0.1:{port}/v1"
+
+
+def _norm(s: str) -> str:
+    return s.strip().lower()
+
+
+# ------------------------------------------------------------------------------------------ routing
+ROUTING_POLICY = {
+    "system_prompt": "", "send_evidence": False, "send_draft": False, "evidence_token_budget": 0,
+    "small_max_tokens": 16, "master_max_tokens": 16, "retries": 1,
+    "escalate_if": {"retrieval_score_below": None, "mean_logprob_below": None, "tool_failures_at_least": None,
+                    "answer_chars_below": 1, "finish_reason_length": False, "phrases": []},
+}
+
+
+async def _collect(hybrid, items, route, conc=4):
+    sem = asyncio.Semaphore(conc)
+
+    async def one(q):
+        async with sem:
+            return await hybrid.answer([{"role": "user", "content": q}], route)
+
+    return await asyncio.gather(*(one(q) for q, _ in items))
+
+
+def routing(args) -> dict:
+    from regraft.runtime.backends import Backend
+    from regraft.runtime.contract import check_contract
+    from regraft.runtime.hybrid import Hybrid
+    from regraft.runtime.policy import Signals, decide, policy_from_dict
+
+    if args.small_dir and args.master_dir:
+        sdir, mdir = Path(args.small_dir), Path(args.master_dir)
+    else:
+        sdir, mdir = build_pair(args.small_steps, args.master_steps)
+    items = eval_items(args.n)
+    logs = CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ps, surl = start_model_server(sdir, logs / "small.log")
+    pm, murl = start_model_server(mdir, logs / "master.log")
+    procs = _procs()
+    try:
+        policy = policy_from_dict(ROUTING_POLICY)
+
+        async def run_all():
+            small, master = Backend(surl, role="small", timeout=60), Backend(murl, role="master", timeout=60)
+            report = await check_contract(small, master, policy, None, small_model=str(sdir), master_model=str(mdir))
+            report.raise_for_errors()
+            h = Hybrid(small, master, policy=policy, small_side=report.small, master_side=report.master)
+            t = time.time()
+            rs = await _collect(h, items, "small")
+            rm = await _collect(h, items, "master")
+            wall = time.time() - t
+            return report, rs, rm, wall
+
+        report, rs, rm, wall = asyncio.run(run_all())
+        gold = [g for _, g in items]
+        ok_s = [_norm(r.answer) == g for r, g in zip(rs, gold)]
+        ok_m = [_norm(r.answer) == g for r, g in zip(rm, gold)]
+        sigs = [r.signals for r in rs]
+        n = len(items)
+        q_small, q_master = sum(ok_s) / n, sum(ok_m) / n
+        # sweep the policy's threshold with the pure decide()
+        lps = sorted({s.mean_logprob for s in sigs if s.mean_logprob is not None})
+        thresholds = [lps[0] - 1] + [(a + b) / 2 for a, b in zip(lps, lps[1:])] + [lps[-1] + 1] if lps else []
+        curve = []
+        for t in thresholds:
+            pol = policy_from_dict({**ROUTING_POLICY, "escalate_if": {**ROUTING_POLICY["escalate_if"], "mean_logprob_below": t}})
+            dec = [decide(Signals(**{**s.__dict__, "user_choice": "auto"}), pol) for s in sigs]
+            esc = [d.escalate for d in dec]
+            share = sum(esc) / n
+            q = sum((om if e else os_) for e, os_, om in zip(esc, ok_s, ok_m)) / n
+            curve.append({"threshold": t, "master_share": share, "quality": q,
+                          "random_quality": q_small * (1 - share) + q_master * share})
+        # oracle: escalate exactly when it helps
+        oracle_share = sum((not a) and b for a, b in zip(ok_s, ok_m)) / n
+        oracle_q = sum(a or b for a, b in zip(ok_s, ok_m)) / n
+        reach = [c for c in curve if c["quality"] >= q_master]
+        best40 = max((c for c in curve if c["master_share"] <= 0.40), key=lambda c: c["quality"])
+        op = min(reach, key=lambda c: c["master_share"]) if reach else best40
+        # validate the chosen operating point end to end (route=auto through the real runtime)
+        pol = policy_from_dict({**ROUTING_POLICY, "escalate_if": {**ROUTING_POLICY["escalate_if"],
+                                                                    "mean_logprob_below": op["threshold"]}})
+
+        async def validate():
+            small, master = Backend(surl, role="small", timeout=60), Backend(murl, role="master", timeout=60)
+            h = Hybrid(small, master, policy=pol, small_side=report.small, master_side=report.master)
+            return await _collect(h, items, "auto")
+
+        ra = asyncio.run(validate())
+        va_share = sum(r.route == "master" for r in ra) / n
+        va_q = sum(_norm(r.answer) == g for r, g in zip(ra, gold)) / n
+    finally:
+        procs.stop(ps)
+        procs.stop(pm)
+    res = {
+        "n": n, "small_model": str(sdir.relative_to(ROOT) if sdir.is_relative_to(ROOT) else sdir),
+        "master_model": str(mdir.relative_to(ROOT) if mdir.is_relative_to(ROOT) else mdir),
+        "always_small": q_small, "always_master": q_master,
+        "oracle": {"master_share": oracle_share, "quality": oracle_q},
+        "operating_point": op, "best_at_40pct": best40,
+        "target_met": bool(best40["quality"] >= q_master),
+        "validated_end_to_end": {"master_share": va_share, "quality": va_q, "threshold": op["threshold"]},
+        "curve": curve, "seconds_for_2n_requests": wall,
+        "contract_findings": [f.to_dict() for f in report.findings],
+        "signal": "small model mean token logprob (policy escalate_if.mean_logprob_below, swept)",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hybrid_routing.json").write_text(json.dumps(res, indent=1))
+    _plot(res)
+    return res
+
+
+def _plot(res: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = res["curve"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.plot([p["master_share"] for p in c], [p["quality"] for p in c], "-o", ms=2.5, label="regraft policy (mean logprob)")
+    ax.plot([0, 1], [res["always_small"], res["always_master"]], "--", color="gray", label="random routing (expected)")
+    ax.scatter([0], [res["always_small"]], color="tab:red", zorder=5, label="always small")
+    ax.scatter([1], [res["always_master"]], color="tab:green", zorder=5, label="always master")
+    ax.scatter([res["oracle"]["master_share"]], [res["oracle"]["quality"]], marker="*", s=90, color="gold",
+               edgecolor="k", zorder=5, label="oracle")
+    v = res["validated_end_to_end"]
+    ax.scatter([v["master_share"]], [v["quality"]], marker="x", s=70, color="k", zorder=6, label="route=auto, measured")
+    ax.axvline(0.40, color="tab:purple", lw=0.8, ls=":")
+    ax.axhline(res["always_master"], color="tab:green", lw=0.8, ls=":")
+    ax.set_xlabel("share of requests sent to the master")
+    ax.set_ylabel("exact match")
+    ax.set_title(f"hybrid routing on zoo chat tasks (n={res['n']})")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "hybrid_routing.png", dpi=120)
+
+
+# ------------------------------------------------------------------------------------------ latency
+async def _load(url: str, body: dict, n: int, conc: int, trace: bool) -> dict:
+    import httpx
+
+    lat, over = [], []
+    errors = 0
+    sem_q = asyncio.Queue()
+    for _ in range(n):
+        sem_q.put_nowait(1)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=conc * 2)) as c:
+        async def worker():
+            nonlocal errors
+            while not sem_q.empty():
+                sem_q.get_nowait()
+                t = time.perf_counter()
+                r = await c.post(url + "/chat/completions", json=body)
+                dt = (time.perf_counter() - t) * 1000
+                if r.status_code != 200:
+                    errors += 1
+                    continue
+                lat.append(dt)
+                if trace:
+                    steps = r.json()["regraft"]["trace"]
+                    backend = sum(s.get("ms", 0) for s in steps if s["step"] in ("small", "master", "master-stream"))
+                    over.append(dt - backend)
+
+        # warm-up
+        for _ in range(5):
+            await c.post(url + "/chat/completions", json=body)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        wall = time.perf_counter() - t0
+    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 2 else float("nan")  # noqa: E731
+    out = {"n": len(lat), "errors": errors, "concurrency": conc, "p50_ms": q(lat, 50), "p95_ms": q(lat, 95),
+           "throughput_rps": len(lat) / wall}
+    if over:
+        out.update(overhead_p50_ms=q(over, 50), overhead_p95_ms=q(over, 95))
+    return out
+
+
+def latency(args) -> dict:
+    procs = _procs()
+    tmp = CACHE / "lat"
+    tmp.mkdir(parents=True, exist_ok=True)
+    answers = tmp / "answers.json"
+    answers.write_text(json.dumps({"capital": {"content": "Paris is the capital of France [1].", "logprob": -0.1}}))
+    ps, small = procs.fake_backend(tmp, "--logprobs", "--answers", str(answers), name="small")
+    pm, master = procs.fake_backend(tmp, "--answers", str(answers), "--model-id", "master", name="master")
+    res = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(), "runs": []}
+    body_small = {"model": "regraft", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                  "max_tokens": 32, "regraft": {"trace": True}}
+    body_esc = {"model": "regraft", "messages": [{"role": "user", "content": "Tell me about quux."}],
+                "max_tokens": 32, "regraft": {"trace": True}}
+    kb = None
+    try:
+        from regraft.runtime.index import index_docs
+
+        docs = tmp / "docs"
+        docs.mkdir(exist_ok=True)
+        for i in range(40):
+            (docs / f"d{i}.md").write_text(f"Document {i}. The capital of country {i} is city {i}. " * 5)
+        (docs / "france.md").write_text("The capital of France is Paris.")
+        kb = tmp / "kb"
+        index_docs(docs, str(kb), progress=False)
+        configs = [("no store, no tools", ["--no-tools"]), ("store (MiniLM + LanceDB) + tools", ["--store", str(kb)])]
+        n, conc = args.requests, args.concurrency
+        direct = {"model": "fake", "messages": body_small["messages"], "max_tokens": 32}
+        for c in (1, conc):
+            r = asyncio.run(_load(small, direct, n if c > 1 else n // 2, c, False))
+            res["runs"].append({"target": "fake backend directly", **r})
+            print(res["runs"][-1], file=sys.stderr)
+        for name, extra in configs:
+            port = procs.free_port()
+            p = procs.start([PY, "-m", "regraft", "serve", "--small", small, "--master", master, "--port", str(port),
+                             *extra], f"http://127.0.0.1:{port}/health", tmp / f"serve-{port}.log", timeout=120)
+            url = f"http://127.0.0.1:{port}/v1"
+            try:
+                for label, body in (("answered by small", body_small), ("escalated to master", body_esc)):
+                    for c in (1, conc):
+                        r = asyncio.run(_load(url, body, n if c > 1 else n // 2, c, True))
+                        res["runs"].append({"target": f"regraft serve, {name}, {label}", **r})
+                        print(res["runs"][-1], file=sys.stderr)
+            finally:
+                procs.stop(p)
+    finally:
+        procs.stop(ps)
+        procs.stop(pm)
+    res["load_average_at_end"] = os.getloadavg()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hybrid_latency.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+# ------------------------------------------------------------------------------------------ report
+def write_md() -> None:
+    lines = ["# Hybrid runtime benchmark (bench/hybrid.py)", ""]
+    rp, lp = RESULTS / "hybrid_routing.json", RESULTS / "hybrid_latency.json"
+    if rp.exists():
+        r = json.loads(rp.read_text())
+        op, v, b40 = r["operating_point"], r["validated_end_to_end"], r["best_at_40pct"]
+        lines += [
+            "## Routing: quality vs share of requests sent to the master",
+            "",
+            f"`python bench/hybrid.py routing --n {r['n']}` — small `{r['small_model']}`, master `{r['master_model']}`, "
+            f"zoo Task C test prompts in the plain chat style, exact match; signal: {r['signal']}.",
+            "",
+            "| router | master share | exact match |",
+            "|---|---|---|",
+            f"| always small | 0% | {r['always_small']:.3f} |",
+            f"| always master | 100% | {r['always_master']:.3f} |",
+            f"| regraft policy, best at ≤ 40% master | {b40['master_share']:.0%} | {b40['quality']:.3f} |",
+            f"| random routing at that share (expected) | {b40['master_share']:.0%} | {b40['random_quality']:.3f} |",
+            f"| regraft policy, cheapest point reaching master quality | {op['master_share']:.0%} | {op['quality']:.3f} |",
+            f"| same point, re-run end to end (route=auto) | {v['master_share']:.0%} | {v['quality']:.3f} |",
+            f"| oracle (escalate only when it helps) | {r['oracle']['master_share']:.0%} | {r['oracle']['quality']:.3f} |",
+            "",
+            f"Target (master quality at ≤ 40% master calls): **{'met' if r['target_met'] else 'not met'}**. "
+            "Plot: `hybrid_routing.png`.",
+            "",
+        ]
+    if lp.exists():
+        L = json.loads(lp.read_text())
+        lines += [
+            "## Latency and overhead of `regraft serve`",
+            "",
+            f"`python bench/hybrid.py latency` — backends are fast fake OpenAI servers (real processes), so the time "
+            f"above them is regraft's own. {L['cpus']} CPUs shared with other jobs; load average "
+            f"{L['load_average_at_start'][0]:.1f} at start, {L['load_average_at_end'][0]:.1f} at end.",
+            "",
+            "| target | clients | p50 ms | p95 ms | req/s | regraft overhead p50 / p95 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in L["runs"]:
+            ov = (f"{x['overhead_p50_ms']:.1f} / {x['overhead_p95_ms']:.1f}" if "overhead_p50_ms" in x else "—")
+            lines.append(f"| {x['target']} | {x['concurrency']} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | "
+                         f"{x['throughput_rps']:.0f} | {ov} |")
+        lines += ["", "Overhead = client latency − time regraft waited on backend calls (from the per-request trace).", ""]
+    (RESULTS / "hybrid.md").write_text("\n".join(lines))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("routing")
+    for p in (r, sub.add_parser("all")):
+        p.add_argument("--n", type=int, default=300)
+        p.add_argument("--small-steps", type=int, default=150)
+        p.add_argument("--master-steps", type=int, default=500)
+        p.add_argument("--small-dir")
+        p.add_argument("--master-dir")
+        p.add_argument("--requests", type=int, default=640)
+        p.add_argument("--concurrency", type=int, default=32)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--requests", type=int, default=640)
+    lat.add_argument("--concurrency", type=int, default=32)
+    sm = sub.add_parser("serve-model")
+    sm.add_argument("model_dir")
+    sm.add_argument("--port", type=int, required=True)
+    sub.add_parser("report")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.cmd == "serve-model":
+        return serve_model(a.model_dir, a.port)
+    if a.cmd in ("routing", "all"):
+        res = routing(a)
+        print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
+    if a.cmd in ("latency", "all"):
+        latency(a)
+    write_md()
+    print((RESULTS / "hybrid.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
