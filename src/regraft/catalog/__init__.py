@@ -75,6 +75,8 @@ def nearest_models(name: str, n: int = 4) -> list[str]:
 
 @lru_cache(maxsize=None)
 def architecture_data(model_type: str) -> dict | None:
+    if not re.fullmatch(r"[A-Za-z0-9_]+", model_type):  # a config's model_type must not walk the package
+        return None
     try:
         return _read("architectures", f"{model_type}.json")
     except FileNotFoundError:

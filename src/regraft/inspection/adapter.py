@@ -188,6 +188,10 @@ class AdapterSpec:
 
 def _pattern_key(patterns: dict, module: str) -> str | None:
     for key in patterns:
+        if len(module) > 1000:  # no real module name is this long; a regex on it could run for hours
+            if module.endswith(key):
+                return key
+            continue
         try:
             if re.match(rf"(^|.*\.){key}$", module):
                 return key
@@ -261,6 +265,54 @@ def _validate_config(config: dict, where: Path) -> None:
     r = config.get("r")
     if isinstance(r, int) and r <= 0:
         raise FileFormatError(f"Invalid adapter_config.json '{where}': 'r' is {r}, expected a positive rank.")
+    for key, want in (("rank_pattern", int), ("alpha_pattern", (int, float))):
+        for k, v in (config.get(key) or {}).items():
+            if not isinstance(v, want) or isinstance(v, bool) or (key == "rank_pattern" and v <= 0):
+                raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' maps {k!r:.60} to "
+                                      f"{v!r:.60}, expected a positive {'rank' if key == 'rank_pattern' else 'number'}.")
+            risk = _pattern_risk(k)
+            if risk:
+                raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' key {k!r:.60} has {risk}, "
+                                      "which can make regex matching run for hours; use a module name or a simpler "
+                                      "pattern.")
+
+
+def _pattern_risk(key: str) -> str | None:
+    """Why a rank/alpha pattern could backtrack catastrophically (nested or repeated repetition), or None."""
+    from re import _constants as c, _parser
+
+    try:
+        items = _parser.parse(key)
+    except (re.error, RecursionError, OverflowError):
+        return None  # not a regex: matched literally
+    repeats = 0
+
+    def walk(seq, under: bool) -> str | None:
+        nonlocal repeats
+        for op, av in seq:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+                lo, hi, sub = av
+                if hi > 1:
+                    repeats += 1
+                    if under:
+                        return "nested repetition"
+                why = walk(sub, under or hi > 1)
+            elif op is c.BRANCH:
+                why = "alternation under repetition" if under else next(
+                    (w for b in av[1] if (w := walk(b, under))), None)
+            elif op is c.SUBPATTERN:
+                why = walk(av[-1], under)
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                why = walk(av[1], under)
+            elif op in (c.GROUPREF, c.GROUPREF_EXISTS):
+                why = "a backreference"
+            else:
+                why = None
+            if why:
+                return why
+        return "more than one repetition" if repeats > 1 else None
+
+    return walk(items, False)
 
 
 def _read_bin(path: Path) -> dict[str, TensorInfo]:

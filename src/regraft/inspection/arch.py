@@ -214,6 +214,54 @@ class Architecture:
         return out
 
 
+# Config fields the code loops over or divides by, with the largest value a real model could have.
+_STRUCTURAL = {"num_hidden_layers": 100_000, "num_experts": 1_000_000, "decoder_sparse_step": 100_000,
+               "full_attention_interval": 100_000}
+_DIM_LIMIT = 2**48
+
+
+def validate_config(config: dict, where: str) -> None:
+    """Refuse config values that the shape code cannot compute with; FileFormatError naming the field.
+
+    Every field that a shape expression or a layer loop of the config's architecture reads must be an integer
+    in a sane range (divisors at least 1), ``layer_types`` a list of strings, ``mlp_only_layers`` a list of ints.
+    """
+    from regraft.catalog.shapes import names
+    from regraft.errors import FileFormatError
+
+    def bad(key: str, v, want: str) -> FileFormatError:
+        return FileFormatError(f"Invalid config {where}: '{key}' is {type(v).__name__} {v!r:.60}, expected {want}. "
+                               "Fix the config or re-download it.")
+
+    model_type = config.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise bad("model_type", model_type, "a string")
+    data = architecture_data(model_type) if model_type else None
+    if data is None:
+        return
+    if data.get("config_root"):
+        root = config.get(data["config_root"])
+        if root is not None and not isinstance(root, dict):
+            raise bad(data["config_root"], root, "an object")
+        config = root or {}
+    fields = dict(_STRUCTURAL)
+    for entry in [*data["globals"], *(e for block in data["blocks"].values() for e in block)]:
+        for expr in entry["shape"]:
+            fields.update((n, _DIM_LIMIT) for n in names(expr) if n not in fields)
+    for default in data["defaults"].values():
+        if isinstance(default, str):
+            fields.update((n, _DIM_LIMIT) for n in names(default) if n not in fields)
+    for key, limit in fields.items():
+        v = config.get(key)
+        low = 1 if key in ("num_attention_heads", "decoder_sparse_step", "full_attention_interval") else 0
+        if v is not None and (type(v) is not int or not low <= v <= limit):
+            raise bad(key, v, f"an integer from {low} to {limit}")
+    for key, typ in (("layer_types", str), ("mlp_only_layers", int)):
+        v = config.get(key)
+        if v is not None and (not isinstance(v, list) or not all(type(x) is typ for x in v)):
+            raise bad(key, v, f"a list of {typ.__name__}s")
+
+
 def _in_ns(entry: dict, namespace: str) -> bool:
     ns = entry.get("namespace", "both")
     return namespace == "both" or ns == "both" or ns == namespace

@@ -20,6 +20,7 @@ from pathlib import Path
 from regraft import catalog
 from regraft.errors import InputError, OfflineError, UnknownModelError
 from regraft.inspection import hub
+from regraft.inspection.arch import validate_config
 from regraft.inspection.files import read_json, read_json_if_exists, read_text
 from regraft.inspection.model import ModelSpec
 from regraft.inspection.safetensors_header import read_folder_tensors
@@ -95,6 +96,7 @@ def read_model_folder(folder: Path, name: str | None = None, origin: str = "loca
         raise InputError(f"'{folder}' has no config.json; expected a Hugging Face model folder (config.json and "
                          "*.safetensors), a repo id or a catalog name.")
     config = read_json(cfg_path)
+    validate_config(config, f"'{cfg_path}'")
     gen = read_json_if_exists(folder / "generation_config.json")
     tok = read_json_if_exists(folder / "tokenizer_config.json")
     template = _chat_template(folder, tok)
@@ -127,6 +129,7 @@ def hub_model(repo_id: str, revision: str = "main") -> ModelSpec:
     from regraft.inspection.safetensors_header import parse_header_doc
 
     config = hub.fetch_config(repo_id, revision)
+    validate_config(config, f"config.json of '{repo_id}'")
     gen = hub.fetch_json(repo_id, "generation_config.json", revision)
     tok = hub.fetch_json(repo_id, "tokenizer_config.json", revision)
     tensors, nbytes = {}, 0

@@ -1,0 +1,33 @@
+"""Property: every reader, on any generated input, succeeds or raises a RegraftError with a one-line message.
+
+No other exception, no hang (per-case alarm), no allocation driven by a declared size (see test_sizes.py).
+Cases per reader: the hypothesis profile (conftest.py); the long campaign with counts is ``bench/fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+
+from tests.hostile.harness import check_case, scratch
+from tests.hostile.targets import TARGETS
+
+pytestmark = pytest.mark.fuzz
+
+
+def _prop(name):
+    target = TARGETS[name]
+
+    @given(target.strategy)
+    def prop(case):
+        with scratch() as d:
+            check_case(target.run, case, d)
+
+    prop.__name__ = f"test_{name.replace('-', '_')}"
+    return prop
+
+
+test_safetensors_header = _prop("safetensors-header")
+test_adapter = _prop("adapter")
+test_model_folder = _prop("model-folder")
+test_check = _prop("check")
