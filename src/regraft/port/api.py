@@ -304,6 +304,7 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
     if drift:
         result.drift = drift_report(spec, target, source)
         if result.drift and result.drift.get("verdict"):
+            plan.notes = [n for n in plan.notes if not n.startswith("lineage:")]
             plan.relation = {"same weights": "same", "siblings": "sibling"}.get(result.drift["verdict"], "unrelated")
             if plan.relation == "unrelated":
                 plan.notes.append(f"drift: sigma {result.drift['sigma']:.3f} > 0.15 -- the copy rule says no "

@@ -266,7 +266,9 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
                           f"are folded into lora_B (global scale {plan.uniform_scale:.6g})")
     if plan.rank_out and allowed:
         plan.notes.append(f"ranks padded with zeros to r={plan.rank_out}, one of {runtime}'s allowed ranks")
-    if rd.get("flags"):
+    if gguf:
+        plan.runtime_flags = "llama-server -m MODEL.gguf --lora OUT.gguf (GGUF written by regraft; no converter needed)"
+    elif rd.get("flags"):
         plan.runtime_flags = rd["flags"].replace("{rank}", str(plan.rank_out or max_rank))
     if plan.relation == "unrelated":
         plan.notes.append(f"lineage: the adapter was trained on {normalise_base(spec.base_model)}, which is not "
