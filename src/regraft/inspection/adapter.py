@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regraft.errors import FileFormatError, InputError, UnsafeInputError
-from regraft.inspection.files import read_json
+from regraft.inspection.files import inside, read_json
 from regraft.inspection.safetensors_header import TensorInfo, read_header
 
 PREFIX = "base_model.model."
@@ -226,18 +226,18 @@ def read_adapter(path: str | Path, *, allow_pickle: bool = False) -> AdapterSpec
         hint = " It looks like a model folder (config.json); pass it as SOURCE/TARGET instead." \
             if (path / "config.json").is_file() else ""
         raise InputError(f"Cannot read adapter '{path}': no adapter_config.json.{hint}")
-    config = read_json(cfg_path, "adapter_config.json")
+    config = read_json(inside(path, "adapter_config.json"), "adapter_config.json")
     _validate_config(config, cfg_path)
     st = path / "adapter_model.safetensors"
     if st.is_file():
-        header = read_header(st)
+        header = read_header(inside(path, st.name))
         tensors, weights_file, nbytes = header.tensors, st.name, header.bytes_read
     elif (path / "adapter_model.bin").is_file():
         if not allow_pickle:
             raise UnsafeInputError(f"'{path / 'adapter_model.bin'}' is a pickle, which can run code when loaded. "
                                    "regraft does not unpickle by default. Convert it to safetensors, or pass "
                                    "--allow-pickle to read it with torch's weights_only loader.")
-        tensors, weights_file, nbytes = _read_bin(path / "adapter_model.bin"), "adapter_model.bin", 0
+        tensors, weights_file, nbytes = _read_bin(inside(path, "adapter_model.bin")), "adapter_model.bin", 0
     else:
         raise InputError(f"Cannot read adapter '{path}': no adapter_model.safetensors (or .bin) next to "
                          "adapter_config.json. The adapter folder is incomplete.")

@@ -50,3 +50,28 @@ def read_json(path: Path, what: str | None = None, expect: type = dict):
 
 def read_json_if_exists(path: Path, what: str | None = None):
     return read_json(path, what) if Path(path).is_file() else None
+
+
+def inside(folder: Path, rel: str, named_in: str | None = None) -> Path:
+    """``folder / rel``, refused (UnsafeInputError) when ``rel`` is absolute, climbs out with '..', or is a link
+    that leads outside ``folder``. A Hugging Face cache snapshot's links into its repo's ``blobs/`` are fine."""
+    import os
+
+    from regraft.errors import UnsafeInputError
+
+    folder = Path(folder)
+    candidate = folder / rel
+    where = f"'{named_in}' (in {folder}) names {rel!r}" if named_in else f"'{candidate}'"
+    try:
+        resolved = candidate.resolve()
+        roots = [folder.resolve()]
+        if folder.parent.name == "snapshots":
+            roots.append((folder.parent.parent / "blobs").resolve())
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop on older Pythons
+        raise InputError(f"Cannot resolve {where}: {e}.") from None
+    if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == "..":
+        raise UnsafeInputError(f"{where}, which is outside {folder}. Refusing to read it; fix the manifest.")
+    if not any(r == resolved or r in resolved.parents for r in roots):
+        raise UnsafeInputError(f"{where}, a link to '{resolved}', outside {folder}. Refusing to read it; copy the "
+                               "file into the folder if you trust it.")
+    return candidate

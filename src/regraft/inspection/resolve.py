@@ -21,7 +21,7 @@ from regraft import catalog
 from regraft.errors import InputError, OfflineError, UnknownModelError
 from regraft.inspection import hub
 from regraft.inspection.arch import validate_config
-from regraft.inspection.files import read_json, read_json_if_exists, read_text
+from regraft.inspection.files import inside, read_json, read_json_if_exists, read_text
 from regraft.inspection.model import ModelSpec
 from regraft.inspection.safetensors_header import read_folder_tensors
 
@@ -95,10 +95,10 @@ def read_model_folder(folder: Path, name: str | None = None, origin: str = "loca
                              "the model it should go on as SOURCE/TARGET.")
         raise InputError(f"'{folder}' has no config.json; expected a Hugging Face model folder (config.json and "
                          "*.safetensors), a repo id or a catalog name.")
-    config = read_json(cfg_path)
+    config = read_json(inside(folder, "config.json"))
     validate_config(config, f"'{cfg_path}'")
-    gen = read_json_if_exists(folder / "generation_config.json")
-    tok = read_json_if_exists(folder / "tokenizer_config.json")
+    gen = read_json_if_exists(inside(folder, "generation_config.json"))
+    tok = read_json_if_exists(inside(folder, "tokenizer_config.json"))
     template = _chat_template(folder, tok)
     found = read_folder_tensors(folder, "model.safetensors.index.json", "model.safetensors")
     tensors, nbytes = found if found else (None, 0)
@@ -108,10 +108,10 @@ def read_model_folder(folder: Path, name: str | None = None, origin: str = "loca
 
 
 def _chat_template(folder: Path, tok: dict | None) -> str | None:
-    jinja = folder / "chat_template.jinja"
+    jinja = inside(folder, "chat_template.jinja")
     if jinja.is_file():
         return read_text(jinja, "chat template")
-    cj = read_json_if_exists(folder / "chat_template.json")
+    cj = read_json_if_exists(inside(folder, "chat_template.json"))
     if cj and isinstance(cj.get("chat_template"), str):
         return cj["chat_template"]
     if tok:

@@ -52,8 +52,11 @@ def iter_docs(root: Path, exts=DEFAULT_EXTS) -> Iterator[tuple[str, Path]]:
     if root.is_file():
         yield root.name, root
         return
+    real_root = root.resolve()
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.suffix.lower() in exts and not any(part.startswith(".") for part in p.relative_to(root).parts):
+            if p.is_symlink() and real_root not in p.resolve().parents:
+                continue  # a link out of DOCS is never read: it could pull a private file into the store
             yield p.relative_to(root).as_posix(), p
 
 
