@@ -52,12 +52,26 @@ class RagContext:
         return tokenizer_for(self.target)
 
     @cached_property
+    def chunk_model(self) -> ModelSpec | None:
+        """The model whose tokenizer counted the chunks: chunking.tokenizer, else the source."""
+        name = self.setup.chunk_tokenizer
+        if name:
+            from regraft.errors import RegraftError
+            from regraft.inspection.resolve import resolve_model
+
+            try:
+                return resolve_model(name, use_hub=False)
+            except RegraftError:
+                return None
+        return self.source
+
+    @cached_property
     def src_tok(self) -> TokenCounter | None:
-        return tokenizer_for(self.source) if self.source is not None else None
+        return tokenizer_for(self.chunk_model) if self.chunk_model is not None else None
 
     @cached_property
     def same_vocab(self) -> bool | None:
-        return same_vocabulary(self.source, self.target) if self.source is not None else None
+        return same_vocabulary(self.chunk_model, self.target) if self.chunk_model is not None else None
 
     @cached_property
     def samples(self) -> list[str]:
@@ -91,10 +105,11 @@ class RagContext:
     def rendered(self) -> Rendered:
         src, where = template_for(self.target)
         s = self.setup
-        if src is None:
+        if s.prompt_format == "plain" or src is None:
             plain = "\n\n".join(x for x in (fill(s.system, "", ""), fill(s.user, "", "")) if x)
             example = "\n\n".join(x for x in (s.system, s.user) if x)
-            kind = "plain-base" if self.tf.thinking == "base" else "plain-unknown"
+            kind = ("plain" if s.prompt_format == "plain" else "plain-base" if self.tf.thinking == "base"
+                    else "plain-unknown")
             return Rendered(plain, example, "", kind)
         special = special_tokens_for(self.target, "qwen2-base" if self.tf.thinking == "base" else
                                      vocab_family(self.target))
@@ -135,7 +150,7 @@ class RagContext:
         if self.thinking_mode != "thinking":
             thinking = 0 if s.thinking_budget is None else s.thinking_budget
         parts = {"chunk": self.chunk.quality, "prompt": self.tgt_tok.quality,
-                 "template": "exact" if r.kind in ("chat", "plain-base") else "estimate"}
+                 "template": "exact" if r.kind in ("chat", "plain-base", "plain") else "estimate"}
         return Budget(usable, frm, overhead, self.chunk.tokens, s.top_k, sep, s.question_tokens,
                       s.answer_tokens or 0, thinking, worst_quality(parts.values()), parts)
 

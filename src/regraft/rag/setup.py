@@ -40,6 +40,8 @@ FIELDS = {
     ("prompt", "system"): ("system", "str"), ("prompt", "user"): ("user", "str"),
     ("prompt", "separator"): ("separator", "str"), ("prompt", "question_tokens"): ("question_tokens", "int"),
     ("prompt", "chunk_template"): ("chunk_template", "str"),
+    ("prompt", "format"): ("prompt_format", "str"), ("prompt", "rendered_example"): ("rendered_example", "str"),
+    ("prompt", "template"): ("template_from", "str"),
     ("generation", "answer_tokens"): ("answer_tokens", "int"),
     ("generation", "thinking_budget"): ("thinking_budget", "int"),
     ("generation", "enable_thinking"): ("enable_thinking", "bool"), ("generation", "stop"): ("stop", "strlist"),
@@ -79,6 +81,9 @@ class RagSetup:
     user: str | None = None
     separator: str = "\n\n"
     chunk_template: str | None = None
+    prompt_format: str = "chat"  # chat | plain (a Base model: no chat template)
+    rendered_example: str | None = None  # written by `port rag`: the prompt as the target's template renders it
+    template_from: str | None = None
     question_tokens: int = DEFAULT_QUESTION_TOKENS
     answer_tokens: int | None = None
     thinking_budget: int | None = None
@@ -210,6 +215,9 @@ def parse_rag(doc: dict, path: Path) -> RagSetup:
         raise FileFormatError(f"{path}: '{r.where('chunk_unit')}' must be 'tokens' or 'characters', got "
                               f"{r.chunk_unit!r}.")
     r.chunk_unit = unit
+    r.prompt_format = (r.prompt_format or "chat").lower()
+    if r.prompt_format not in ("chat", "plain"):
+        raise FileFormatError(f"{path}: '{r.where('prompt_format')}' must be 'chat' or 'plain', got {r.prompt_format!r}.")
     r.chunk_overlap = r.chunk_overlap or 0
     r.question_tokens = DEFAULT_QUESTION_TOKENS if r.question_tokens is None else r.question_tokens
     r.separator = "\n\n" if r.separator is None else r.separator

@@ -22,6 +22,11 @@ def template(ctx):
         yield template.rule.finding(f"rendered with {r.template_from}"
                                     + (f" ({', '.join(f'{k}={v}' for k, v in r.kwargs.items())})" if r.kwargs else ""),
                                     severity=Severity.INFO, verdict=None, data={"example": r.example})
+    elif r.kind == "plain":
+        sev, verdict = (Severity.INFO, None) if ctx.tf.thinking == "base" else (Severity.WARNING, Verdict.NEEDS_PORT)
+        yield template.rule.finding(f"prompt.format plain: sent as plain text, no chat template"
+                                    + ("" if ctx.tf.thinking == "base" else
+                                       f" although {ctx.target.short_name} has one"), severity=sev, verdict=verdict)
     elif r.kind == "plain-base":
         yield template.rule.finding(f"{ctx.target.short_name} is a Base model with no chat template: the prompt can "
                                     "only be sent as plain text (/v1/completions)",

@@ -35,6 +35,12 @@ def tokenizer(ctx):
         yield tokenizer.rule.finding(f"same vocabulary ({ctx.tgt_tok.family}): {s.chunk_size}-token chunks stay "
                                      f"{c.tokens} tokens; counted with {tgt.name}", data={"chunk_tokens": c.tokens})
         return
+    if s.chunk_unit == "tokens" and ctx.same_vocab is False and s.chunk_tokenizer:
+        yield tokenizer.rule.finding(f"chunks counted with {s.chunk_tokenizer}'s tokenizer ({s.where('chunk_tokenizer')})"
+                                     f": {s.chunk_size} tokens there are ~{c.tokens} on {ctx.target.short_name} "
+                                     f"({c.how})", data={"chunk_tokens": c.tokens, "ratio": c.ratio,
+                                                          "quality": c.quality})
+        return
     if s.chunk_unit == "tokens" and ctx.same_vocab is False:
         yield tokenizer.rule.finding(f"different vocabulary ({ctx.src_tok.family} -> {tgt.family}): "
                                      f"{s.chunk_size}-token chunks are ~{c.tokens} tokens on {ctx.target.short_name} "
