@@ -61,7 +61,13 @@ def write_peft(out: Path, config: dict, tensors: dict, report: dict | None = Non
         else:
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"),
+            seen: set = set()
+            own = {}
+            for k, v in tensors.items():  # split views/shared storage (gate and up may share A after a split)
+                ptr = v.untyped_storage().data_ptr() if v.numel() else None
+                own[k] = v.clone().contiguous() if (ptr in seen or not v.is_contiguous()) else v
+                seen.add(ptr)
+            save_file(own, str(tmp / "adapter_model.safetensors"),
                       metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if report is not None:
