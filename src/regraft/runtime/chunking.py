@@ -45,6 +45,9 @@ class CharEstimate:
 
 
 def count_tokens(tokenizer, text: str) -> int:
+    count = getattr(tokenizer, "count", None)  # regraft.rag.tokenizer.TokenCounter (exact or estimate)
+    if callable(count):
+        return int(count(text))
     enc = tokenizer.encode(text)
     ids = getattr(enc, "ids", enc)  # tokenizers.Tokenizer returns an Encoding
     return len(ids)
@@ -94,7 +97,7 @@ def chunk_text(text: str, tokenizer=None, max_tokens: int = 256, overlap_sentenc
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
     tok = tokenizer or CharEstimate()
-    estimate = bool(getattr(tok, "is_estimate", False))
+    estimate = bool(getattr(tok, "is_estimate", False)) or getattr(tok, "exact", True) is False
 
     def n(s: str) -> int:
         return count_tokens(tok, s)

@@ -101,7 +101,15 @@ _TEMPLATE_CACHE: dict[str, object] = {}
 
 
 def render_chat(template: str, messages: list[dict], tools: list[dict] | None = None, **kwargs) -> str:
-    """Render messages with a model's own chat template (sandboxed; generation prompt added)."""
+    """Render messages with a model's own chat template (sandboxed; generation prompt added).
+
+    Uses the core's ``regraft.rag.template.render`` (same semantics as transformers) when present."""
+    try:
+        from regraft.rag.template import render
+    except ImportError:
+        render = None
+    if render is not None:
+        return render(template, messages, tools=tools or None, **kwargs)
     tpl = _TEMPLATE_CACHE.get(template)
     if tpl is None:
         tpl = _jinja_env().from_string(template)
@@ -153,7 +161,19 @@ def describe_side(role: str, endpoint: str, model_id: str | None, model_hint: st
     side.chat_template = template_of(side.spec)
     side.context_window = context_window(side.spec)
     path = getattr(side.spec, "path", None)
-    side.tokenizer = load_tokenizer(path) if path else None
+    try:  # the RAG layer of `check`: own or bundled template, own/bundled exact tokenizer or an estimate
+        from regraft.rag.template import template_for
+        from regraft.rag.tokenizer import tokenizer_for
+    except ImportError:
+        side.tokenizer = load_tokenizer(path) if path else None
+    else:
+        if not side.chat_template:
+            src, where = template_for(side.spec)
+            if src:
+                side.chat_template = src
+                side.notes.append(f"chat template: {where}")
+        tok = tokenizer_for(side.spec)
+        side.tokenizer = tok if getattr(tok, "backend", None) is not None else None
     if side.chat_template:
         side.thinking = "<think>" in side.chat_template
         side.tools_in_template = "tools" in side.chat_template

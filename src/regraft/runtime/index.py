@@ -61,19 +61,17 @@ def iter_docs(root: Path, exts=DEFAULT_EXTS) -> Iterator[tuple[str, Path]]:
 
 
 def _tokenizer_for(model: str | None):
-    """The target model's tokenizer (a model dir or a name resolve_model knows), else a labelled estimate."""
+    """The target model's tokenizer, as the RAG layer of `check` picks it (a model folder's tokenizer.json, the
+    bundled exact Qwen tokenizer for catalog/HF names, else a labelled estimate); no model: a labelled estimate."""
     if not model:
         return CharEstimate()
-    path = Path(model)
-    if not path.is_dir():
-        try:  # the core's resolver, when present, knows HF-cache names
-            from regraft.inspection.resolve import resolve_model  # type: ignore
-
-            spec = resolve_model(model)
-            path = spec.path if spec.path else path
-        except Exception:
-            pass
-    tok = load_tokenizer(path) if path and Path(path).is_dir() else None
+    try:
+        from regraft.inspection.resolve import resolve_model
+        from regraft.rag.tokenizer import tokenizer_for
+    except ImportError:  # core not present: a local folder still works
+        tok = load_tokenizer(model) if Path(model).is_dir() else None
+    else:
+        tok = tokenizer_for(resolve_model(model, use_hub=False))  # UnknownModelError: clear message
     if tok is None:
         raise InputError(
             f"tokenizer for {model!r} not found: expected a model folder with tokenizer.json; "
@@ -102,7 +100,7 @@ def index_docs(
     emb = embedder or get_embedder()
     store = open_store(store_spec, create=True)
     rep = IndexReport(store=str(store_spec), tokenizer=getattr(tok, "name", type(tok).__name__))
-    rep.token_counts_estimated = bool(getattr(tok, "is_estimate", False))
+    rep.token_counts_estimated = bool(getattr(tok, "is_estimate", False)) or getattr(tok, "exact", True) is False
     meta = store.get_meta()
     want = {"format": STORE_FORMAT, "embedder": emb.name, "dim": emb.dim}
     if meta:
