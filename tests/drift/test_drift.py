@@ -1,0 +1,80 @@
+"""drift: streamed, bounded memory, separates siblings from unrelated checkpoints."""
+
+import json
+import tracemalloc
+import warnings
+
+import pytest
+
+from regraft.drift import drift, plot
+from tests.port import _tiny as T
+
+warnings.filterwarnings("ignore")
+
+
+def test_verdicts(tiny, tmp_path):
+    same = drift(tiny["dense"], tiny["dense"])
+    assert same.verdict == "same weights" and same.sigma == 0 and same.total.rel_fro == 0
+    sib = drift(tiny["dense"], tiny["sib"])
+    assert sib.verdict == "siblings" and 0 < sib.sigma < 0.05 and sib.copy_ok
+    other = drift(tiny["dense"], tiny["other"])
+    assert other.verdict == "unrelated" and other.sigma > 0.3 and not other.copy_ok
+    assert other.relation == "unrelated" and sib.relation == "sibling" and same.relation == "same"
+
+
+def test_matches_a_direct_computation_in_bf16(tiny, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    a = T.load(tiny["dense"]).to(torch.bfloat16)
+    a.save_pretrained(tmp_path / "a")
+    b = T.load(tiny["sib"]).to(torch.bfloat16)
+    b.save_pretrained(tmp_path / "b")
+    rep = drift(tmp_path / "a", tmp_path / "b", chunk_elems=1000)
+    sa, sb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    k = "model.layers.1.mlp.down_proj.weight"
+    x, y = sa[k].double(), sb[k].double()
+    m = next(s for s in rep.modules if s.name == k[: -len(".weight")])
+    assert abs(m.rel_fro - float((x - y).norm() / x.norm())) < 1e-9
+    assert abs(m.sigma - float((x - y).abs().sum() / (x.abs().sum() + y.abs().sum()))) < 1e-9
+
+
+def test_memory_is_bounded_by_the_chunk_not_the_model(tmp_path):
+    """Two sharded checkpoints of ~24 MB each; peak Python/numpy allocation stays near 3 chunks."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model("qwen3", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=8192,
+                               tie_word_embeddings=False)
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / name, max_shard_size="8MB")
+    assert (tmp_path / "a" / "model.safetensors.index.json").is_file()
+    chunk = 65536
+    tracemalloc.start()
+    rep = drift(tmp_path / "a", tmp_path / "b", chunk_elems=chunk)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert rep.bytes_read > 40e6
+    assert peak < 12 * chunk * 8, peak  # a few float64 chunks; the model is ~50x larger
+    assert rep.verdict == "unrelated"
+
+
+def test_plot_png_and_html(tiny, tmp_path):
+    rep = drift(tiny["dense"], tiny["sib"])
+    png = plot(rep, tmp_path / "d.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = plot(rep, tmp_path / "d.html").read_text()
+    assert "<svg" in html and "polyline" in html and "siblings" in html
+
+
+def test_cli(tiny, tmp_path, capsys):
+    from regraft.cli.main import main
+
+    assert main(["drift", str(tiny["dense"]), str(tiny["other"]), "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["verdict"] == "unrelated" and d["per_layer"] and d["per_module"]
+    assert main(["drift", str(tiny["dense"]), str(tiny["sib"]), "--plot", str(tmp_path / "p.html")]) == 0
+    assert "siblings" in capsys.readouterr().out and (tmp_path / "p.html").is_file()
+    assert main(["drift", str(tiny["dense"]), str(tmp_path / "nope")]) == 2
