@@ -116,7 +116,14 @@ class Architecture:
     def num_experts(self) -> int | None:
         return self.values.get("num_experts") if "sparse_mlp" in self.data["blocks"] else None
 
+    @property
+    def inferred(self) -> bool:
+        return bool(self.data.get("inferred"))
+
     def layer_type(self, i: int) -> str:
+        explicit = self.data.get("explicit_layer_types")
+        if explicit:
+            return explicit[i] if i < len(explicit) else explicit[-1]
         types = self.values.get("layer_types")
         if isinstance(types, list) and i < len(types):
             return types[i]

@@ -35,7 +35,14 @@ class ModelSpec:
 
     @cached_property
     def arch(self) -> Architecture | None:
-        return Architecture.for_config(self.config, partial=self.partial)
+        arch = Architecture.for_config(self.config, partial=self.partial)
+        if arch is None and not self.partial and self.model_type:
+            from regraft.inspection.meta_arch import infer_architecture_data
+
+            data = infer_architecture_data(self.config)  # None without transformers: stays unknown
+            if data is not None:
+                arch = Architecture(data, self.config)
+        return arch
 
     @property
     def model_type(self) -> str | None:

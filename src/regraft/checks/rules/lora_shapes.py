@@ -122,6 +122,15 @@ def shape_unknown(ctx: LoraContext):
     if t.arch is None:
         why = (f"its catalog entry is partial (unknown: {', '.join(t.unknown_fields)})" if t.partial
                else f"model_type {t.model_type!r} has no architecture file")
+        if t.partial and ctx.source is not None:
+            known = {k: v for k, v in t.config.items() if v is not None and not isinstance(v, (dict, list))}
+            src = ctx.source.text_config
+            same = sorted(k for k, v in known.items() if src.get(k) == v)
+            differ = sorted(f"{k} {src.get(k)} vs {v}" for k, v in known.items() if k in src and src.get(k) != v)
+            if same:
+                why += f"; the known fields agree with {ctx.source.name}: {', '.join(same)}"
+            if differ:
+                why += f"; they differ from {ctx.source.name}: {', '.join(differ)}"
         yield shape_unknown.rule.finding(
             f"cannot derive module shapes of {t.name}: {why}",
             hint="pass a local folder or HF-cache snapshot with the real config.json (or `regraft catalog list`)",
