@@ -209,3 +209,10 @@ def test_strip_thinking():
     assert strip_thinking("<think>hmm</think>\n\nParis") == "Paris"
     assert strip_thinking("reasoning...</think>Paris") == "Paris"
     assert strip_thinking("Paris") == "Paris"
+
+
+def test_user_chose_master_but_master_down_falls_back_to_small_flagged(backends):
+    dead = f"http://127.0.0.1:{procs.free_port()}/v1"
+    h = make(backends, master_url=dead, retries=0)
+    r = ask(h, "capital of France", "master")
+    assert r.degraded and r.route == "small" and r.answer == "Paris [1]."

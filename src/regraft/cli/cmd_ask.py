@@ -26,7 +26,6 @@ def run(args) -> int:
 
     from regraft.errors import InputError
     from regraft.runtime.assemble import assemble
-    from regraft.runtime.backends import BackendError
     from regraft.runtime.cli_options import options_from_args, print_contract
 
     if not args.question.strip():
@@ -41,12 +40,9 @@ def run(args) -> int:
         finally:
             await hybrid.aclose()
 
-    try:
-        report, res = asyncio.run(go())
-    except BackendError:
-        raise
+    report, res = asyncio.run(go())
     if args.format == "json":
-        out = {"answer": res.answer, **res.meta(with_trace=args.trace or True)}
+        out = {"answer": res.answer, **res.meta(with_trace=True)}
         if report is not None:
             out["contract"] = report.to_dict()
         print(json.dumps(out, indent=1))

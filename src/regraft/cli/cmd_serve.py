@@ -37,10 +37,7 @@ def run(args) -> int:
     err = Console(stderr=True)
     opts = options_from_args(args)
 
-    try:
-        hybrid, report = asyncio.run(assemble(opts))
-    except Exception:
-        raise
+    hybrid, report = asyncio.run(assemble(opts))
     if args.format == "json" and report is not None:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -55,9 +52,6 @@ def run(args) -> int:
               + (f", master {opts.master}" if opts.master else ", no master") + ")")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
-    try:
-        server.run()
-    finally:
-        pass
+    server.run()
     sys.stderr.flush()
     return 0

@@ -280,7 +280,15 @@ class Hybrid:
         trace.add("decide", target=decision.target, reasons=decision.reasons)
         return sig, decision, draft_res, tool_results
 
-    def _degraded(self, sig, decision, draft_res, hits, trace, why: str, tool_results) -> HybridResult:
+    async def _degraded(self, sig, decision, draft_res, hits, trace, why: str, tool_results, messages) -> HybridResult:
+        if draft_res is None and sig.small_error is None:  # the user chose the master: ask the small model now
+            small_msgs, _, _ = self.build_messages(messages, hits, self.small_side, self.policy.small_max_tokens)
+            try:
+                draft_res, _, tool_results = await self._call_with_tools(
+                    self.small, small_msgs, self.policy.small_max_tokens, self.policy.small_timeout_s, trace, "small")
+                sig.answer, sig.finish_reason = strip_thinking(draft_res.content), draft_res.finish_reason
+            except BackendError as e:
+                sig.small_error = " ".join(str(e).split())[:200]
         if draft_res is None:
             raise BackendError(self.small.base_url, "unavailable",
                                f"small model failed ({sig.small_error}) and master unavailable ({why})")
@@ -299,7 +307,7 @@ class Hybrid:
                                 draft_res.finish_reason)
         if not self._master_available():
             why = "no master configured" if self.master is None else f"marked down: {self.master_down_reason}"
-            return self._degraded(sig, decision, draft_res, hits, trace, why, tool_results)
+            return await self._degraded(sig, decision, draft_res, hits, trace, why, tool_results, messages)
         with trace.step("render", model=self.master_side.model_id or self.master.model) as d:
             mmsgs, used, n = self._master_messages(messages, hits, sig.answer, decision)
             d.update(prompt_tokens=n, evidence=len(used), draft_chars=len(sig.answer))
@@ -310,7 +318,8 @@ class Hybrid:
             self._mark_master_down(e)
             if not self.policy.degraded_ok:
                 raise
-            return self._degraded(sig, decision, draft_res, hits, trace, self.master_down_reason, tool_results)
+            return await self._degraded(sig, decision, draft_res, hits, trace, self.master_down_reason, tool_results,
+                                         messages)
         return HybridResult(strip_thinking(res.content), "master", res.model or self.master.model or "", True, False,
                             decision, sig, hits, trace, sig.answer, res.usage, tool_results + more, res.finish_reason)
 
@@ -328,7 +337,7 @@ class Hybrid:
             return
         if not self._master_available():
             why = "no master configured" if self.master is None else f"marked down: {self.master_down_reason}"
-            r = self._degraded(sig, decision, draft_res, hits, trace, why, tool_results)
+            r = await self._degraded(sig, decision, draft_res, hits, trace, why, tool_results, messages)
             yield "delta", r.answer
             yield "result", r
             return
@@ -352,7 +361,8 @@ class Hybrid:
             trace.add("master-stream", ms=(time.perf_counter() - t0) * 1000, error=str(e)[:200])
             if pieces or not self.policy.degraded_ok:
                 raise
-            r = self._degraded(sig, decision, draft_res, hits, trace, self.master_down_reason, tool_results)
+            r = await self._degraded(sig, decision, draft_res, hits, trace, self.master_down_reason, tool_results,
+                                        messages)
             yield "delta", r.answer
             yield "result", r
             return
