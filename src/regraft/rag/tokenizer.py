@@ -4,7 +4,7 @@ The bundled Qwen tokenizer is built offline, once, from the BPE ranks shipped in
 (``resources/qwen.tiktoken``: the 151,643 ranks of the Qwen/Qwen2/Qwen2.5/Qwen3 vocabulary), with Qwen's
 pre-tokenizer regex (single ``\\p{N}`` digits, not Llama 3's ``\\p{N}{1,3}``), an NFC normalizer and the 26 added
 tokens 151643..151668 in Qwen3's order (see shared/research/feasibility.md §5). It is saved as a Hugging Face
-tokenizer folder under ``~/.cache/regraft/tokenizers/`` (or ``$REGRAFT_CACHE_DIR``) and loaded from there with
+tokenizer folder under ``~/.cache/regraft/tokenizers/`` (or ``$REGRAFT_CACHE``) and loaded from there with
 ``tokenizers`` only; ``transformers`` is imported only to build it the first time.
 """
 
@@ -37,7 +37,7 @@ QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<think>", False), ("</think>", False),
 )
 QWEN_FIRST_ADDED_ID = 151643
-QWEN_BUNDLED_NAME = "qwen2-qwen3-151669"  # cache folder name; bump when the build changes
+QWEN_BUNDLED_NAME = "qwen2-qwen3-151669-v2"  # cache folder name; bump when the build changes
 CHARS_PER_TOKEN_ESTIMATE = 4.0  # labelled estimate when no real tokenizer is available
 
 # Vocabulary families: models in one family tokenize ordinary text identically.
@@ -46,7 +46,8 @@ QWEN35_MODEL_TYPES = {"qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_tex
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("REGRAFT_CACHE_DIR") or Path.home() / ".cache" / "regraft")
+    env = os.environ.get("REGRAFT_CACHE") or os.environ.get("REGRAFT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "regraft"
 
 
 @dataclass
@@ -116,10 +117,10 @@ def _qwen_tiktoken_file() -> Path:
 
 
 def build_qwen_tokenizer_dir(dest: Path, chat_template: str | None = None) -> Path:
-    """Write an exact Qwen2/2.5/3 Hugging Face tokenizer folder to ``dest`` (atomically). Needs transformers."""
+    """Write an exact Qwen2/2.5/3 Hugging Face tokenizer folder to ``dest`` (atomically). Needs transformers (for
+    its TikTokenConverter) the first time only."""
     try:
         from tokenizers import AddedToken, normalizers
-        from transformers import PreTrainedTokenizerFast
         from transformers.convert_slow_tokenizer import TikTokenConverter
     except ImportError as e:
         raise MissingDependencyError("Building the bundled Qwen tokenizer", "rag", "transformers") from e
@@ -130,18 +131,21 @@ def build_qwen_tokenizer_dir(dest: Path, chat_template: str | None = None) -> Pa
         got = tok.token_to_id(content)
         if got != QWEN_FIRST_ADDED_ID + i:
             raise RuntimeError(f"Qwen added token {content} got id {got}, expected {QWEN_FIRST_ADDED_ID + i}")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   model_max_length=131072, clean_up_tokenization_spaces=False)
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
+              "pad_token": "<|endoftext|>", "unk_token": None, "add_bos_token": False, "model_max_length": 131072,
+              "clean_up_tokenization_spaces": False, "errors": "replace", "split_special_tokens": False}
     if chat_template:
-        fast.chat_template = chat_template
+        config["chat_template"] = chat_template
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
-        fast.save_pretrained(str(tmp))
+        tok.save(str(tmp / "tokenizer.json"))
+        (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         (tmp / "regraft_build.json").write_text(json.dumps({
             "built_from": "qwen-tokenizer resources/qwen.tiktoken", "pattern": QWEN_PATTERN,
             "added_tokens": [c for c, _ in QWEN3_ADDED_TOKENS], "normalizer": "NFC"}, indent=1))
+        os.chmod(tmp, 0o755)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
