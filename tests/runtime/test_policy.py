@@ -101,3 +101,13 @@ def test_bad_policy_files_name_file_and_problem(tmp_path, text, needle):
 def test_missing_policy_file(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_policy(tmp_path / "none.yaml")
+
+
+def test_policy_in_docs_is_valid_and_equals_the_defaults(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "runtime.md").read_text()
+    block = doc.split("## The policy file", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    f = tmp_path / "policy.yaml"
+    f.write_text(block)
+    assert load_policy(f) == Policy()
