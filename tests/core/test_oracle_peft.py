@@ -90,19 +90,10 @@ def regraft_outcome(src_dir, model_dir, adapter_dir):
     # Lineage (RG2xx) is regraft's own judgement, not PEFT's: the oracle covers the loading mechanics.
     rep = check(read_model_folder(src_dir), [read_model_folder(model_dir)], read_adapter(adapter_dir), ignore=["RG2"])
     area = rep.targets[0].areas["lora"]
-    dropped_status = {"missing", "extra-layer", "dense-on-moe", "experts-on-dense"}
-    ctx_rows = area.rows
-    dropped = set()
-    mism = set()
     adapter = read_adapter(adapter_dir)
     by_module = {(f"{m.module}.{m.param}" if m.kind == "fused_experts" else m.module): m for m in adapter.modules}
-    for r in ctx_rows:
-        st = {"dropped": None}.get(r.status, r.status)
-        if r.status in ("dropped", "missing") or r.status in dropped_status:
-            dropped |= {t.name for t in by_module[r.module].tensors}
-        if r.status == "mismatch":
-            mism.add(r.module)
-        del st
+    dropped = {t.name for r in area.rows if r.status in ("dropped", "missing") for t in by_module[r.module].tensors}
+    mism = {r.module for r in area.rows if r.status == "mismatch"}
     return area.verdict, dropped, mism
 
 
