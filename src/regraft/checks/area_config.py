@@ -113,7 +113,9 @@ class ConfigContext:
                 except (OSError, json.JSONDecodeError):
                     continue
                 if isinstance(r, int) and (best[0] is None or r > best[0]):
-                    best = r, str(f)
+                    import os
+
+                    best = r, os.path.relpath(f, self.cfg.path.parent)
         return best
 
     def yarn_factor_for(self, length: int) -> float | None:

@@ -40,5 +40,5 @@ def facts_missing(ctx):
             hint="pass a local model folder with its tokenizer_config.json / chat_template.jinja")
     elif tf.inferred and tf.sampling is None and any(ctx.cfg.has(k) for k in ("temperature", "top_p", "top_k")):
         yield facts_missing.rule.finding(
-            f"{ctx.target.name}: protocol inferred from its chat template ({tf.thinking}); recommended sampling "
+            f"{ctx.target.short_name}: protocol inferred from its chat template ({tf.thinking}); recommended sampling "
             "unknown, sampling not checked", severity=Severity.INFO, verdict=None)
