@@ -35,8 +35,8 @@ def test_matches_a_direct_computation_in_bf16(tiny, tmp_path):
     k = "model.layers.1.mlp.down_proj.weight"
     x, y = sa[k].double(), sb[k].double()
     m = next(s for s in rep.modules if s.name == k[: -len(".weight")])
-    assert abs(m.rel_fro - float((x - y).norm() / x.norm())) < 1e-9
-    assert abs(m.sigma - float((x - y).abs().sum() / (x.abs().sum() + y.abs().sum()))) < 1e-9
+    assert abs(m.rel_fro - float((x - y).norm() / x.norm())) < 1e-7
+    assert abs(m.sigma - float((x - y).abs().sum() / (x.abs().sum() + y.abs().sum()))) < 1e-7
 
 
 def test_memory_is_bounded_by_the_chunk_not_the_model(tmp_path):
@@ -57,7 +57,7 @@ def test_memory_is_bounded_by_the_chunk_not_the_model(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert rep.bytes_read > 40e6
-    assert peak < 12 * chunk * 8, peak  # a few float64 chunks; the model is ~50x larger
+    assert peak < 12 * chunk * 4, peak  # a few float32 chunks; the model is ~90x larger
     assert rep.verdict == "unrelated"
 
 

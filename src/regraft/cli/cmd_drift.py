@@ -24,7 +24,7 @@ def add_parser(sub):
     p.add_argument("b", metavar="B", help="local model folder with the same tensor names and shapes")
     p.add_argument("--plot", metavar="FILE", help="per-layer plot: .png (matplotlib) or .html")
     p.add_argument("--modules", help="only tensors whose name contains one of these, comma-separated")
-    p.add_argument("--chunk", type=int, default=4 * 1024 * 1024, help="values read per step (default 4M)")
+    p.add_argument("--chunk", type=int, default=1024 * 1024, help="values read per step (default 1M)")
     p.add_argument("--top", type=int, default=10, help="modules listed, most drifted first (default 10)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     return p

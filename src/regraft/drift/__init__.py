@@ -11,7 +11,8 @@ load), shard by shard in file order, and reduced in float64 to:
 Lineage verdict from the overall sigma: ``same weights`` (sigma <= 1e-4: identical or a re-cast),
 ``siblings`` (sigma <= 0.30: one trunk, different post-training), ``unrelated`` (above). The copy rule of
 research/lora_transfer.md 6.5 is separate and stricter: same shapes and sigma <= 0.15 -> copy the adapter.
-Peak memory is a few chunks (default 4M values: ~100 MB), whatever the model size.
+Values are widened to float32 (exact for bf16/f16) and every sum is accumulated in float64. Peak memory is a few
+chunks (default 1M values: ~20 MB), whatever the model size.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from regraft.errors import InputError
 SAME_MAX = 1e-4
 SIBLING_MAX = 0.30
 COPY_MAX = 0.15
-CHUNK = 4 * 1024 * 1024
+CHUNK = 1024 * 1024
 _FLOAT = {"F32", "F16", "BF16", "F64"}
 _LAYER = re.compile(r"layers\.(\d+)\.")
 
@@ -155,18 +156,21 @@ def _offsets(folder: Path, file: str) -> tuple[int, dict]:
     return 8 + n, {k: v["data_offsets"] for k, v in doc.items() if k != "__metadata__"}
 
 
-def _to_f64(raw, dtype: str):
+def _to_float(raw, dtype: str):
+    """Raw little-endian bytes -> float32 (float64 for F64 tensors), without an intermediate float64 copy."""
     import numpy as np
 
     if dtype == "F32":
-        return np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        return np.frombuffer(raw, dtype="<f4")
     if dtype == "F16":
-        return np.frombuffer(raw, dtype="<f2").astype(np.float64)
+        return np.frombuffer(raw, dtype="<f2").astype(np.float32)
     if dtype == "F64":
-        return np.frombuffer(raw, dtype="<f8").copy()
+        return np.frombuffer(raw, dtype="<f8")
     if dtype == "BF16":
-        u = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-        return u.view(np.float32).astype(np.float64)
+        u = np.frombuffer(raw, dtype="<u2")
+        out = np.empty(u.shape, dtype=np.uint32)
+        np.left_shift(u, 16, out=out, dtype=np.uint32)
+        return out.view(np.float32)
     raise ValueError(dtype)
 
 
@@ -230,20 +234,23 @@ def drift(a: str | Path, b: str | Path, modules=None, chunk_elems: int = CHUNK, 
                 m = min(chunk_elems, n - pos)
                 fa.seek(base_a + pos * ea)
                 fb.seek(base_b + pos * eb)
-                xa = _to_f64(fa.read(m * ea), ia.dtype)
-                xb = _to_f64(fb.read(m * eb), ib.dtype)
+                xa = _to_float(fa.read(m * ea), ia.dtype)
+                xb = _to_float(fb.read(m * eb), ib.dtype)
+                if xa.dtype != xb.dtype:
+                    xa, xb = xa.astype(np.float64), xb.astype(np.float64)
                 d = xa - xb
-                peak = max(peak, m * (ea + eb) + 3 * m * 8)
+                sq = np.empty_like(d)
+                peak = max(peak, m * (ea + eb) + 4 * m * d.itemsize)
                 st.numel += m
-                st.d2 += float(np.dot(d, d))
-                st.a2 += float(np.dot(xa, xa))
-                st.b2 += float(np.dot(xb, xb))
+                st.d2 += float(np.square(d, out=sq).sum(dtype=np.float64))
+                st.a2 += float(np.square(xa, out=sq).sum(dtype=np.float64))
+                st.b2 += float(np.square(xb, out=sq).sum(dtype=np.float64))
                 np.abs(d, out=d)
-                st.d1 += float(d.sum())
+                st.d1 += float(d.sum(dtype=np.float64))
                 st.dmax = max(st.dmax, float(d.max()) if m else 0.0)
-                st.a1 += float(np.abs(xa).sum())
-                st.b1 += float(np.abs(xb).sum())
-                del xa, xb, d
+                st.a1 += float(np.abs(xa, out=sq).sum(dtype=np.float64))
+                st.b1 += float(np.abs(xb, out=sq).sum(dtype=np.float64))
+                del xa, xb, d, sq
                 pos += m
                 done += m * (ea + eb)
                 if progress:
