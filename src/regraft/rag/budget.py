@@ -51,8 +51,9 @@ def chunk_tokens_on_target(size: int, unit: str, src: TokenCounter | None, tgt: 
     chars = sum(len(t) for t in texts) or 1
     r = tgt_n / chars
     q = "measured" if tgt.exact else ("approximate" if tgt.backend is not None else "estimate")
-    return ChunkMeasure(math.ceil(size * r), f"{size} characters = {r * size:.0f} tokens at {chars / max(tgt_n, 1):.2f} "
-                        f"characters per token on {label}", q, r)
+    n = math.ceil(size * r)
+    return ChunkMeasure(n, f"{size} characters = ~{n} tokens at {chars / max(tgt_n, 1):.2f} characters per token on "
+                        f"{label}", q, r)
 
 
 @dataclass

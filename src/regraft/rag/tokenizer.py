@@ -101,6 +101,12 @@ def vocab_family(spec) -> str | None:
         return "llama3"
     if mt == "mistral" and vocab == 32768:
         return "mistral-v3"
+    if mt is None:  # a partial catalog entry: the family's vocabulary, when the name matches a known family
+        from regraft.configs.facts import family_entry
+
+        e = family_entry(spec.name)
+        if e is not None:
+            return e.get("vocab")
     return None
 
 

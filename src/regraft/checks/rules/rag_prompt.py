@@ -67,7 +67,7 @@ def special_tokens(ctx):
         return
     used = special_strings(r.text)
     if tok.special_tokens:
-        missing = [m for m in used if m not in tok.special_tokens]
+        missing = [m for m in used if m not in tok.special_tokens and m not in own]
         if missing:
             yield special_tokens.rule.finding(f"the rendered prompt uses {missing}, which {tok.name} does not have: "
                                               "template and tokenizer do not belong together",

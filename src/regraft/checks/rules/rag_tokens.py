@@ -49,12 +49,13 @@ def tokenizer(ctx):
                                      data={"chunk_tokens": c.tokens, "ratio": c.ratio, "quality": c.quality})
         return
     if s.chunk_unit == "tokens":
-        yield tokenizer.rule.finding(f"the source model (and so the tokenizer the chunks were counted with) is not "
-                                     f"known; {s.chunk_size}-token chunks taken as ~{c.tokens} on "
+        who = ("the model the chunks were counted for is not known (give SOURCE or 'model:')" if ctx.chunk_model is None
+               else f"the vocabulary of {ctx.chunk_model.short_name} or {ctx.target.short_name} is not known")
+        yield tokenizer.rule.finding(f"{who}; {s.chunk_size}-token chunks taken as ~{c.tokens} on "
                                      f"{ctx.target.short_name} ({c.how})", severity=Severity.WARNING,
                                      verdict=Verdict.UNKNOWN, hint="give SOURCE, or 'model:' in the setup")
         return
-    yield tokenizer.rule.finding(f"{c.how}: ~{c.tokens} tokens per chunk on {ctx.target.short_name}",
+    yield tokenizer.rule.finding(f"{c.how} ({ctx.target.short_name})",
                                  data={"chunk_tokens": c.tokens, "quality": c.quality})
 
 
