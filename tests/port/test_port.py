@@ -277,3 +277,36 @@ def test_gguf_loads_in_llama_cpp(tiny, tmp_path):
     port_lora(tiny["v4"], resolve_model(str(tiny["moe"])), lora, runtime="llama.cpp")
     llm = llama_cpp.Llama(model_path=str(base), lora_path=str(lora), n_ctx=64, verbose=False, logits_all=True)
     assert llm is not None
+
+
+@pytest.mark.parametrize("inter", [16, 12])  # 16: H == 2I, shapes ambiguous, peft_version decides; 12: by shapes
+def test_peft_018_orientation_is_reoriented_exactly(tiny, tmp_path, inter):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    from regraft.inspection.adapter import read_adapter
+    from regraft.port import relayout
+    from regraft.port.items import items_from_spec, tensor_key
+
+    moe = tiny["moe"] if inter == 16 else T.make_model(tmp_path / "moe12", "qwen3_moe", moe_intermediate_size=12)
+    v4 = tiny["v4"] if inter == 16 else T.v4_moe_adapter(moe, tmp_path / "v4")
+    pm = PeftModel.from_pretrained(T.load(moe), str(v4))
+    pm.save_pretrained(tmp_path / "new")
+    spec = read_adapter(tmp_path / "new")
+    old = tmp_path / "old"
+    old.mkdir()
+    sd = {}
+    for it in items_from_spec(spec):
+        if it.kind == "fused_experts":
+            it = relayout.to_old_orientation(it, 4)
+        for slot in ("a", "b"):
+            sd[tensor_key(it, slot)] = getattr(it, slot)
+    save_file(sd, str(old / "adapter_model.safetensors"))
+    cfg = json.loads((tmp_path / "new" / "adapter_config.json").read_text())
+    cfg["peft_version"] = "0.18.0"
+    (old / "adapter_config.json").write_text(json.dumps(cfg))
+    r = port_lora(old, resolve_model(str(moe)), tmp_path / "fixed")
+    assert len(r.plan.reoriented) == 4 and r.plan.exact
+    a, b = _st(tmp_path / "new"), _st(tmp_path / "fixed")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -118,6 +118,13 @@ def build_config(spec: AdapterSpec, plan: Plan, items: list[Item], target_name: 
         for pat in ("rank_pattern", "alpha_pattern"):
             cfg[pat] = {k: v for k, v in (cfg.get(pat) or {}).items()
                         if not re.search(r"(gate_up_proj|down_proj)\W*$", k)}
+    if plan.reoriented:
+        try:
+            import peft
+
+            cfg["peft_version"] = peft.__version__
+        except ImportError:
+            cfg["peft_version"] = "0.19.0"
     lora_names = [it.module for it in items if it.kind in ("lora", "lora_embedding")]
     tm = cfg.get("target_modules")
     if isinstance(tm, list) and lora_names:
@@ -264,6 +271,9 @@ def apply_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, tensors: dict |
         else:
             row.lost, row.lost_what = 1.0, "whole module update"
     items = kept
+    if plan.reoriented:
+        items = [relayout.reorient_fused(it, num_e) if it.kind == "fused_experts" and _scale_name(it) in
+                 plan.reoriented else it for it in items]
     if plan.layout_out == "moe-v4-per-expert" and num_e:
         items = relayout.to_v4(items, num_e, inter)
     if plan.uniform_scale is not None and plan.output_format == "peft":

@@ -69,6 +69,7 @@ class Plan:
     gguf_alpha: float | None = None  # GGUF: the one adapter.lora.alpha (llama.cpp scale = alpha / rank of each tensor)
     relation: str = "unknown"  # same | sibling | unrelated | unknown (names; drift refines it)
     notes: list[str] = field(default_factory=list)
+    reoriented: list[str] = field(default_factory=list)  # fused modules in PEFT <= 0.18 orientation
     runtime_flags: str | None = None
 
     @property
@@ -197,6 +198,11 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
         row = Row(am.module if am.kind != "fused_experts" else f"{am.module}.{am.param}", am.kind, [], "",
                   am.layer, am.expert)
         reasons = []
+        if am.kind == "fused_experts" and m.status in ("mismatch", "ok") and _old_orientation(am, arch, spec):
+            row.actions.append("relayout")
+            reasons.append("PEFT <= 0.18 orientation of 3-D expert LoRA (in/out swapped, peft#2521) -> >= 0.19")
+            plan.reoriented.append(row.module)
+            m = _ok(m)
         if m.status != "ok":
             row.actions = ["drop" if allow_lossy else "unsupported"]
             row.drop = ["module"]
@@ -274,6 +280,20 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
         plan.notes.append(f"lineage: the adapter was trained on {normalise_base(spec.base_model)}, which is not "
                           f"{target.name} nor a sibling by name; a copy is unlikely to work (see drift)")
     return plan
+
+
+def _old_orientation(am, arch, spec) -> bool:
+    from regraft.port.relayout import old_orientation
+
+    t = arch.lookup(f"{am.module}.{am.param}", "v5")
+    return bool(t and t.shape and arch.num_experts and
+                old_orientation(am, t.shape, arch.num_experts, spec.config.get("peft_version")))
+
+
+def _ok(m):
+    from dataclasses import replace
+
+    return replace(m, status="ok", why="")
 
 
 def _mode(ranks: dict) -> int:

@@ -154,3 +154,51 @@ def to_v4(items: list[Item], num_experts: int, intermediate: int | None = None) 
     for it in fused:
         out.extend(split_fused(it, num_experts, intermediate))
     return out
+
+
+def old_orientation(am, target_shape, num_experts: int, peft_version: str | None) -> bool:
+    """True when a fused-experts module is in PEFT <= 0.18's orientation (in/out swapped for 3-D parameters that
+    are not ``is_transposed``; peft#2521): A [E*r, out] and B [in, E*r] for a parameter (E, out, in).
+    When out == in the shapes cannot tell; ``peft_version`` in adapter_config.json decides."""
+    if target_shape is None or len(target_shape) != 3 or am.a is None or am.b is None:
+        return False
+    E, out_f, in_f = target_shape
+    total = am.a.shape[0]
+    if total % E or am.b.shape[1] != total:
+        return False
+    new = am.a.shape[1] == in_f and am.b.shape[0] == out_f
+    old = am.a.shape[1] == out_f and am.b.shape[0] == in_f
+    if old and not new:
+        return True
+    if old and new and peft_version:
+        try:
+            major, minor = (int(x) for x in peft_version.split(".")[:2])
+            return (major, minor) < (0, 19)
+        except ValueError:
+            return False
+    return False
+
+
+def reorient_fused(it: Item, num_experts: int) -> Item:
+    """PEFT <= 0.18 fused item -> PEFT >= 0.19 orientation (exact: a permutation of the same numbers).
+
+    Old: delta_e = A_e^T B_e^T with A (E, r, out), B (in, r, E). New: delta_e = B'_e A'_e with
+    B'_e = A_e^T, A'_e = B_e^T, stored A' (E, r, in) expert-major and B' (out, r, E) rank-major."""
+    E = num_experts
+    r = it.a.shape[0] // E
+    a = it.a.reshape(E, r, -1)  # E, r, out
+    b = it.b.reshape(it.b.shape[0], r, E)  # in, r, E
+    new_a = b.permute(2, 1, 0).reshape(E * r, -1).contiguous()  # E, r, in
+    new_b = a.permute(2, 1, 0).reshape(a.shape[-1], r * E).contiguous()  # out, r, E
+    return it.copy(a=new_a, b=new_b)
+
+
+def to_old_orientation(it: Item, num_experts: int) -> Item:
+    """The inverse of :func:`reorient_fused` (for tests and for writing adapters older PEFT reads)."""
+    E = num_experts
+    r = it.a.shape[0] // E
+    a = it.a.reshape(E, r, -1)  # E, r, in
+    b = it.b.reshape(it.b.shape[0], r, E)  # out, r, E
+    old_a = b.permute(2, 1, 0).reshape(E * r, -1).contiguous()  # E, r, out
+    old_b = a.permute(2, 1, 0).reshape(a.shape[-1], r * E).contiguous()  # in, r, E
+    return it.copy(a=old_a, b=old_b)
