@@ -77,7 +77,11 @@ class ServingConfig:
     def thinking_flag(self) -> bool | None:
         kw = self.values.get("chat_template_kwargs") or {}
         v = kw.get("enable_thinking")
-        return v if isinstance(v, bool) else None
+        if isinstance(v, bool):
+            return v
+        if self.values.get("reasoning_budget") == 0:  # llama-server --reasoning-budget 0 disables thinking
+            return False
+        return None
 
     def set(self, key: str, value, written: str, file_label: str | None = None) -> None:
         self.values[key] = coerce(key, value, written, file_label or str(self.path))

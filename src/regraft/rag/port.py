@@ -79,6 +79,15 @@ def plan_rag(setup: RagSetup, source, target, embedding: str | None = None) -> R
         if any(m not in tf.stop_strings for m in markers):
             change("stop", [x for x in new.stop if x not in markers] + list(tf.stop_strings),
                    f"{target.short_name}'s end markers")
+    # hard-coded turn markers of another family: the target's chat template adds its own
+    if probe.tgt_tok.special_tokens or tf.stop_strings:
+        for attr in ("system", "user"):
+            text = getattr(new, attr)
+            if text:
+                cleaned = strip_foreign_markers(text, probe.tgt_tok.special_tokens)
+                if cleaned != text:
+                    change(attr, cleaned, f"removed turn markers that are not tokens of {target.short_name}; its chat "
+                                          "template adds its own")
     # base: plain prompt
     if tf.thinking == "base" and new.prompt_format != "plain":
         change("prompt_format", "plain", f"{target.short_name} is a Base model with no chat template")
@@ -139,6 +148,27 @@ def plan_rag(setup: RagSetup, source, target, embedding: str | None = None) -> R
     if ctx.chunk.quality in ("estimate", "approximate"):
         res.notes.append(f"token numbers are {ctx.chunk.quality}: {ctx.chunk.how}")
     return res
+
+
+_HEADER_RES = [r"<\|start_header_id\|>\w+<\|end_header_id\|>\n*", r"<\|im_start\|>\w+\n?",
+               r"<start_of_turn>\w+\n?", r"\[/?INST\]\s?"]
+
+
+def strip_foreign_markers(text: str, target_tokens: dict) -> str:
+    """Remove chat-turn markers (Llama 3, ChatML, Gemma, Mistral) that the target's tokenizer does not have."""
+    import re
+
+    from regraft.rag.tokenizer import special_strings
+
+    out = text
+    for pat in _HEADER_RES:
+        for m in set(re.findall(pat, out)):
+            if any(tok not in target_tokens for tok in special_strings(m)) or not special_strings(m):
+                out = out.replace(m, "")
+    for tok in special_strings(out):
+        if tok not in target_tokens:
+            out = out.replace(tok, "")
+    return out.strip("\n") if out != text else text
 
 
 _KEYS = {
