@@ -183,7 +183,6 @@ class Backend:
                                             "expected an OpenAI-compatible server", status=r.status_code)
             if attempt < self.retries:
                 await asyncio.sleep(min(self._sleep_for(attempt), max(0.0, end - time.monotonic())))
-        assert last is not None or True
         if last is None:
             last = BackendError(url, "timeout", f"deadline of {deadline or self.timeout:g}s passed")
         last.attempts = self.retries + 1
