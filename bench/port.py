@@ -62,7 +62,7 @@ def _write_checkpoint(folder: Path, shards: int, shard_elems: int, seed: int, ba
 
 
 _CHILD = r"""
-import json, sys, time
+import json, os, resource, sys, time
 from regraft.drift import drift
 t = time.perf_counter()
 rep = drift(sys.argv[1], sys.argv[2])
@@ -71,7 +71,9 @@ hwm = 0
 for line in open("/proc/self/status"):
     if line.startswith("VmHWM:"):
         hwm = int(line.split()[1]) * 1024
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": hwm, "sigma": s["sigma"], "verdict": s["verdict"],
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": ru.ru_utime + ru.ru_stime, "peak_rss": hwm,
+                  "loadavg_1min": os.getloadavg()[0], "sigma": s["sigma"], "verdict": s["verdict"],
                   "bytes_read": s["bytes_read"], "peak_buffer_bytes": s["peak_buffer_bytes"]}))
 """
 
@@ -113,6 +115,9 @@ def bench_drift(size_gb: float = 1.0, shards: int = 3) -> dict:
     gb = r["bytes_read"] / 1e9
     return {
         "seconds_per_gb_read_warm_cache": round(runs["warm"]["seconds"] / gb, 2),
+        "cpu_seconds_per_gb_read": round(r["cpu_seconds"] / gb, 2),
+        "cpu_seconds_per_gb_read_warm_cache": round(runs["warm"]["cpu_seconds"] / gb, 2),
+        "loadavg_1min_at_end": r["loadavg_1min"], "cpu_cores": os.cpu_count(),
         "checkpoint_bytes_each": size_a, "shards_each": shards, "largest_shard_bytes": shard,
         "bytes_read_both": r["bytes_read"], "seconds": round(r["seconds"], 2),
         "seconds_per_gb_read": round(r["seconds"] / gb, 2),
@@ -264,7 +269,10 @@ def _md(res: dict) -> str:
               f"Two bf16 checkpoints of {d['checkpoint_bytes_each'] / 1e9:.2f} GB each in {d['shards_each']} shards "
               f"(largest {d['largest_shard_bytes'] / 1e6:.0f} MB), siblings by construction (B = A + 2% noise).", "",
               f"- time: {d['seconds']} s for {d['bytes_read_both'] / 1e9:.2f} GB read = **{d['seconds_per_gb_read']} s/GB** "
-              f"with the files evicted from the page cache first (warm cache: {d.get('seconds_per_gb_read_warm_cache')} s/GB)",
+              f"with the files evicted from the page cache first (warm cache: {d.get('seconds_per_gb_read_warm_cache')} s/GB); "
+              f"CPU time {d.get('cpu_seconds_per_gb_read')} s/GB (warm {d.get('cpu_seconds_per_gb_read_warm_cache')}). "
+              f"The machine had {d.get('cpu_cores')} cores and a 1-min load average of {d.get('loadavg_1min_at_end')} "
+              "(other jobs running), so wall times are upper bounds.",
               f"- peak RSS of the drift process: {d['peak_rss_bytes'] / 1e6:.0f} MB = **{d['peak_rss_in_shards']} shards** "
               f"(interpreter + numpy baseline {d['interpreter_baseline_rss_bytes'] / 1e6:.0f} MB; above it "
               f"{d['peak_rss_above_baseline_in_shards']} shards); under 2 shards: **{d['under_two_shards']}**",

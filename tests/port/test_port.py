@@ -310,3 +310,14 @@ def test_peft_018_orientation_is_reoriented_exactly(tiny, tmp_path, inter):
     assert len(r.plan.reoriented) == 4 and r.plan.exact
     a, b = _st(tmp_path / "new"), _st(tmp_path / "fixed")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_trained_fused_adapter_to_vllm_pads_past_the_split_rank(tiny, tmp_path):
+    src = T.peft_adapter(tiny["moe"], tmp_path / "fused", targets=["q_proj"], r=16, alpha=8, use_rslora=True,
+                         target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    out = tmp_path / "vllm"
+    r = port_lora(src, resolve_model(str(tiny["moe"])), out, runtime="vllm")
+    assert r.plan.layout_out == "moe-v4-per-expert" and r.plan.rank_out == 16
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 16 and not cfg["use_rslora"] and not cfg["rank_pattern"]
+    _same_function(tiny["moe"], src, out)

@@ -60,8 +60,6 @@ def run(args) -> int:
     if not args.dry_run:
         from regraft.errors import need
 
-        need("torch", "regraft port lora", "torch")
-        need("safetensors", "regraft port lora", "torch")
         if gguf:
             need("gguf", "regraft port lora --runtime llama.cpp", "gguf")
     try:

@@ -276,6 +276,19 @@ def apply_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, tensors: dict |
                  plan.reoriented else it for it in items]
     if plan.layout_out == "moe-v4-per-expert" and num_e:
         items = relayout.to_v4(items, num_e, inter)
+    ranks_now = [it.rank for it in items if it.a is not None and it.kind != "fused_experts"]
+    if plan.rank_out and ranks_now and max(ranks_now) > plan.rank_out:
+        # a fused gate_up trained as such splits into rank-2r pairs: the plan assumed r
+        from regraft.catalog import runtime_data
+
+        allowed = (runtime_data(plan.runtime) or {}).get("allowed_ranks") or []
+        fit = [x for x in allowed if x >= max(ranks_now)] or ([] if allowed else [max(ranks_now)])
+        if not fit:
+            raise InputError(f"after splitting fused experts the rank is {max(ranks_now)}, above {plan.runtime}'s "
+                             f"largest rank {allowed[-1]}")
+        plan.notes.append(f"fused gate_up split into rank-{max(ranks_now)} pairs (gate and up share A): "
+                          f"rank padded to {fit[0]} instead of {plan.rank_out}")
+        plan.rank_out = fit[0]
     if plan.uniform_scale is not None and plan.output_format == "peft":
         items = [fixups.fold_scale(it, plan.uniform_scale) if it.b is not None else it for it in items]
     if plan.rank_out:
@@ -319,9 +332,18 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
             if plan.relation == "unrelated":
                 plan.notes.append(f"drift: sigma {result.drift['sigma']:.3f} > 0.15 -- the copy rule says no "
                                   "(lineage unrelated); expect the adapter not to carry over")
+    name = target_name or target.name
+    if _pure_copy(spec, plan):  # tensors unchanged: no torch needed, the weights file is copied byte for byte
+        cfg = dict(spec.config, base_model_name_or_path=name, revision=revision)
+        result.config, result.unchanged = cfg, True
+        report = {"regraft": "port lora", "source_adapter": str(spec.path), **result.to_dict()}
+        write_peft(out, cfg, {}, report, copy_weights_from=spec.path / spec.weights_file)
+        result.tensors_written = len(spec.tensors)
+        result.out = out
+        result.seconds = time.perf_counter() - t0
+        return result
     tensors = load_tensors(spec)
     items = apply_plan(spec, plan, target, tensors)
-    name = target_name or target.name
     report = {"regraft": "port lora", "source_adapter": str(spec.path), **result.to_dict()}
     if plan.output_format == "gguf":
         from regraft.port.gguf_writer import write_gguf
@@ -351,6 +373,12 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
     result.out = out
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _pure_copy(spec: AdapterSpec, plan: Plan) -> bool:
+    return (plan.output_format == "peft" and spec.weights_file.endswith(".safetensors") and plan.rows
+            and all(r.actions == ["copy"] for r in plan.rows) and plan.uniform_scale is None and not plan.rank_out
+            and plan.layout_out == plan.layout_in and not plan.reoriented)
 
 
 def drift_report(spec: AdapterSpec, target: ModelSpec, source: ModelSpec | None) -> dict | None:

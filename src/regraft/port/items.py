@@ -47,7 +47,10 @@ class Item:
 
 def load_tensors(spec: AdapterSpec) -> dict:
     """All adapter tensors as torch tensors (safetensors or, when read_adapter allowed it, a weights_only .bin)."""
-    import torch
+    from regraft.errors import need
+
+    torch = need("torch", "changing adapter tensors (relayout, pad, fold, GGUF)", "torch")
+    need("safetensors", "changing adapter tensors", "torch")
 
     path = spec.path / spec.weights_file
     if spec.weights_file.endswith(".safetensors"):
