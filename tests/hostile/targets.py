@@ -34,7 +34,7 @@ def _render_all_check(report) -> None:
 
     for fmt in ("json", "markdown"):
         _encode_utf8(render_check(report, fmt, layers=True))
-    render_check(report, "table", layers=True, console=Console(file=_Utf8Sink(), width=120))
+    render_check(report, "table", layers=False, console=Console(file=_Utf8Sink(), width=120))  # layers: md/json
 
 
 class _Utf8Sink(io.StringIO):

@@ -37,7 +37,7 @@ def build(root: Path) -> dict[str, Path]:
     w["command"] = root / "serve.sh"
     w["command"].write_text("vllm serve Qwen/Qwen3-8B --max-model-len 16384 --enable-lora --max-lora-rank 8\n")
     w["rag"] = root / "rag.yaml"
-    w["rag"].write_text("model: Qwen/Qwen3-8B\nembedding: {model: BAAI/bge-m3}\nchunking: {size: 256, unit: tokens, "
+    w["rag"].write_text("embedding: {model: BAAI/bge-m3}\nchunking: {size: 256, unit: tokens, "
                         "overlap: 32}\nretrieval: {top_k: 4}\nprompt:\n  system: Answer from the context.\n"
                         "  user: \"Context:\\n{context}\\n\\nQuestion: {question}\"\n"
                         "generation: {answer_tokens: 512, stop: [\"<|im_end|>\"]}\n")
@@ -45,8 +45,8 @@ def build(root: Path) -> dict[str, Path]:
     w["policy"].write_text("escalate_if:\n  retrieval_score_below: 0.2\n")
     docs = root / "docs"
     (docs / "sub").mkdir(parents=True)
-    for i in range(6):
-        (docs / f"doc{i}.md").write_text(f"# Doc {i}\n" + " ".join(f"word{i}_{j} lora adapter qwen" for j in range(300)))
-    (docs / "sub" / "notes.txt").write_text("LoRA adapters carry over between siblings. " * 50)
+    for i in range(2):
+        (docs / f"doc{i}.md").write_text(f"# Doc {i}\n" + " ".join(f"word{i}_{j} lora adapter qwen" for j in range(60)))
+    (docs / "sub" / "notes.txt").write_text("LoRA adapters carry over between siblings. " * 20)
     w["docs"] = docs
     return w

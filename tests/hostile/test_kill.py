@@ -1,0 +1,60 @@
+"""SIGKILL at random points (in a loop) leaves either the old state or the complete new one, for every writer.
+
+Default: a few kills per writer. ``REGRAFT_KILL_RUNS=N`` (or ``bench/fuzz.py --kill-runs N``) for the long loop.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.hostile import writers as W
+from tests.hostile.killer import kill_loop
+
+RUNS = int(os.environ.get("REGRAFT_KILL_RUNS", "3"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from tests.hostile.world import build
+
+    return build(tmp_path_factory.mktemp("kill-world"))
+
+
+
+def test_kill_write_safetensors(tmp_path):
+    res = kill_loop(W.safetensors_writer(tmp_path), tmp_path / "loop", max(RUNS, 4), seed=1)
+    assert res.corrupt == 0, res.failures
+
+
+def test_kill_example_materialise(tmp_path):
+    res = kill_loop(W.example_writer(tmp_path), tmp_path / "loop", RUNS, seed=2)
+    assert res.corrupt == 0, res.failures
+
+
+@pytest.mark.slow
+def test_kill_port_lora(world, tmp_path):
+    res = kill_loop(W.port_lora_writer(tmp_path, world), tmp_path / "loop", RUNS, seed=3)
+    assert res.corrupt == 0, res.failures
+
+
+@pytest.mark.slow
+def test_kill_port_gguf(world, tmp_path):
+    pytest.importorskip("gguf")
+    res = kill_loop(W.port_gguf_writer(tmp_path, world), tmp_path / "loop", RUNS, seed=4)
+    assert res.corrupt == 0, res.failures
+
+
+def test_kill_port_config(world, tmp_path):
+    res = kill_loop(W.port_config_writer(tmp_path, world), tmp_path / "loop", RUNS, seed=5)
+    assert res.corrupt == 0, res.failures
+
+
+@pytest.mark.slow
+def test_kill_index(tmp_path):
+    pytest.importorskip("lancedb")
+    res = kill_loop(W.index_writer(tmp_path, n_docs=12), tmp_path / "loop", RUNS, seed=6)
+    assert res.corrupt == 0, res.failures
