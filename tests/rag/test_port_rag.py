@@ -96,3 +96,25 @@ def test_cli_port_rag(tmp_path, capsys, qwen_dir):
     d = json.loads(capsys.readouterr().out)
     assert d["budget"]["quality"] == "estimate" and d["budget"]["chunk_tokens"] == 1024
     assert read_rag(out).top_k == 23 and out.read_text().startswith("# ported by regraft for Qwen/Qwen3-32B")
+
+
+def test_local_model_folder_tokenizer_and_template_win(tmp_path, qwen_dir):
+    """A local model folder's own tokenizer.json and chat template are used (exact), not the bundled ones."""
+    import json
+    import shutil
+
+    from regraft.rag.template import bundled_template
+
+    model = tmp_path / "my-qwen3-finetune"
+    model.mkdir()
+    cfg = json.loads((Path(__file__).parents[2] / "src/regraft/catalog/models/Qwen__Qwen3-8B.json").read_text())
+    (model / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))
+    shutil.copy(qwen_dir / "tokenizer.json", model / "tokenizer.json")
+    template = bundled_template("Qwen/Qwen3-8B").source
+    (model / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>", "chat_template": template}))
+    r = run_rag(resolve_model("Qwen/Qwen3-8B"), resolve_model(str(model)),
+                {"rag": str(CASES / "RG700-rag-unknown-key" / "rag.yaml")})
+    msgs = {f.code: f.message for f in r.findings}
+    assert "tokenizer.json of" in msgs["RG701"] and "my-qwen3-finetune" in msgs["RG701"]
+    assert msgs["RG710"].startswith("rendered with chat template of")
+    assert "margin 26,333" in msgs["RG703"]  # same numbers as with the bundled tokenizer and template
