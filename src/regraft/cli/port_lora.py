@@ -29,7 +29,7 @@ from regraft.cli._common import emit
 
 
 def add_arguments(p) -> None:
-    p.add_argument("adapter", metavar="ADAPTER", help="PEFT adapter folder")
+    p.add_argument("adapter", metavar="ADAPTER", help="PEFT adapter folder (or example:NAME for a bundled one)")
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
                    help="target model: local folder, cached repo id or catalog name")
     p.add_argument("--out", metavar="PATH", help="output adapter folder (or .gguf file)")
@@ -53,7 +53,9 @@ def run(args) -> int:
     from regraft.inspection.resolve import resolve_model
     from regraft.port.api import PortBlocked, port_lora
 
-    spec = read_adapter(args.adapter)
+    from regraft.examples import resolve_adapter_arg
+
+    spec = read_adapter(resolve_adapter_arg(args.adapter))
     target = resolve_model(args.target)
     source = resolve_model(args.source) if args.source else None
     gguf = args.runtime in ("llama.cpp", "ollama") or (args.out or "").endswith(".gguf")
@@ -130,8 +132,12 @@ def render_plan(plan: dict, grouped: list[dict], args, result) -> str:
     if result.out is not None:
         what = "tensors unchanged (copied byte for byte)" if result.unchanged else f"{result.tensors_written} tensors"
         lines.append(f"  wrote {result.out}: {what} in {result.seconds:.2f}s")
-        lines.append(f"  check it: regraft verify {result.out} --on {plan['target']}" if plan["output_format"] == "peft"
-                     else f"  load it: llama-server -m MODEL.gguf --lora {result.out}")
+        from pathlib import Path
+
+        if plan["output_format"] != "peft":
+            lines.append(f"  load it: llama-server -m MODEL.gguf --lora {result.out}")
+        elif Path(plan["target"]).is_dir():
+            lines.append(f"  check it: regraft verify {result.out} --on {plan['target']}")
     elif args.dry_run:
         lines.append("  dry run: nothing written")
     return "\n".join(lines)

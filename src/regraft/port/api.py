@@ -335,6 +335,11 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
     name = target_name or target.name
     if _pure_copy(spec, plan):  # tensors unchanged: no torch needed, the weights file is copied byte for byte
         cfg = dict(spec.config, base_model_name_or_path=name, revision=revision)
+        if plan.uniform_scale is not None:  # one global scale: every module already has it
+            ranks = {am.rank for am in spec.lora_modules if am.kind != "fused_experts"}
+            rank = plan.rank_out or (ranks.pop() if len(ranks) == 1 else spec.r)
+            cfg.update(r=rank, lora_alpha=_num(plan.uniform_scale * rank), use_rslora=False, rank_pattern={},
+                       alpha_pattern={})
         result.config, result.unchanged = cfg, True
         report = {"regraft": "port lora", "source_adapter": str(spec.path), **result.to_dict()}
         write_peft(out, cfg, {}, report, copy_weights_from=spec.path / spec.weights_file)
@@ -377,7 +382,8 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
 
 def _pure_copy(spec: AdapterSpec, plan: Plan) -> bool:
     return (plan.output_format == "peft" and spec.weights_file.endswith(".safetensors") and plan.rows
-            and all(r.actions == ["copy"] for r in plan.rows) and plan.uniform_scale is None and not plan.rank_out
+            and all(r.actions == ["copy"] for r in plan.rows)
+            and len({am.rank for am in spec.lora_modules if am.kind != "fused_experts"}) <= 1
             and plan.layout_out == plan.layout_in and not plan.reoriented)
 
 

@@ -160,6 +160,10 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
     if layout not in LAYOUTS:
         raise InputError(f"Unknown --layout '{layout}'. Known: {', '.join(LAYOUTS)}.")
     arch = target.arch
+    if arch is None and target.partial:
+        raise InputError(f"Cannot plan a port to '{target.name}': the built-in catalog has only a partial entry for "
+                         f"it (unknown: {', '.join(target.unknown_fields) or 'model_type'}). Pass a local folder with "
+                         "its config.json (weights are not needed for a copy).")
     if arch is None:
         raise InputError(f"Cannot plan a port to '{target.name}': its architecture "
                          f"({target.model_type or 'no model_type'}) is not one regraft knows.")
@@ -267,10 +271,10 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
             reasons.append("same shapes, tensors unchanged")
         row.reason = "; ".join(reasons)
         plan.rows.append(row)
-    if plan.uniform_scale is not None and (spec.use_rslora or spec.rank_pattern or spec.alpha_pattern):
+    if plan.uniform_scale is not None and any("fold" in r.actions for r in plan.rows):
         plan.notes.append(f"{runtime} uses one scale for all modules: rsLoRA / rank_pattern / alpha_pattern "
                           f"are folded into lora_B (global scale {plan.uniform_scale:.6g})")
-    if plan.rank_out and allowed:
+    if plan.rank_out and allowed and any("pad" in r.actions for r in plan.rows):
         plan.notes.append(f"ranks padded with zeros to r={plan.rank_out}, one of {runtime}'s allowed ranks")
     if gguf:
         plan.runtime_flags = "llama-server -m MODEL.gguf --lora OUT.gguf (GGUF written by regraft; no converter needed)"
