@@ -82,3 +82,22 @@ def test_cli_exit_codes(tiny, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["ok"] is False and d["counts"]["dropped"] == 6
     assert main(["verify", str(tiny["lora"]), "--on", str(tiny["dir"] / "nope")]) == 2
+
+
+def test_embedding_lora_and_modules_to_save_are_checked(tiny, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    m = T.load(tiny["dense"])
+    pm = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj"],
+                                      modules_to_save=["lm_head"]))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n or "modules_to_save" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    pm.save_pretrained(tmp_path / "emb")
+    r = verify(tmp_path / "emb", tiny["dense"])
+    assert r.ok, r.summary()
+    assert r.counts == {"applied": 3, "full-copy ok": 1}
+    emb = next(m for m in r.modules if m.module == "model.embed_tokens")
+    assert emb.rel_err < 1e-6 and emb.effect > 0

@@ -44,8 +44,8 @@ class ModuleCheck:
 
     @property
     def problem(self) -> bool:
-        return self.status in ("dropped", "mismatch", "full-copy mismatch") or (
-            self.status == "applied" and self.effect is not None and self.effect < EFFECT_MIN and (self.norm or 0) > 0)
+        return self.status in ("dropped", "mismatch", "full-copy mismatch") or (self.status == "applied" and (
+            self.runs is False or (self.effect is not None and self.effect < EFFECT_MIN and (self.norm or 0) > 0)))
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -88,7 +88,9 @@ class VerifyReport:
         s = (f"{applied}/{len(file_mods)} adapter modules applied; {changed}/{len(eff)} checked change their "
              f"module's output on probes")
         if self.problems:
-            s += f"; {len(self.problems)} problem(s): " + ", ".join(sorted({m.status if m.status != 'applied' else 'no effect' for m in self.problems}))
+            s += f"; {len(self.problems)} problem(s): " + ", ".join(sorted({m.status if m.status != 'applied' else
+                                                                           ('not run' if m.runs is False else 'no effect')
+                                                                           for m in self.problems}))
         zero = sum(m.status == "zero-init" for m in self.modules)
         if zero:
             s += f"; {zero} module(s) adapted by PEFT with no tensor in the file (zero-initialised)"
