@@ -29,6 +29,10 @@ def _same_function(model, a, b, atol=1e-5):
     assert d1 < atol and d2 < atol, (d1, d2)
     base = T.load(model)(input_ids=x).logits
     assert float((lb - base).abs().max()) > 1e-3  # the adapter does something
+    from regraft.verify import verify
+
+    v = verify(b, model, n_probes=2, seq_len=16)
+    assert v.ok and set(v.counts) <= {"applied", "full-copy ok"}, v.summary()  # every tensor applied and effective
     return d1, d2
 
 
