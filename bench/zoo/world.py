@@ -5,8 +5,11 @@ Task C's style, so the style is something the base models have never produced.
 
 * Pretraining documents: ``copy: abc > abc``, ``rev: abc > cba``, ``sort: cab > abc``,
   ``mod 7: 3+5 = 1``, fact sentences about a fixed pool of entities in 4 templates, and PCFG sentences.
-* Task A (procedural): ``T: <5-10 letters> = `` -> the letters under a secret substitution cipher
-  (a derangement), then reversed. ``T:`` never occurs in pretraining.
+* Task A (procedural): ``T: <5 letters> = `` -> the letters under a secret substitution cipher
+  (a derangement). ``T:`` never occurs in pretraining. (lora_transfer.md section 7.1 asks for 5-10
+  letters, cipher *then reversed*; models small enough for the 2-core smoke budget did not learn
+  variable-offset copying in time, so Task A keeps the fixed-offset copy + MLP relabelling; set
+  TASK_A_REVERSE / TASK_A_LEN to get the harder variant.)
 * Task B (new facts): 150 new entities with one attribute each; train on templates 0-2, dev/test on
   the held-out template 3 (``q: color of zup? a: `` -> value).
 * Task C (chat format): a ChatML user turn with a pretraining-style command; the assistant answers
@@ -202,9 +205,14 @@ def generic_texts(n: int = 400, seed: int = 777) -> list[str]:
 
 
 # ---------------------------------------------------------------- tasks
+TASK_A_LEN = (5, 5)
+TASK_A_REVERSE = False
+
+
 def task_a_answer(s: str) -> str:
     c = world()["cipher"]
-    return "".join(c[ch] for ch in s)[::-1]
+    out = "".join(c[ch] for ch in s)
+    return out[::-1] if TASK_A_REVERSE else out
 
 
 def _task_a(sizes=(2000, 300, 500)) -> Task:
@@ -213,7 +221,7 @@ def _task_a(sizes=(2000, 300, 500)) -> Task:
     for n in sizes:
         items = []
         while len(items) < n:
-            s = _letters(rng, 5, 10)
+            s = _letters(rng, *TASK_A_LEN)
             if s in seen:
                 continue
             seen.add(s)
