@@ -101,3 +101,16 @@ def test_embedding_lora_and_modules_to_save_are_checked(tiny, tmp_path):
     assert r.counts == {"applied": 3, "full-copy ok": 1}
     emb = next(m for m in r.modules if m.module == "model.embed_tokens")
     assert emb.rel_err < 1e-6 and emb.effect > 0
+
+
+def test_shape_mismatch_is_reported_not_raised(tiny, tmp_path, capsys):
+    from regraft.cli.main import main
+
+    wide = T.make_model(tmp_path / "wide", "qwen3", hidden_size=48)
+    r = verify(tiny["lora"], wide)
+    assert not r.ok and "size mismatch" in r.load_error and r.counts == {"dropped": 14}
+    assert main(["verify", str(tiny["lora"]), "--on", str(wide)]) == 1
+    assert "PEFT refused" in capsys.readouterr().out
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text((tiny["dense"] / "config.json").read_text())
+    assert main(["verify", str(tiny["lora"]), "--on", str(tmp_path / "noweights")]) == 2

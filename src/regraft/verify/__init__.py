@@ -63,6 +63,7 @@ class VerifyReport:
     reference: dict | None = None
     merged_max_abs: float | None = None
     seconds: float = 0.0
+    load_error: str | None = None
 
     @property
     def counts(self) -> dict:
@@ -81,6 +82,8 @@ class VerifyReport:
         return bool(file_mods) and not self.problems
 
     def summary(self) -> str:
+        if self.load_error:
+            return f"PEFT refused to load the adapter: {self.load_error[:300]}"
         file_mods = [m for m in self.modules if m.status not in ("zero-init",)]
         applied = sum(m.status in ("applied", "full-copy ok") for m in file_mods)
         eff = [m for m in file_mods if m.effect is not None]
@@ -98,6 +101,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"adapter": self.adapter, "model": self.model, "ok": self.ok, "summary": self.summary(),
+                "load_error": self.load_error,
                 "counts": self.counts, "peft_messages": self.peft_messages, "layers_adapted": self.layers_adapted,
                 "layers_called": self.layers_called, "experts_routed": self.experts_routed,
                 "reference": self.reference, "merged_vs_unmerged_max_abs": self.merged_max_abs,
@@ -115,11 +119,18 @@ def _load_model(path):
     if not (p / "config.json").is_file():
         raise InputError(f"Cannot verify on '{path}': verify loads real weights and needs a local model folder "
                          "(config.json + *.safetensors).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise InputError(f"Cannot load the model '{path}' with transformers: {str(e).splitlines()[0][:300]}") from None
     model.eval()
     return model
+
+
+class PeftLoadError(Exception):
+    pass
 
 
 def _load_peft(model, adapter_dir) -> tuple[object, list[str]]:
@@ -128,7 +139,11 @@ def _load_peft(model, adapter_dir) -> tuple[object, list[str]]:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pm = PeftModel.from_pretrained(model, str(adapter_dir))
+        try:
+            pm = PeftModel.from_pretrained(model, str(adapter_dir))
+        except (RuntimeError, ValueError, KeyError) as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise PeftLoadError(" ".join(lines[:3])[:600]) from None
     pm.eval()
     msgs = []
     for w in caught:
@@ -231,7 +246,15 @@ def verify(adapter_dir, model_dir, reference_dir=None, n_probes: int = 4, seq_le
     inter = getattr(cfg, "moe_intermediate_size", None)
     expected = expected_deltas(spec, num_e, inter)
     say("loading the adapter with PEFT")
-    pm, msgs = _load_peft(model, adapter_dir)
+    try:
+        pm, msgs = _load_peft(model, adapter_dir)
+    except PeftLoadError as e:
+        report = VerifyReport(str(adapter_dir), str(model_dir), [], [f"PEFT refused to load the adapter: {e}"])
+        report.load_error = str(e)
+        report.modules = [ModuleCheck(mod, "dropped", None, None if d is None else float(d.norm()),
+                                      note="PEFT did not load the adapter") for mod, (_, d) in expected.items()]
+        report.seconds = time.perf_counter() - t0
+        return report
     report = VerifyReport(str(adapter_dir), str(model_dir), [], msgs)
     injected = injected_deltas(pm, inter)
     # 1. injected vs the files
