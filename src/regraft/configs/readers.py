@@ -249,6 +249,11 @@ def read_mapping(doc: dict, path: Path, runtime: str | None = None) -> ServingCo
         nk = norm_key(k)
         if nk == "runtime":
             continue
+        if v is None and nk not in ("rope_scaling", "rope_parameters"):  # `key:` with no value: not set
+            if nk not in KEY_TYPES and nk not in table and nk not in passthrough and nk not in REGRAFT_KEYS | \
+                    SECTION_SAMPLING | {"regraft", "command", "args", "cmd", "max_position_embeddings"}:
+                cfg.unknown.append((k, f"not a {rt} setting regraft knows"))
+            continue
         if nk == "regraft":
             _regraft_section(cfg, v, k)
         elif nk in SECTION_SAMPLING:

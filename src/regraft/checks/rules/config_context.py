@@ -143,6 +143,8 @@ def past_trained(ctx):
     """
     native = ctx.tf.native_context
     eff = ctx.effective_context
+    if ctx.cfg.format == "generation_config":
+        return  # a generation_config.json sets no serving context
     if native is None or eff is None or eff <= native or ctx.cfg.yarn is not None or eff > ctx.position_limit:
         return
     req = ctx.requested_context
