@@ -118,3 +118,26 @@ def test_local_model_folder_tokenizer_and_template_win(tmp_path, qwen_dir):
     assert "tokenizer.json of" in msgs["RG701"] and "my-qwen3-finetune" in msgs["RG701"]
     assert msgs["RG710"].startswith("rendered with chat template of")
     assert "margin 26,333" in msgs["RG703"]  # same numbers as with the bundled tokenizer and template
+
+
+def test_template_refusing_system_role_is_named_and_port_folds_it(tmp_path, qwen_dir):
+    """A local model whose template refuses the system role (Gemma 2's, verbatim): the check names the template and
+    line; port rag folds the system text into the user turn and the result renders."""
+    import json
+
+    from importlib import resources
+
+    model = tmp_path / "gemma-like"
+    model.mkdir()
+    cfg = json.loads((Path(__file__).parents[2] / "src/regraft/catalog/models/Qwen__Qwen3-8B.json").read_text())
+    (model / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))
+    gemma = resources.files("regraft.rag").joinpath("templates", "google-gemma-2-2b-it.jinja").read_text()
+    (model / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<bos>", "chat_template": gemma}))
+    target = resolve_model(str(model))
+    src = CASES / "RG700-rag-unknown-key" / "rag.yaml"
+    r = run_rag(resolve_model("Qwen/Qwen3-8B"), target, {"rag": str(src)})
+    f = next(f for f in r.findings if f.code == "RG710")
+    assert f.verdict is Verdict.CANNOT and "gemma-like (its own template), line 1" in f.message and "System role not supported" in f.message
+    res = plan_rag(read_rag(src), resolve_model("Qwen/Qwen3-8B"), target)
+    assert res.setup.system is None and res.setup.user.startswith("Answer from the context only.\n\nContext:")
+    assert res.setup.rendered_example.startswith("<bos><start_of_turn>user\nAnswer from the context only.")

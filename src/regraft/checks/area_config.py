@@ -48,8 +48,16 @@ class ConfigContext:
 
     @property
     def effective_context(self) -> int | None:
-        """The context the runtime will use: the config's, else the target's max_position_embeddings."""
-        return self.cfg.requested_context or self.target.get("max_position_embeddings")
+        """The context the runtime will use: the config's; else, with YaRN, original x factor (what vLLM derives);
+        else the target's max_position_embeddings."""
+        if self.cfg.requested_context:
+            return self.cfg.requested_context
+        y = self.cfg.yarn
+        if y and y.get("factor"):
+            orig = y.get("original_max_position_embeddings") or self.tf.native_context
+            if orig:
+                return int(orig * float(y["factor"]))
+        return self.target.get("max_position_embeddings")
 
     @property
     def position_limit(self) -> int:

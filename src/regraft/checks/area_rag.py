@@ -113,8 +113,8 @@ class RagContext:
             return Rendered(plain, example, "", kind)
         special = special_tokens_for(self.target, "qwen2-base" if self.tf.thinking == "base" else
                                      vocab_family(self.target))
-        name = where.split(" (")[0].replace("bundled ", "") if where.startswith("bundled") else "chat template of " \
-            + str(self.target.short_name)
+        name = (where.split(" (")[0].replace("bundled ", "") if where.startswith("bundled")
+                else f"{self.target.short_name} (its own template)")
         try:
             text = render(src, self.messages("", ""), name=name, special_tokens=special, **self.template_kwargs)
             example = render(src, self.messages(CONTEXT_MARK, QUESTION_MARK), name=name, special_tokens=special,

@@ -132,8 +132,20 @@ def plan_rag(setup: RagSetup, source, target, embedding: str | None = None) -> R
             res.notes.append(f"room for top_k up to {b.max_top_k()} on {target.short_name} (not raised: retrieval "
                              "quality is yours to judge)")
         res.budget = b.to_dict() if b else None
-    # re-rendered prompt
+    # a template that refuses the system role (e.g. Gemma 2): fold the system text into the user turn
     r = ctx.rendered
+    if r.error is not None and new.system:
+        trial = dataclasses.replace(new, system=None, user=new.system.rstrip() + "\n\n" + new.user)
+        tctx = RagContext(source, target, trial)
+        if tctx.rendered.error is None:
+            res.changes.append(Change("prompt.system", new.system, None, f"{target.short_name}'s template refuses "
+                                      f"the system role ({r.error.what}); the text now opens the user turn"))
+            res.changes.append(Change("prompt.user", new.user, trial.user, "system text folded in"))
+            new.system, new.user = None, trial.user
+            ctx = tctx
+            r = ctx.rendered
+            res.budget = ctx.budget.to_dict() if ctx.budget else res.budget
+    # re-rendered prompt
     if r.example is not None:
         new.rendered_example = r.example
         new.template_from = r.template_from or ("plain text" if r.kind.startswith("plain") else None)

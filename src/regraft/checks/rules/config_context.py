@@ -26,8 +26,9 @@ def beyond(ctx):
         return
     how = "native" if ctx.tf.extended_context in (None, ctx.tf.native_context) else (
         f"with YaRN factor {ctx.tf.yarn_factor:g} (native {_fmt(ctx.tf.native_context)})")
+    note = f"; {ctx.tf.context_note}" if ctx.tf.context_note else ""
     yield beyond.rule.finding(f"{ctx.cfg.where('max_model_len')} = {_fmt(req)} but {ctx.target.short_name} supports "
-                              f"at most {_fmt(top)} {how}",
+                              f"at most {_fmt(top)} {how}{note}",
                               hint=f"lower it to {_fmt(top)} (regraft port config does)",
                               data={"requested": req, "max": top})
 
