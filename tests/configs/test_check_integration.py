@@ -49,8 +49,8 @@ def test_table_has_config_and_rag_columns(capsys):
 
 
 def _imports(args: list[str]) -> set[str]:
-    code = ("import sys; from regraft.cli.main import main; rc = main(%r); "
-            "print(sorted(m for m in ('torch', 'transformers', 'tokenizers', 'tiktoken') if m in sys.modules))" % args)
+    code = (f"import sys; from regraft.cli.main import main; rc = main({args!r}); "
+            "print(sorted(m for m in ('torch', 'transformers', 'tokenizers', 'tiktoken') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     return set(json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
 

@@ -110,7 +110,7 @@ def test_modelfile_to_instruct_2507(tmp_path):
 
 
 def test_base_generation_config_to_chat_model(tmp_path):
-    res, out, _ = port(tmp_path, CASES / "RG642-stop-token-ids" / "generation_config.json", "Qwen/Qwen3-32B",
+    _res, out, _ = port(tmp_path, CASES / "RG642-stop-token-ids" / "generation_config.json", "Qwen/Qwen3-32B",
                        source="Qwen/Qwen3-4B-Base")
     doc = json.loads(out.read_text())
     assert doc["eos_token_id"] == [151645, 151643] and doc["do_sample"] is True
@@ -160,7 +160,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("runtime", ["vllm", "sglang", "llama.cpp", "ollama", "transformers"])
 def test_every_runtime_writes_something_rereadable(tmp_path, runtime):
-    res, out, _ = port(tmp_path, SERVE, "Qwen/Qwen3-32B", runtime, "Qwen/Qwen3-30B-A3B-Base")
+    _res, out, _ = port(tmp_path, SERVE, "Qwen/Qwen3-32B", runtime, "Qwen/Qwen3-30B-A3B-Base")
     c = read_config(out)
     assert not c.unknown
     if runtime not in ("transformers", "ollama"):

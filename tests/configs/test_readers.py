@@ -93,8 +93,8 @@ def test_llama_server_yarn_flags_and_expert_override():
     c = cfg("llama-server -m q.gguf -c 131072 --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32768 "
             "--override-kv qwen3moe.expert_used_count=int:4 --bogus-flag 1", "x.sh")
     assert c.yarn == {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
-    assert c.values["num_experts_per_tok"] == 4 and c.unknown == [("--bogus-flag", "not a llama.cpp setting regraft "
-                                                                                  "knows")]
+    assert c.values["num_experts_per_tok"] == 4
+    assert c.unknown == [("--bogus-flag", "not a llama.cpp setting regraft knows")]
 
 
 def test_modelfile():

@@ -36,13 +36,13 @@ def test_over_budget_top_k_rebudgeted(tmp_path, qwen_dir):
     # 32,768 - (37 prompt + 256 question + 8,192 answer) = 24,283; each chunk costs 1,024 + 1 separator token
     assert (top.old, top.new) == (40, 23)
     assert res.budget["margin"] >= 0 and res.budget["top_k"] == 23 and res.budget["quality"] == "exact"
-    r, bad = recheck(out, "Qwen/Qwen3-32B", "Qwen/Qwen3-235B-A22B-Instruct-2507")
+    _r, bad = recheck(out, "Qwen/Qwen3-32B", "Qwen/Qwen3-235B-A22B-Instruct-2507")
     assert not bad, bad
     assert "<|im_start|>system" in read_rag(out).rendered_example
 
 
 def test_llama_setup_to_qwen_markers_and_stop(tmp_path, qwen_dir):
-    res, out = port(tmp_path, "RG711-rag-special-tokens", "Qwen/Qwen3-32B", "meta-llama/Llama-3.1-8B-Instruct")
+    _res, out = port(tmp_path, "RG711-rag-special-tokens", "Qwen/Qwen3-32B", "meta-llama/Llama-3.1-8B-Instruct")
     s = read_rag(out)
     assert s.user == "Use these notes:\n{context}\n\n{question}" and s.stop == ["<|im_end|>", "<|endoftext|>"]
     assert s.rendered_example.startswith("<|im_start|>user\nUse these notes:")
@@ -51,7 +51,7 @@ def test_llama_setup_to_qwen_markers_and_stop(tmp_path, qwen_dir):
 
 
 def test_to_base_writes_plain_prompt(tmp_path, qwen_dir):
-    res, out = port(tmp_path, "RG710-rag-template", "Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-30B-A3B")
+    _res, out = port(tmp_path, "RG710-rag-template", "Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-30B-A3B")
     s = read_rag(out)
     assert s.prompt_format == "plain" and "<|im_start|>" not in s.rendered_example
     _, bad = recheck(out, "Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-30B-A3B")
@@ -59,7 +59,7 @@ def test_to_base_writes_plain_prompt(tmp_path, qwen_dir):
 
 
 def test_to_thinking_2507_reserves_thinking(tmp_path, qwen_dir):
-    res, out = port(tmp_path, "RG712-rag-thinking-budget", "Qwen/Qwen3-235B-A22B-Thinking-2507",
+    _res, out = port(tmp_path, "RG712-rag-thinking-budget", "Qwen/Qwen3-235B-A22B-Thinking-2507",
                     "Qwen/Qwen3-235B-A22B-Instruct-2507")
     s = read_rag(out)
     assert s.thinking_budget == 81920 and s.enable_thinking is None  # the card's advice fits in 262,144
@@ -69,13 +69,13 @@ def test_to_thinking_2507_reserves_thinking(tmp_path, qwen_dir):
 
 
 def test_hybrid_target_keeps_non_thinking(tmp_path, qwen_dir):
-    res, out = port(tmp_path, "RG710-rag-template", "Qwen/Qwen3-32B", "Qwen/Qwen2.5-7B-Instruct")
+    _res, out = port(tmp_path, "RG710-rag-template", "Qwen/Qwen3-32B", "Qwen/Qwen2.5-7B-Instruct")
     assert read_rag(out).enable_thinking is False
     assert read_rag(out).rendered_example.endswith("<think>\n\n</think>\n\n")
 
 
 def test_embedding_change_names_re_embedding(tmp_path, qwen_dir):
-    res, out = port(tmp_path, "RG700-rag-unknown-key", "Qwen/Qwen3-32B", "Qwen/Qwen3-32B",
+    res, _out = port(tmp_path, "RG700-rag-unknown-key", "Qwen/Qwen3-32B", "Qwen/Qwen3-32B",
                     embedding="intfloat/multilingual-e5-large")
     assert any("re-embed 120,000 chunks" in n for n in res.notes)
     assert dict(res.left_out).keys() == {"retrieval.topk", "retrieval.reranker"}
@@ -124,7 +124,6 @@ def test_template_refusing_system_role_is_named_and_port_folds_it(tmp_path, qwen
     """A local model whose template refuses the system role (Gemma 2's, verbatim): the check names the template and
     line; port rag folds the system text into the user turn and the result renders."""
     import json
-
     from importlib import resources
 
     model = tmp_path / "gemma-like"

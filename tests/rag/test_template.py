@@ -52,7 +52,7 @@ def test_renders_equal_apply_chat_template(hf_tokenizer):
         try:
             theirs = hf_tokenizer.apply_chat_template(msgs, chat_template=files[f], tokenize=False,
                                                       add_generation_prompt=gen, **kw)
-        except Exception as e:  # noqa: BLE001 - the template itself refuses (e.g. Gemma has no system role)
+        except Exception:  # noqa: BLE001 - the template itself refuses (e.g. Gemma has no system role)
             with pytest.raises(TemplateError) as ei:
                 render(files[f], msgs, name=f, add_generation_prompt=gen, special_tokens=special, **kw)
             assert f in str(ei.value) and "line" in str(ei.value), str(ei.value)

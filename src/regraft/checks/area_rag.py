@@ -181,4 +181,4 @@ def run_rag(source: ModelSpec | None, target: ModelSpec, options: dict) -> AreaR
 
 AREA_RUNNERS["rag"] = run_rag
 
-__all__ = ["RagContext", "run_rag", "Verdict"]
+__all__ = ["RagContext", "Verdict", "run_rag"]

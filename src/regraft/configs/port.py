@@ -84,8 +84,8 @@ def plan(cfg: ServingConfig, source, target, runtime: str | None = None) -> Port
         change("model", target.name, "the target model")
     elif v.get("model") is not None:
         change("model", None, f"the {rt} model file/tag of {target.name} is not known to regraft")
-        res.left_out.append(("model", f"set the {'GGUF file (-m)' if rt == 'llama.cpp' else 'FROM tag/GGUF'} of "
-                                      f"{target.name}"))
+        what = "GGUF file (-m)" if rt == "llama.cpp" else "FROM tag/GGUF"
+        res.left_out.append(("model", f"set the {what} of {target.name}"))
 
     # context and rope scaling
     native = tf.native_context
@@ -245,7 +245,7 @@ def plan(cfg: ServingConfig, source, target, runtime: str | None = None) -> Port
         else:
             allowed = rf.get("allowed_ranks")
             mlr = v.get("max_lora_rank")
-            rank, where = ctx.adapter_rank
+            rank, _where = ctx.adapter_rank
             need_rank = max([r for r in (mlr, rank) if r is not None], default=None)
             if need_rank is not None and allowed:
                 up = [r for r in allowed if r >= need_rank]

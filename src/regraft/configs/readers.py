@@ -123,7 +123,7 @@ SECTION_SAMPLING = {"sampling", "generation", "default_sampling_params", "sampli
 
 _COMMAND_RE = re.compile(r"(^|\s)(vllm\s+serve|python3?\s+-m\s+sglang\.launch_server|sglang\s+serve|"
                          r"llama-server|llama-cli|\./llama-server|\./llama-cli|\S*/llama-server|\S*/llama-cli)\b")
-_MODELFILE_RE = re.compile(r"^\s*(FROM|PARAMETER|TEMPLATE|SYSTEM|ADAPTER|LICENSE|MESSAGE)\s", re.I | re.M)
+_MODELFILE_RE = re.compile(r"^\s*(FROM|PARAMETER|TEMPLATE|SYSTEM|ADAPTER|LICENSE|MESSAGE)\s", re.IGNORECASE | re.MULTILINE)
 
 
 def norm_key(k: str) -> str:
@@ -200,10 +200,16 @@ def _load_mapping(text: str, path: Path):
         except json.JSONDecodeError as e:
             raise FileFormatError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. Expected a JSON "
                                   "object of settings.") from None
+        except (ValueError, RecursionError) as e:  # an integer over 4300 digits; nesting deeper than Python's stack
+            raise FileFormatError(f"{path}: unreadable JSON ({type(e).__name__}: {str(e).split(';')[0][:80]}). "
+                                  "Expected a JSON object of settings.") from None
     import yaml
 
     try:
         return yaml.safe_load(text)
+    except (RecursionError, ValueError) as e:
+        raise FileFormatError(f"{path}: unreadable YAML ({type(e).__name__}: {str(e).split(';')[0][:80]}). "
+                              "Expected a YAML mapping of settings (or a command line / Modelfile).") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

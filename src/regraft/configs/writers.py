@@ -214,8 +214,8 @@ def _generation_config(res: PortResult) -> str:
         doc["do_sample"] = True
     if v.get("rope_scaling"):
         rp = dict(v["rope_scaling"])
-        res.left_out.append(("rope_parameters", f"apply to config.json (transformers >= 5): "
-                                                f"{json.dumps(rp)} with the model's rope_theta inside"))
+        why = f"apply to config.json (transformers >= 5): {json.dumps(rp)} with the model's rope_theta inside"
+        res.left_out.append(("rope_parameters", why))
     if v.get("chat_template_kwargs"):
         res.left_out.append(("chat_template_kwargs", "pass to apply_chat_template(..., **kwargs) per call: "
                                                      + json.dumps(v["chat_template_kwargs"])))

@@ -100,8 +100,7 @@ def plan_rag(setup: RagSetup, source, target, embedding: str | None = None) -> R
         if t_mode == "thinking" and not new.thinking_budget:
             advised = (tf.max_output or {}).get("thinking") or MIN_THINKING
             want = min(advised, max(b.margin, 0))
-            if want < min(MIN_THINKING, advised):
-                want = min(MIN_THINKING, advised)
+            want = max(want, min(MIN_THINKING, advised))
             change("thinking_budget", want, f"{target.short_name} thinks; reserve for reasoning (cards advise up to "
                                             f"{advised:,} output tokens)")
             ctx = RagContext(source, target, new)

@@ -161,17 +161,24 @@ def read_rag(path: str | Path) -> RagSetup:
 @lru_cache(maxsize=16)
 def _read_cached(path: str, _mtime: int, _size: int) -> RagSetup:
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{p}: not a UTF-8 text file; expected a YAML/JSON RAG setup.") from None
     if p.suffix.lower() == ".json":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise FileFormatError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from None
+        except (ValueError, RecursionError) as e:  # an integer over 4300 digits; nesting deeper than the stack
+            raise FileFormatError(f"{p}: unreadable JSON ({type(e).__name__}: {str(e).split(';')[0][:80]}).") from None
     else:
         import yaml
 
         try:
             doc = yaml.safe_load(text)
+        except (RecursionError, ValueError) as e:
+            raise FileFormatError(f"{p}: unreadable YAML ({type(e).__name__}: {str(e).split(';')[0][:80]}).") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

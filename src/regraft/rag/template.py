@@ -37,7 +37,7 @@ def _env():
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Generation(jinja2.ext.Extension):  # {% generation %}...{% endgeneration %}: rendered as is
-        tags = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 - jinja2 Extension API
 
         def parse(self, parser):
             lineno = next(parser.stream).lineno

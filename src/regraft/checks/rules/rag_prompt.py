@@ -24,7 +24,7 @@ def template(ctx):
                                     severity=Severity.INFO, verdict=None, data={"example": r.example})
     elif r.kind == "plain":
         sev, verdict = (Severity.INFO, None) if ctx.tf.thinking == "base" else (Severity.WARNING, Verdict.NEEDS_PORT)
-        yield template.rule.finding(f"prompt.format plain: sent as plain text, no chat template"
+        yield template.rule.finding("prompt.format plain: sent as plain text, no chat template"
                                     + ("" if ctx.tf.thinking == "base" else
                                        f" although {ctx.target.short_name} has one"), severity=sev, verdict=verdict)
     elif r.kind == "plain-base":
