@@ -106,3 +106,30 @@ def test_build_equals_transformers_tiktoken_converter(qwen_dir):
     assert ours["model"]["ignore_merges"] is theirs["model"]["ignore_merges"] is True
     assert ours["pre_tokenizer"] == theirs["pre_tokenizer"] and ours["decoder"] == theirs["decoder"]
     assert ours["normalizer"] == {"type": "NFC"}
+
+
+@pytest.fixture(scope="module")
+def tiktoken_ref():
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    from regraft.rag.tokenizer import QWEN_PATTERN, _qwen_tiktoken_file
+
+    return tiktoken.Encoding("qwen-ref", pat_str=QWEN_PATTERN,
+                             mergeable_ranks=load_tiktoken_bpe(str(_qwen_tiktoken_file())), special_tokens={})
+
+
+def test_property_random_unicode_equals_tiktoken(counter, tiktoken_ref):
+    """Property test over arbitrary Unicode (hypothesis), NFC-normalised, no added-token strings."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.text(max_size=80))
+    def prop(s):
+        s = unicodedata.normalize("NFC", s)
+        if any(t in s for t in counter.special_tokens):
+            return
+        assert counter.encode(s) == tiktoken_ref.encode_ordinary(s)
+
+    prop()
