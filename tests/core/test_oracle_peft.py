@@ -161,3 +161,17 @@ def test_legacy_per_expert_adapter_loads_exactly_in_peft_and_check(world, tmp_pa
     assert any(f.code == "RG302" for f in rep.targets[0].findings)
     rep8 = check(read_model_folder(moe_dir), [read_model_folder(models["moe-8x"][1])], read_adapter(d))
     assert rep8.targets[0].verdict is Verdict.LOADS_DIFFERENT_WEIGHTS or rep8.targets[0].verdict is Verdict.NEEDS_PORT
+
+
+def test_fused_adapter_needs_relayout_for_transformers4_and_llamacpp(world):
+    models, adapters = world
+    moe = read_model_folder(models["moe"][1])
+    ad = read_adapter(adapters["moe-experts"])
+    assert ad.layout == "moe-v5-fused"
+    for runtime in ("peft-transformers4", "llama.cpp"):
+        rep = check(moe, [moe], ad, runtime=runtime, ignore=["RG2"])
+        assert rep.targets[0].verdict is Verdict.NEEDS_RELAYOUT, runtime
+        f = [f for f in rep.targets[0].findings if f.code == "RG404"][0]
+        assert "relayouts the experts (exact)" in f.hint
+    rep = check(moe, [moe], ad, runtime="sglang", ignore=["RG2"])
+    assert rep.targets[0].verdict is Verdict.CANNOT  # no routed-expert LoRA in either layout
