@@ -140,3 +140,17 @@ def test_template_refusing_system_role_is_named_and_port_folds_it(tmp_path, qwen
     res = plan_rag(read_rag(src), resolve_model("Qwen/Qwen3-8B"), target)
     assert res.setup.system is None and res.setup.user.startswith("Answer from the context only.\n\nContext:")
     assert res.setup.rendered_example.startswith("<bos><start_of_turn>user\nAnswer from the context only.")
+
+
+def test_soft_switch_no_think(tmp_path, qwen_dir):
+    """'/no_think' in the system prompt turns a hybrid Qwen3 to non-thinking; on Instruct-2507 it is plain text."""
+    setup = tmp_path / "rag.yaml"
+    setup.write_text("chunking: {size: 256}\nretrieval: {top_k: 4}\n"
+                     "prompt: {system: 'Answer briefly. /no_think', user: '{context}\\n\\n{question}'}\n"
+                     "generation: {answer_tokens: 512}\n")
+    src = resolve_model("Qwen/Qwen3-8B")
+    hybrid = run_rag(src, resolve_model("Qwen/Qwen3-32B"), {"rag": str(setup)})
+    assert not [f for f in hybrid.findings if f.code == "RG712"]  # not thinking: no reserve needed
+    inst = run_rag(src, resolve_model("Qwen/Qwen3-235B-A22B-Instruct-2507"), {"rag": str(setup)})
+    msgs = [f.message for f in inst.findings if f.code == "RG712"]
+    assert msgs and "/no_think" in msgs[0] and "plain text" in msgs[0]

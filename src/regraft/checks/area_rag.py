@@ -83,8 +83,20 @@ class RagContext:
                                       self.samples, self.same_vocab)
 
     @property
+    def soft_switch(self) -> str | None:
+        """'/think' or '/no_think' written in the setup's prompts (Qwen3 hybrid soft switches; the last one wins)."""
+        import re
+
+        text = (self.setup.system or "") + "\n" + self.setup.user
+        found = re.findall(r"(?<![\w/])/(no_think|think)\b", text)
+        return "/" + found[-1] if found else None
+
+    @property
     def thinking_mode(self) -> str | None:
-        return self.tf.mode(self.setup.enable_thinking)
+        flag = self.setup.enable_thinking
+        if flag is None and self.tf.soft_switches and self.tf.thinking == "hybrid" and self.soft_switch:
+            flag = self.soft_switch == "/think"
+        return self.tf.mode(flag)
 
     @cached_property
     def template_kwargs(self) -> dict:

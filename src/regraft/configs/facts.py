@@ -44,6 +44,7 @@ class Facts:
     inferred: bool = False
     context_note: str = ""
     default_system_prompt: bool = False
+    soft_switches: bool | None = None  # /think and /no_think honoured (Qwen3 2504 hybrid)
 
     @property
     def thinks(self) -> bool | None:
@@ -96,7 +97,8 @@ def _from_entry(e: dict, spec) -> Facts:
         config_max_position_embeddings=ctx.get("config_max_position_embeddings"), max_output=e.get("max_output"),
         eos_token_id=e.get("eos_token_id"), stop_token_ids=list(e.get("stop_token_ids") or []),
         stop_strings=list(e.get("stop_strings") or []), sources=list(e.get("sources") or []),
-        context_note=ctx.get("note", ""), default_system_prompt=bool(e.get("default_system_prompt")))
+        context_note=ctx.get("note", ""), default_system_prompt=bool(e.get("default_system_prompt")),
+        soft_switches=e.get("soft_switches"))
 
 
 def family_entry(name: str) -> dict | None:

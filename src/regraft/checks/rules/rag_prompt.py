@@ -85,7 +85,8 @@ def special_tokens(ctx):
 def thinking_budget(ctx):
     """The thinking reserve must follow the target's protocol: thinking models need one, others free it.
 
-    Hybrid Qwen3 thinks unless enable_thinking is false; Thinking-2507 always thinks (the template opens <think>);
+    Hybrid Qwen3 thinks unless enable_thinking is false (or the prompt ends with the /no_think soft switch; the
+    last /think or /no_think wins); Thinking-2507 always thinks (the template opens <think>);
     Instruct-2507 and Qwen2.5 never do. Thinking tokens come out of the same context as the answer.
     Bad:  thinking_budget 0 with Qwen3-235B-A22B-Thinking-2507
     Good: a thinking budget (Qwen: up to 32,768-81,920 output tokens), or enable_thinking false on hybrid Qwen3
@@ -103,6 +104,11 @@ def thinking_budget(ctx):
     elif mode == "non-thinking" and tb:
         yield thinking_budget.rule.finding(f"{tb:,} thinking tokens reserved but {ctx.target.short_name} does not "
                                            "think here: the reserve is free for context", severity=Severity.INFO)
+    sw = ctx.soft_switch
+    if sw and ctx.tf.soft_switches is False:
+        yield thinking_budget.rule.finding(f"the prompt uses the soft switch {sw}, which {ctx.target.short_name} "
+                                           f"({ctx.tf.thinking}) does not honour: it is plain text there",
+                                           severity=Severity.INFO, hint=f"remove {sw}")
     if s.enable_thinking is not None and ctx.tf.enable_thinking == "ignored":
         yield thinking_budget.rule.finding(f"{s.where('enable_thinking')} = {s.enable_thinking} is ignored by "
                                            f"{ctx.target.short_name} ({ctx.tf.thinking})", severity=Severity.INFO)
