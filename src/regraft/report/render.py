@@ -57,7 +57,7 @@ def _table(report: Report, layers: bool, console) -> None:
         console.print(f"[dim]note: {note}[/dim]")
     for t in report.targets:
         console.print(f"\n[bold]{t.target}[/bold]: [{_STYLE[t.verdict]}]{t.verdict.text}[/]")
-        for f in t.findings:
+        for f in sorted(t.findings, key=lambda f: -f.severity.rank):  # errors first, info last
             console.print(f"  [{_SEV[f.severity.value]}]{f.code} {f.severity.value:7}[/] [{f.area}] {f.message}",
                           highlight=False, soft_wrap=True)
             if f.hint and f.severity.value != "info":
