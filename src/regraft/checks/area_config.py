@@ -33,6 +33,7 @@ class ConfigContext:
     target: ModelSpec
     cfg: ServingConfig
     runtime: str  # the serving runtime the config is for
+    adapter: object | None = None  # the AdapterSpec of `check --adapter`, when the engine passes it in options
 
     @cached_property
     def tf(self) -> Facts:
@@ -103,6 +104,9 @@ class ConfigContext:
         """The LoRA rank the config must serve: regraft.adapter_rank, else adapter_config.json of --lora-modules."""
         if self.cfg.has("adapter_rank"):
             return self.cfg.get("adapter_rank"), self.cfg.where("adapter_rank")
+        r = getattr(self.adapter, "r", None)
+        if isinstance(r, int):
+            return r, f"--adapter {getattr(self.adapter, 'path', '')}".strip()
         best = None, ""
         for item in self.cfg.get("lora_modules") or []:
             path = item.split("=", 1)[-1]
@@ -152,7 +156,7 @@ def config_runtime(cfg: ServingConfig, options: dict) -> str:
 
 def run_config(source: ModelSpec | None, target: ModelSpec, options: dict) -> AreaResult:
     cfg = read_config(options["config"])
-    ctx = ConfigContext(source, target, cfg, config_runtime(cfg, options))
+    ctx = ConfigContext(source, target, cfg, config_runtime(cfg, options), options.get("adapter"))
     select, ignore = options.get("select"), options.get("ignore")
     findings = [f for r in rules_for("config") for f in r.func(ctx) if _selected(f, select, ignore)]
     verdict = fold(findings)
