@@ -134,3 +134,32 @@ def with_adapter(model_dir, adapter_dir):
 def calib(n_seq=24, L=48, vocab=64, seed=5):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (n_seq, L), generator=g).tolist()
+
+
+SPECIALS = ["<pad>", "<eos>"]
+CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 :=?.")
+
+
+def tokenizer():
+    """A character-level fast tokenizer (43 ids) shared by every tiny model."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {s: i for i, s in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=True))
+    tok.add_special_tokens(SPECIALS)
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+
+def save_tokenizer(*dirs):
+    t = tokenizer()
+    for d in dirs:
+        t.save_pretrained(d)
+
+
+def generic_texts(n=40, seed=3):
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice("abcdefghij klm") for _ in range(rng.randint(10, 30))) + "." for _ in range(n)]

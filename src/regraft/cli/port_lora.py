@@ -18,6 +18,8 @@ examples:
   regraft port lora ./my-moe-lora --to ./qwen3-30b --runtime llama.cpp --out ./lora.gguf
   regraft port lora ./my-lora --to ./model --runtime vllm --out ./my-lora-vllm
   regraft port lora ./my-lora --to ./target --dry-run
+  regraft port lora ./lora-30b --from ./qwen3-30b-a3b --to ./qwen3-32b --method auto --prompts seeds.jsonl \
+      --calib generic.txt --out ./lora-32b       (other shapes: project + distill, docs/transfer.md)
 exit codes: 0 written (or plan printed), 1 blocked (modules with no exact move, no --allow-lossy), 2 input error
 """
 
@@ -46,9 +48,16 @@ def add_arguments(p) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--all-modules", action="store_true", help="list every module (default: grouped by role)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    from regraft.transfer.cli import add_arguments as add_transfer_arguments
+
+    add_transfer_arguments(p)  # --method copy|project|distill|auto, --prompts, --calib, ...
 
 
 def run(args) -> int:
+    if getattr(args, "method", "copy") != "copy":  # across shapes: regraft.transfer (docs/transfer.md)
+        from regraft.transfer.cli import run as run_transfer
+
+        return run_transfer(args, emit)
     from regraft.inspection.adapter import read_adapter
     from regraft.inspection.resolve import resolve_model
     from regraft.port.api import PortBlocked, port_lora

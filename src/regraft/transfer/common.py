@@ -49,6 +49,12 @@ def load_tokenizer(path):
     p = Path(path)
     if not any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         return None
+    if (p / "tokenizer.json").exists():
+        # the tokenizer.json pipeline itself: AutoTokenizer may substitute the model family's class (transformers
+        # 5 maps qwen2 -> Qwen2Tokenizer, which re-splits text its own way and breaks custom tokenizers)
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(p))
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(p))

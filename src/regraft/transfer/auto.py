@@ -1,0 +1,168 @@
+"""``auto``: the decision rule of research 6.5, always reported with its label-free checks.
+
+* every adapter module has an exact move onto the target (same shapes; issue 5's plan) and the weight drift is
+  small (sigma <= 0.15, `regraft.drift`) -> ``copy`` (issue 5's writer);
+* otherwise -> ``project`` as initialiser, then ``distill`` when prompts (seeds or a template) are given; without
+  prompts the projection is written and flagged as unverified;
+* MoE source -> attention projection + distillation (expert deltas have no dense equivalent).
+Checks (no labels): agreement and KL with the teacher on held-out synthetic prompts, side effects (KL and NLL
+change) on generic calibration text, for the written adapter and for the bare target.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .common import Report, load_tokenizer, peak_rss_mb, reset_peak_rss
+
+
+def decide(adapter_dir, source_dir, target_dir) -> dict:
+    """{"method": "copy"|"project+distill", "why": str, "same_shapes": bool, "sigma": float|None}."""
+    from regraft.inspection.adapter import read_adapter
+    from regraft.inspection.resolve import resolve_model
+    from regraft.port.plan import make_plan
+
+    spec = read_adapter(adapter_dir)
+    target = resolve_model(str(target_dir))
+    plan = make_plan(spec, target, "peft", "auto", False, gguf=False)
+    exact = not plan.blocked
+    out = {"same_shapes": exact, "sigma": None, "plan_counts": plan.counts()}
+    if not exact:
+        out.update(method="project+distill", why="shapes differ (no exact move for some adapter modules)")
+        return out
+    from regraft.drift import COPY_MAX, drift
+
+    rep = drift(source_dir, target_dir)
+    out["sigma"] = round(rep.sigma, 5)
+    out["drift_verdict"] = rep.verdict
+    if rep.copy_ok:
+        out.update(method="copy", why=f"same shapes and drift sigma {rep.sigma:.4f} <= {COPY_MAX}")
+    else:
+        out.update(method="project+distill", why=f"same shapes but drift sigma {rep.sigma:.4f} > {COPY_MAX} "
+                   "(unrelated weights: a copy would not carry the adapter)")
+    return out
+
+
+def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
+    if not calib_texts:
+        return []
+    if not isinstance(calib_texts[0], str):
+        return [list(s)[:L] for s in calib_texts[:n]]
+    seqs = [tok(t, add_special_tokens=False)["input_ids"][:L] for t in calib_texts[:n]]
+    return [s for s in seqs if len(s) > 1]
+
+
+def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
+              calib_texts=None, n_prompts: int = 256, loss: str = "logit", force: bool = False,
+              show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(), **distill_kw) -> Report:
+    t0 = time.perf_counter()
+    reset_peak_rss()
+    d = decide(adapter_dir, source_dir, target_dir)
+    have_prompts = bool(seeds or prompts or template)
+    if d["method"] == "copy":
+        from regraft.inspection.resolve import resolve_model
+        from regraft.port.api import port_lora
+
+        res = port_lora(str(adapter_dir), resolve_model(str(target_dir)), out_dir, force=force,
+                        source=resolve_model(str(source_dir)), target_name=str(target_dir), drift=False)
+        rep = Report("auto", out=str(res.out), details={"decision": d, "copy": {"tensors": res.tensors_written}})
+    elif have_prompts:
+        from .distill import distill_adapter
+
+        rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
+                              template=template, n_prompts=n_prompts, loss=loss, init="project",
+                              calib_texts=calib_texts, force=force, show_progress=show_progress, teacher=teacher,
+                              exclude=exclude, **distill_kw)
+        rep.method = "auto"
+        rep.details["decision"] = {**d, "method": "project+distill"}
+    else:
+        from .project import project_adapter
+
+        rep = project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=calib_texts, force=force,
+                              show_progress=show_progress)
+        rep.method = "auto"
+        d = {**d, "method": "project (no prompts: distillation skipped)"}
+        rep.details["decision"] = d
+        rep.flags.append("UNVERIFIED: shapes/lineage call for distillation; give --prompts seeds.jsonl")
+    # label-free checks, always
+    from .checks import adapter_checks
+
+    tok = load_tokenizer(target_dir)
+    items = getattr(rep, "items_val", None)
+    if (not items) and have_prompts and tok is not None:
+        from . import prompts as P
+        from .teacher import LocalTeacher
+
+        if prompts is None:
+            sp = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds or [])
+            ps = (P.from_seeds(sp, check_prompts, seed=99, exclude=exclude) if sp else []) or \
+                P.from_template(template, check_prompts, seed=99, exclude=exclude)
+        else:
+            ps = list(prompts)[-check_prompts:]
+        t = teacher or LocalTeacher(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id,
+                                                                                       tok.pad_token_id) if i is not None])
+        items = t.label(ps)
+    rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [],
+                                                        _generic_seqs(calib_texts, tok) if tok or calib_texts else [])}
+    if not items:
+        rep.notes.append("teacher agreement/KL not measured (no prompts)")
+    rep.seconds = round(time.perf_counter() - t0, 3)
+    rep.peak_rss_mb = max(rep.peak_rss_mb, peak_rss_mb())
+    _rewrite_report(out_dir, rep)
+    return rep
+
+
+def _rewrite_report(out_dir, rep: Report) -> None:
+    """Add the checks to the report file inside the (already atomically written) output folder."""
+    import json
+    import os
+
+    p = Path(out_dir) / "regraft_port.json"
+    try:
+        d = json.loads(p.read_text()) if p.exists() else {}
+    except ValueError:
+        d = {}
+    d.update({"regraft": f"port lora --method {rep.method}", **rep.to_dict()})
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(d, indent=2, default=str) + "\n")
+    os.replace(tmp, p)
+
+
+def render(rep: Report) -> str:
+    """Text report: decision, flags, the label-free checks, cost."""
+    L = [f"port lora --method {rep.method} -> {rep.out}"]
+    dec = rep.details.get("decision")
+    if dec:
+        L.append(f"  decision: {dec['method']}  ({dec['why']})")
+    for f in rep.flags:
+        L.append(f"  flag: {f}")
+    for n in rep.notes:
+        L.append(f"  note: {n}")
+    lm = rep.details.get("layer_map") or {}
+    if lm:
+        L.append(f"  layers ({lm['how']}): target<-source {lm['target_to_source']}")
+    pi = rep.details.get("projection_init")
+    if pi:
+        L.append(f"  projection init: layers target<-source {pi['layer_map']}, gamma {pi['gamma']}")
+    if "gamma" in rep.details:
+        L.append(f"  gain gamma {rep.details['gamma']}, modules written {rep.details.get('modules_written')}")
+    tr = rep.details.get("training")
+    if tr:
+        sel = rep.details.get("selection", {})
+        L.append(f"  distill: {rep.details['prompts']['pool']} synthetic prompts labelled, {sel.get('kept')} kept by "
+                 f"excess; loss {tr['loss']}, {tr['steps_run']} steps (best {tr['best_step']}, "
+                 f"{'early-stopped' if tr['early_stopped'] else 'budget reached'} on synthetic val "
+                 f"{tr['early_stop_metric']})")
+        L.append(f"  student: {rep.details['student']['init']}")
+    c = rep.checks or {}
+    if c.get("agreement") is not None:
+        L.append(f"  check teacher agreement {c['agreement']:.3f} (target base {c['target_base_agreement']:.3f}), "
+                 f"KL {c['kl']:.4f} (target base {c['target_base_kl']:.4f})  [synthetic held-out prompts]")
+    if c.get("generic_kl") is not None:
+        L.append(f"  check side effects on generic text: KL(target||adapted) {c['generic_kl']:.4f}, "
+                 f"NLL {c['generic_nll_base']:.4f} -> {c['generic_nll_adapted']:.4f}")
+    if "loads_in_peft" in c:
+        L.append("  loads in PEFT on the target: yes")
+    L.append(f"  wall {rep.seconds:.1f}s, peak RSS {rep.peak_rss_mb:.0f} MB (whole models in memory; see docs/transfer.md)")
+    return "\n".join(L)

@@ -1,0 +1,280 @@
+"""``distill``: carry an adapter to any target by distillation on synthetic prompts (research 6.4).
+
+1. Synthetic prompts from seeds / a template / sampling the source+adapter (`prompts`), leakage-guarded.
+2. Teacher = source+adapter (in process, or an OpenAI-compatible endpoint): greedy completion, top-k log-probs,
+   TiTok excess  e_i = log p_{S+A}(y_i) - log p_S(y_i).
+3. Selection: the top ``keep`` fraction of prompts by mean excess; token mask: top ``token_frac`` by excess.
+4. Loss: ``seq`` (masked NLL of the teacher's completion), ``logit`` (KL over the teacher's top-k + tail; same
+   vocabulary) or ``delta`` (teacher  p ∝ exp(z_T + (z_{S+A} - z_S)) on the top-k support: the target keeps its
+   own knowledge and imports the adapter's change only).
+5. Student: a PEFT LoRA on the target (same r/alpha, every dense projection the target has, so MoE -> dense gets
+   MLP LoRA too), initialised from ``project`` when possible; AdamW through accelerate; early stop on a held-out
+   *synthetic* split (teacher KL), never on test data. The best state is written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from . import prompts as P
+from .checks import _pad, student_logp, teacher_fidelity, topk_kl
+from .common import ROLES, Report, device, load_model, load_tokenizer, peak_rss_mb, progress, reset_peak_rss
+
+
+def make_student(target_dir, spec, init_adapter=None, dev=None):
+    """(peft model, init note). Targets every dense q/k/v/o/gate/up/down the target has."""
+    from peft import LoraConfig, get_peft_model
+
+    model = load_model(target_dir, dev)
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    roles = [r for r in ROLES if r in names]
+    cfg = LoraConfig(r=int(spec.r), lora_alpha=float(spec.alpha), use_rslora=bool(spec.use_rslora),
+                     target_modules=roles, lora_dropout=0.0, task_type="CAUSAL_LM")
+    pm = get_peft_model(model, cfg)
+    note = "standard init (A Kaiming, B = 0)"
+    if init_adapter is not None:
+        from safetensors.torch import load_file
+
+        init = load_file(str(Path(init_adapter) / "adapter_model.safetensors"))
+        ic = json.loads((Path(init_adapter) / "adapter_config.json").read_text())
+        if int(ic["r"]) == int(spec.r) and float(ic["lora_alpha"]) == float(spec.alpha):
+            params = dict(pm.named_parameters())
+            n = 0
+            with torch.no_grad():
+                for k, v in init.items():
+                    pk = k.replace(".lora_A.weight", ".lora_A.default.weight").replace(
+                        ".lora_B.weight", ".lora_B.default.weight")
+                    if pk in params and params[pk].shape == v.shape:
+                        params[pk].copy_(v)
+                        n += 1
+            note = f"initialised from the projection ({n // 2} modules)"
+    return pm, roles, note
+
+
+def _batch(items, idx, pad_id=0):
+    ch = [items[i] for i in idx]
+    ids, mask = _pad([it.prompt_ids + it.comp_ids for it in ch], pad_id)
+    return ch, ids, mask
+
+
+def _loss(kind, lp, it, tb=None):
+    """Per-token loss vector for one item; ``lp``: student log-probs at the completion positions (L x V)."""
+    c = torch.tensor(it.comp_ids, device=lp.device)
+    if kind == "seq":
+        return -lp.gather(1, c[:, None])[:, 0]
+    ti, tv = it.top_idx.to(lp.device), it.top_logp.to(lp.device)
+    if kind == "delta":
+        z = tb.to(lp.device) + tv - it.base_logp.to(lp.device)
+        mass = tv.exp().sum(-1, keepdim=True).clamp(max=1.0)
+        tv = torch.log_softmax(z, -1) + mass.log()
+    return topk_kl(tv, ti, lp)
+
+
+def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
+                    n_prompts: int = 256, keep: float = 0.5, token_frac: float = 0.7, loss: str = "logit",
+                    init: str | Path | None = "project", calib_texts=None, teacher=None, max_new: int = 24,
+                    steps: int = 300, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
+                    eval_every: int = 25, patience: int = 4, seed: int = 0, exclude=(), k: int = 20,
+                    force: bool = False, show_progress: bool = True, work_dir=None) -> Report:
+    """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
+
+    Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``.
+    ``n_prompts`` prompts are used for training (a pool of n_prompts/keep is labelled, the top ``keep`` by excess
+    kept). ``init``: "project" (project first, with ``calib_texts``), a projected adapter folder, or None.
+    ``exclude``: known test prompts (leakage guard; a no-op in production).
+    """
+    from accelerate import Accelerator
+
+    from .common import read_factors
+
+    t0 = time.perf_counter()
+    reset_peak_rss()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    dev = acc.device
+    spec, _, _ = read_factors(adapter_dir)
+    rep = Report("distill")
+    tok = load_tokenizer(target_dir) or load_tokenizer(source_dir)
+    if tok is None:
+        from regraft.errors import InputError
+
+        raise InputError("distill needs a tokenizer in the target (or source) folder")
+    if tok.get_vocab() != (load_tokenizer(source_dir) or tok).get_vocab() and loss != "seq":
+        rep.notes.append(f"tokenizers differ: loss {loss} needs one vocabulary, using seq")
+        loss = "seq"
+    out_dir = Path(out_dir)
+    pool_n = int(math.ceil(n_prompts / max(keep, 1e-6)))
+    with progress(show_progress) as prog:
+        # 1. prompts
+        seed_prompts = None
+        if seeds is not None:
+            seed_prompts = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds)
+        if prompts is None:
+            prompts = []
+            if template:
+                prompts += P.from_template(template, pool_n if not seed_prompts else pool_n // 2, seed, exclude)
+            if seed_prompts:
+                prompts += P.from_seeds(seed_prompts, pool_n - len(prompts), seed + 1, set(exclude) | set(prompts))
+            if not prompts:
+                from regraft.errors import InputError
+
+                raise InputError("distill needs prompts: --prompts seeds.jsonl (a few examples) or a template")
+        prompts = [p for p in prompts if p not in set(exclude)][:pool_n]
+        rep.details["prompts"] = {"pool": len(prompts), "source": "given" if seed_prompts is None and not template
+                                  else ("seeds" if seed_prompts else "") + ("+template" if template else ""),
+                                  "seeds": len(seed_prompts or [])}
+        if exclude:
+            rep.details["leakage"] = P.leakage(prompts, list(exclude))
+        # 2. teacher
+        if teacher is None:
+            from .teacher import LocalTeacher
+
+            stop = [tok.eos_token_id, tok.pad_token_id]
+            teacher = LocalTeacher(source_dir, adapter_dir, tok, stop_ids=[s for s in stop if s is not None], k=k,
+                                   dev=dev)
+        t1 = time.perf_counter()
+        items = teacher.label(prompts, max_new=max_new, prog=prog)
+        rep.details["teacher"] = {"kind": type(teacher).__name__, "calls": getattr(teacher, "calls", None),
+                                  "labelled": len(items), "seconds": round(time.perf_counter() - t1, 2)}
+        if hasattr(teacher, "model"):
+            del teacher.model
+        # 3. selection
+        exc = [float(it.excess.mean()) for it in items]
+        sel = P.select_by_excess(exc, keep) if keep < 1 else list(range(len(items)))
+        items = [items[i] for i in sel][:n_prompts]
+        rep.details["selection"] = {"keep": keep, "kept": len(items), "token_frac": token_frac,
+                                    "mean_excess_kept": round(sum(exc[i] for i in sel) / max(len(sel), 1), 4),
+                                    "mean_excess_all": round(sum(exc) / max(len(exc), 1), 4)}
+        rng.shuffle(items)
+        n_val = max(1, int(round(len(items) * val_frac))) if len(items) > 4 else 0
+        val, train = items[:n_val], items[n_val:]
+        # 4. student (+ projection init)
+        init_dir, init_note = None, None
+        if init == "project":
+            from .project import project_adapter
+
+            wd = Path(work_dir) if work_dir else out_dir.parent
+            init_dir = wd / f".{out_dir.name}.proj-init"
+            try:
+                prep = project_adapter(adapter_dir, source_dir, target_dir, init_dir, calib_texts=calib_texts,
+                                       force=True, show_progress=show_progress)
+                rep.details["projection_init"] = {"flags": prep.flags, "gamma": prep.details.get("gamma"),
+                                                  "layer_map": prep.details["layer_map"]["target_to_source"]}
+            except Exception as e:  # projection is optional: fall back to standard init, say why
+                rep.notes.append(f"projection init failed ({type(e).__name__}: {e}); standard init")
+                init_dir = None
+        elif init:
+            init_dir = Path(init)
+        student, roles, init_note = make_student(target_dir, spec, init_dir, dev)
+        if init == "project" and init_dir is not None:
+            import shutil
+
+            shutil.rmtree(init_dir, ignore_errors=True)
+        rep.details["student"] = {"targets": roles, "r": int(spec.r), "lora_alpha": float(spec.alpha),
+                                  "init": init_note}
+        # target-base log-probs on the teacher support (delta teacher)
+        tbs = None
+        if loss == "delta":
+            with torch.no_grad(), student.disable_adapter():
+                tbs = [lp.gather(-1, it.top_idx) for it, lp in zip(items, student_logp(student, items))]
+            tb_of = {id(it): t for it, t in zip(items, tbs)}
+        if lr is None:
+            lr = 1e-3 if init_dir is not None else 2e-3
+        params = [p for p in student.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+        student, opt = acc.prepare(student, opt)
+        train_local = train[acc.process_index::acc.num_processes]
+        best = {"kl": float("inf"), "step": 0, "state": None}
+        hist, bad, step = [], 0, 0
+        warm = 0 if init_dir is not None else max(1, steps // 20)
+        task = prog.add_task(f"distill ({loss})", total=steps)
+        metric = "teacher_nll" if loss == "seq" else "kl"
+
+        def evaluate(step):
+            student.eval()
+            f = teacher_fidelity(acc.unwrap_model(student), val) if val else {"kl": 0.0, "teacher_nll": 0.0}
+            student.train()
+            hist.append({"step": step, **f})
+            return f[metric]  # seq-KD sharpens the student: its KL can grow while it agrees more; use NLL
+
+        kl0 = evaluate(0)
+        best.update(kl=kl0, step=0, state=copy.deepcopy({n: p.detach().cpu() for n, p in
+                                                          acc.unwrap_model(student).named_parameters() if p.requires_grad}))
+        student.train()
+        order = []
+        for step in range(1, steps + 1):
+            if len(order) < batch:
+                order += rng.sample(range(len(train_local)), len(train_local))
+            idx, order = order[:batch], order[batch:]
+            for g in opt.param_groups:
+                g["lr"] = lr * min(1.0, step / warm) if warm else lr
+            ch, ids, mask = _batch(train_local, idx, tok.pad_token_id or 0)
+            lg = student(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+            lps = torch.log_softmax(lg, -1)
+            per_tok, exs = [], []
+            for r, it in enumerate(ch):
+                a = len(it.prompt_ids) - 1
+                per_tok.append(_loss(loss, lps[r, a:a + len(it.comp_ids)], it, tb_of[id(it)] if tbs else None))
+                exs.append(it.excess)
+            lt = torch.cat(per_tok)
+            m = P.token_mask(torch.cat(exs), token_frac).to(lt.device) if token_frac < 1 else torch.ones_like(
+                lt, dtype=torch.bool)
+            loss_v = lt[m].mean()
+            acc.backward(loss_v)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            prog.update(task, advance=1, description=f"distill ({loss}) loss {loss_v.item():.3f}")
+            if step % eval_every == 0 or step == steps:
+                kl = evaluate(step)
+                if kl < best["kl"] - 1e-5:
+                    best.update(kl=kl, step=step, state={n: p.detach().cpu().clone() for n, p in
+                                                         acc.unwrap_model(student).named_parameters()
+                                                         if p.requires_grad})
+                    bad = 0
+                else:
+                    bad += 1
+                    if bad >= patience:
+                        break
+        model = acc.unwrap_model(student)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in best["state"]:
+                    p.copy_(best["state"][n])
+        model.eval()
+        rep.details["training"] = {"loss": loss, "lr": lr, "batch": batch, "steps_run": step, "max_steps": steps,
+                                   "best_step": best["step"], "early_stop_metric": metric, "best_val": round(best["kl"], 5),
+                                   "early_stopped": step < steps, "val_prompts": len(val),
+                                   "train_prompts": len(train), "history": hist,
+                                   "train_tokens": sum(len(it.prompt_ids) + len(it.comp_ids) for it in train),
+                                   "accelerate": {"device": str(dev), "processes": acc.num_processes}}
+        rep.checks = {"teacher_val": teacher_fidelity(model, val) if val else {}}
+        rep.seconds = round(time.perf_counter() - t0, 3)
+        rep.peak_rss_mb = peak_rss_mb()
+        rep.out = str(out_dir)
+        _save(model, out_dir, target_dir, spec, {"regraft": "port lora --method distill", **rep.to_dict()}, force,
+              [adapter_dir, source_dir])
+    rep.items_val = val  # for callers that run more label-free checks (not serialised)
+    return rep
+
+
+def _save(model, out_dir, target_dir, spec, report, force, inputs):
+    from peft import get_peft_model_state_dict
+
+    from regraft.port.write import check_output, write_peft
+
+    out = check_output(out_dir, [target_dir, *inputs], force)
+    sd = {k: v.detach().cpu().float().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    cfg = model.peft_config["default"].to_dict()
+    cfg = json.loads(json.dumps(cfg, default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
+    cfg["base_model_name_or_path"] = str(target_dir)
+    cfg["inference_mode"] = True
+    write_peft(out, cfg, sd, report)

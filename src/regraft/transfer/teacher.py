@@ -1,0 +1,179 @@
+"""Teachers for distillation: source+adapter in process (the default) or an OpenAI-compatible endpoint.
+
+A teacher turns prompts into `TeacherItem`s: the greedy completion (token ids in the *student's* tokenizer), the
+teacher's top-k log-probabilities at each completion position (and the end token), and the source base's
+log-probabilities of the same tokens (for TiTok excess and the delta teacher).
+
+`EndpointTeacher` speaks the OpenAI ``/v1/completions`` protocol with ``logprobs: k`` (vLLM, SGLang, llama-server):
+``model`` names the served source+adapter (vLLM ``--lora-modules name=path``) and ``base_model`` the served base.
+Token strings map to ids with vLLM's ``--return-tokens-as-token-ids`` (``token_id:123``) or the tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TeacherItem:
+    prompt: str
+    prompt_ids: list
+    comp_ids: list  # teacher's greedy completion, end token included when produced
+    top_idx: torch.Tensor  # L x k (long)
+    top_logp: torch.Tensor  # L x k, teacher log-probs
+    base_logp: torch.Tensor  # L x k, source-base log-probs at top_idx (for the delta teacher)
+    excess: torch.Tensor  # L, log p_{S+A}(y_i) - log p_S(y_i)
+
+    @property
+    def text(self) -> str:
+        return self.prompt
+
+
+class LocalTeacher:
+    """Source + adapter in this process; greedy decoding grouped by prompt length (no padding)."""
+
+    def __init__(self, source_dir, adapter_dir, tokenizer, stop_ids=(), k: int = 20, dev=None):
+        from peft import PeftModel
+
+        from .common import load_model
+
+        self.model = PeftModel.from_pretrained(load_model(source_dir, dev), str(adapter_dir)).eval()
+        self.tok = tokenizer
+        self.k = k
+        self.stop = set(stop_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+        self.calls = 0
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128) -> list[list[int]]:
+        enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        groups = defaultdict(list)
+        for i, e in enumerate(enc):
+            groups[len(e)].append(i)
+        out = [None] * len(prompts)
+        dev = self.model.device
+        for _, idx in sorted(groups.items()):
+            for s in range(0, len(idx), batch):
+                ch = idx[s:s + batch]
+                x = torch.tensor([enc[i] for i in ch], device=dev)
+                gen, done = [], torch.zeros(len(ch), dtype=torch.bool, device=dev)
+                for _ in range(max_new):
+                    nxt = self.model(input_ids=x).logits[:, -1].argmax(-1)
+                    gen.append(nxt)
+                    for t in self.stop:
+                        done |= nxt == t
+                    x = torch.cat([x, nxt[:, None]], 1)
+                    if bool(done.all()):
+                        break
+                rows = torch.stack(gen, 1).tolist()
+                for r, i in zip(rows, ch):
+                    cut = next((j for j, t in enumerate(r) if t in self.stop), None)
+                    out[i] = r[:cut + 1] if cut is not None else r
+        self.calls += len(prompts)
+        return out
+
+    @torch.no_grad()
+    def label(self, prompts: list[str], max_new: int = 24, batch: int = 64, prog=None) -> list[TeacherItem]:
+        comps = self.generate(prompts, max_new)
+        items = []
+        task = prog.add_task("teacher log-probs", total=len(prompts)) if prog is not None else None
+        for s in range(0, len(prompts), batch):
+            chunk = [i for i in range(s, min(s + batch, len(prompts))) if comps[i]]
+            p_ids = {i: self.tok(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk}
+            seqs = [p_ids[i] + comps[i] for i in chunk]
+            if seqs:  # right padding + attention mask: positions before the padding are exact
+                L = max(map(len, seqs))
+                x = torch.zeros((len(seqs), L), dtype=torch.long)
+                m = torch.zeros((len(seqs), L), dtype=torch.long)
+                for r, q in enumerate(seqs):
+                    x[r, :len(q)], m[r, :len(q)] = torch.tensor(q), 1
+                x, m = x.to(self.model.device), m.to(self.model.device)
+                LP = torch.log_softmax(self.model(input_ids=x, attention_mask=m).logits.float(), -1).cpu()
+                with self.model.disable_adapter():
+                    LB = torch.log_softmax(self.model(input_ids=x, attention_mask=m).logits.float(), -1).cpu()
+            for r, i in enumerate(chunk):
+                c, n = comps[i], len(p_ids[i])
+                lp, lb = LP[r, n - 1:n - 1 + len(c)], LB[r, n - 1:n - 1 + len(c)]
+                tv, ti = lp.topk(min(self.k, lp.shape[-1]), -1)
+                ct = torch.tensor(c)
+                exc = lp.gather(1, ct[:, None])[:, 0] - lb.gather(1, ct[:, None])[:, 0]
+                items.append(TeacherItem(prompts[i], p_ids[i], c, ti, tv, lb.gather(1, ti), exc))
+            if task is not None:
+                prog.update(task, advance=min(batch, len(prompts) - s))
+        return items
+
+
+class EndpointTeacher:
+    """An OpenAI-compatible completions endpoint serving source+adapter (``model``) and the source (``base_model``)."""
+
+    def __init__(self, base_url: str, model: str, tokenizer, base_model: str | None = None, k: int = 20,
+                 api_key: str | None = None, timeout: float = 120.0):
+        self.url = base_url.rstrip("/") + ("/completions" if base_url.rstrip("/").endswith("/v1") else
+                                           "/v1/completions")
+        self.model, self.base_model, self.tok, self.k = model, base_model, tokenizer, k
+        self.api_key, self.timeout = api_key, timeout
+        self.calls = 0
+
+    def _post(self, body: dict) -> dict:
+        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            self.calls += 1
+            return json.loads(r.read())
+
+    def _id(self, tok: str) -> int:
+        if tok.startswith("token_id:"):
+            return int(tok.split(":", 1)[1])
+        i = self.tok.convert_tokens_to_ids(tok)
+        if i is None or i == self.tok.unk_token_id:
+            ids = self.tok(tok, add_special_tokens=False)["input_ids"]
+            i = ids[0] if ids else 0
+        return int(i)
+
+    def label(self, prompts: list[str], max_new: int = 24, prog=None, **_) -> list[TeacherItem]:
+        items = []
+        task = prog.add_task("teacher (endpoint)", total=len(prompts)) if prog is not None else None
+        for p in prompts:
+            d = self._post({"model": self.model, "prompt": p, "max_tokens": max_new, "temperature": 0,
+                            "logprobs": self.k})
+            ch = d["choices"][0]
+            lpd = ch.get("logprobs") or {}
+            toks, tops = lpd.get("tokens") or [], lpd.get("top_logprobs") or []
+            c = [self._id(t) for t in toks]
+            if ch.get("finish_reason") == "stop" and self.tok.eos_token_id is not None and (
+                    not c or c[-1] != self.tok.eos_token_id):
+                c.append(self.tok.eos_token_id)
+                tops = list(tops) + [{self.tok.eos_token: 0.0}]
+            if not c:
+                continue
+            L = len(c)
+            ti = torch.zeros(L, self.k, dtype=torch.long)
+            tv = torch.full((L, self.k), -1e4)
+            for r, top in enumerate(tops[:L]):
+                for j, (t, v) in enumerate(sorted((top or {}).items(), key=lambda kv: -kv[1])[:self.k]):
+                    ti[r, j], tv[r, j] = self._id(t), float(v)
+            lb = torch.full((L, self.k), -1e4)
+            exc = torch.zeros(L)
+            if self.base_model:
+                text = p + self.tok.decode(c)
+                e = self._post({"model": self.base_model, "prompt": text, "max_tokens": 0, "echo": True,
+                                "logprobs": self.k, "temperature": 0})
+                elp = e["choices"][0].get("logprobs") or {}
+                btops = (elp.get("top_logprobs") or [])[-L:]
+                bt = (elp.get("token_logprobs") or [])[-L:]
+                for r in range(min(L, len(btops))):
+                    m = {self._id(t): v for t, v in (btops[r] or {}).items()}
+                    for j in range(self.k):
+                        lb[r, j] = m.get(int(ti[r, j]), min(m.values()) if m else -1e4)
+                    tlp = next((tv[r, j] for j in range(self.k) if ti[r, j] == c[r]), tv[r, -1])
+                    exc[r] = float(tlp) - float(bt[r] if r < len(bt) and bt[r] is not None else lb[r, 0])
+            p_ids = self.tok(p, add_special_tokens=False)["input_ids"]
+            items.append(TeacherItem(p, p_ids, c, ti, tv, lb, exc))
+            if task is not None:
+                prog.update(task, advance=1)
+        return items
