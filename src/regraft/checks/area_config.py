@@ -74,14 +74,27 @@ class ConfigContext:
 
     @property
     def thinking_flag(self) -> bool | None:
+        """enable_thinking as configured (chat_template_kwargs, llama.cpp --reasoning-budget 0)."""
         return self.cfg.thinking_flag
+
+    @property
+    def effective_flag(self) -> bool | None:
+        """The flag, else a /think or /no_think soft switch in the system prompt when the target honours them."""
+        if self.cfg.thinking_flag is not None:
+            return self.cfg.thinking_flag
+        import re
+
+        sw = re.findall(r"(?<![\w/])/(no_think|think)\b", self.cfg.get("system") or "")
+        if sw and self.tf.soft_switches:
+            return sw[-1] == "think"
+        return None
 
     @property
     def target_mode(self) -> str | None:
         mode = self.cfg.get("mode")
-        if mode in ("thinking", "non-thinking") and self.tf.thinking == "hybrid" and self.thinking_flag is None:
+        if mode in ("thinking", "non-thinking") and self.tf.thinking == "hybrid" and self.effective_flag is None:
             return mode
-        return self.tf.mode(self.thinking_flag)
+        return self.tf.mode(self.effective_flag)
 
     @property
     def source_mode(self) -> str | None:

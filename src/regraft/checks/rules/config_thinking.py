@@ -13,7 +13,7 @@ _PROTOCOL = {"hybrid": "hybrid thinking (enable_thinking, /think, /no_think)",
 
 @rule("RG630", "thinking-flag", area="config", severity=Severity.WARNING, verdict=Verdict.NEEDS_PORT)
 def thinking_flag(ctx):
-    """enable_thinking (or /think, /no_think) where the target's template does not honour it.
+    """enable_thinking, or a /think or /no_think soft switch, where the target's template does not honour it.
 
     Instruct-2507 never thinks ("enable_thinking=False is no longer required or supported"); Thinking-2507 always
     thinks and its template injects the opening <think>, so enable_thinking=False is ignored; Qwen2.5 and Llama
@@ -23,6 +23,13 @@ def thinking_flag(ctx):
     """
     flag = ctx.thinking_flag
     tf = ctx.tf
+    import re
+
+    sw = re.findall(r"(?<![\w/])/(no_think|think)\b", ctx.cfg.get("system") or "")
+    if sw and tf.soft_switches is False:
+        yield thinking_flag.rule.finding(f"{ctx.cfg.where('system')} uses the soft switch /{sw[-1]}, which "
+                                         f"{ctx.target.short_name} ({tf.thinking}) does not honour: plain text there",
+                                         hint=f"remove /{sw[-1]}", severity=Severity.INFO)
     if flag is None or tf.enable_thinking in ("supported", "no-template", "unknown"):
         return
     if tf.thinking == "instruct-only" and flag:
