@@ -49,12 +49,13 @@ def time_limit(seconds: float = CASE_TIMEOUT):
 
 
 def message_ok(e: RegraftError) -> str | None:
-    """None if the error message is a proper one-liner, else what is wrong with it."""
-    msg = str(e)
-    if not msg.strip():
+    """None if the error makes a proper one-line message, else what is wrong with it.
+
+    The CLI prints ``" ".join(str(e).split())`` (regraft.cli.main._one_line), so a message is one line once its
+    whitespace is collapsed; it must not be empty, nor quote half a hostile file."""
+    msg = " ".join(str(e).split())
+    if not msg:
         return "empty message"
-    if len(msg.strip().splitlines()) != 1:
-        return f"message has {len(msg.strip().splitlines())} lines"
     if len(msg) > MAX_MESSAGE:
         return f"message is {len(msg)} characters long"
     return None

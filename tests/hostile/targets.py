@@ -14,6 +14,7 @@ from typing import Callable
 from hypothesis import strategies as st
 
 from tests.hostile import strategies as S
+from tests.hostile import strategies_files as F
 
 
 def _render_all_card(card: dict) -> None:
@@ -97,6 +98,123 @@ check_cases = st.tuples(
 )
 
 
+# -- setup files ------------------------------------------------------------------------------------------------
+def _catalog(name):
+    from regraft.inspection.resolve import catalog_model
+
+    return catalog_model(name)
+
+
+def _write(folder, name_text):
+    name, text = name_text
+    path = folder / name
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    (folder / "sample.txt").write_text("Some sample text for token counts. " * 20)
+    return path
+
+
+def run_serving_config(case, folder) -> None:
+    """read_config + `check --config` rules + `port config` plan and writer, for a dense and a MoE target."""
+    from regraft.checks.engine import area_runner
+    from regraft.configs.port import plan
+    from regraft.configs.readers import read_config
+    from regraft.configs.writers import render
+
+    path = _write(folder, case)
+    cfg = read_config(path)
+    src = _catalog("Qwen/Qwen3-8B")
+    for tgt in (_catalog("Qwen/Qwen3-30B-A3B"), _catalog("meta-llama/Llama-3.1-8B-Instruct")):
+        area_runner("config")(src, tgt, {"config": str(path), "runtime": "vllm"})
+        for rt in (None, "vllm", "llama.cpp", "ollama"):
+            text, command = render(plan(cfg, src, tgt, rt))
+            _encode_utf8(text)
+
+
+def run_rag_setup(case, folder) -> None:
+    """read_rag + `check --rag` rules (tokenizers, template, budget) + `port rag` plan."""
+    from regraft.checks.engine import area_runner
+    from regraft.rag.port import plan_rag
+    from regraft.rag.setup import read_rag
+
+    path = _write(folder, case)
+    setup = read_rag(path)
+    src, tgt = _catalog("Qwen/Qwen3-8B"), _catalog("Qwen/Qwen3-30B-A3B-Base")
+    area_runner("rag")(src, tgt, {"rag": str(path)})
+    plan_rag(setup, src, tgt)
+
+
+def run_policy(case, folder) -> None:
+    from regraft.runtime.policy import load_policy
+
+    load_policy(_write(folder, case))
+
+
+def run_chat_template(case, folder) -> None:
+    """The sandboxed renderer on generated templates and messages (also via a model folder's tokenizer_config)."""
+    from regraft.rag.template import render
+
+    template, msgs = case
+    _encode_utf8(render(template, msgs))
+
+
+def run_store_meta(case, folder) -> None:
+    """`regraft index` into a downloaded store folder whose regraft_store.json is hostile (through the CLI)."""
+    import contextlib
+
+    from regraft.cli.main import main
+
+    store = folder / "store"
+    store.mkdir()
+    (store / "regraft_store.json").write_text(case, encoding="utf-8", errors="surrogatepass")
+    docs = folder / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("hello lora world")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["index", str(docs), "--store", str(store), "--no-progress", "--format", "json"])
+    if code not in (0, 2):
+        raise AssertionError(f"exit {code}")
+
+
+_GGUF: list[bytes] = []
+
+
+def valid_gguf() -> bytes:
+    """A small valid GGUF LoRA written by regraft's own writer (cached)."""
+    if not _GGUF:
+        import tempfile
+        from pathlib import Path
+
+        import torch
+
+        from regraft.port.gguf_writer import write_gguf
+        from regraft.port.items import Item
+
+        items = []
+        for i in range(2):
+            it = Item(f"model.layers.{i}.self_attn.q_proj", "lora", layer=i)
+            it.a, it.b = torch.ones(2, 8), torch.ones(8, 2)
+            items.append(it)
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "x.gguf"
+            write_gguf(out, items, "qwen3", 2, None, 4.0, name="fuzz")
+            _GGUF.append(out.read_bytes())
+    return _GGUF[0]
+
+
+def run_gguf(case: bytes, folder) -> None:
+    from regraft.port.gguf_writer import read_gguf_lora
+
+    path = folder / "x.gguf"
+    path.write_bytes(case)
+    read_gguf_lora(path)
+
+
+def _gguf_strategy():
+    from tests.hostile import strategies_files as F
+
+    return st.deferred(lambda: F.gguf_files(valid_gguf()))
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -115,4 +233,15 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            run_model_folder),
     Target("check", "check() end to end on generated source/target configs and adapters, all runtimes, "
            "all report formats", check_cases, run_check),
+    Target("serving-config", "read_config (vLLM/SGLang YAML/JSON, generation_config.json, command lines, Modelfiles, "
+           "recipes) + check --config rules + port config plan/writer", F.serving_files(), run_serving_config),
+    Target("rag-setup", "read_rag (YAML/JSON) + check --rag rules (tokenizers, template, budget) + port rag plan",
+           F.rag_files(), run_rag_setup),
+    Target("policy", "load_policy (escalation policy YAML/JSON)", F.policy_files(), run_policy),
+    Target("chat-template", "sandboxed chat-template rendering (rag.template.render) on generated templates",
+           st.tuples(F.templates(), F.messages), run_chat_template),
+    Target("store-meta", "regraft index into a store folder with a generated regraft_store.json (CLI)",
+           F.store_metas(), run_store_meta),
+    Target("gguf", "read_gguf_lora (gguf package reader; used by tests only, not by a command) on damaged GGUF "
+           "LoRA files", _gguf_strategy(), run_gguf),
 ]}

@@ -29,7 +29,7 @@ def run(args) -> int:
     import sys
 
     from regraft.errors import InputError
-    from regraft.runtime.embed import DEFAULT_EMBEDDER, get_embedder
+    from regraft.runtime.embed import DEFAULT_EMBEDDER, get_embedder, stored_embedder
     from regraft.runtime.index import DEFAULT_EXTS, index_docs
     from regraft.runtime.store import open_store
 
@@ -39,9 +39,9 @@ def run(args) -> int:
     if name is None:  # an existing store remembers its embedder
         try:
             meta = open_store(args.store).get_meta() or {}
-            name = meta.get("embedder")
         except InputError:
-            name = None
+            meta = {}
+        name = stored_embedder(meta)
     emb = get_embedder(name or DEFAULT_EMBEDDER)
     exts = tuple(e if e.startswith(".") else "." + e for e in args.ext) if args.ext else DEFAULT_EXTS
     rep = index_docs(args.docs, args.store, embedder=emb, tokenizer_model=args.tokenizer, max_tokens=args.max_tokens,

@@ -205,8 +205,10 @@ def _load_mapping(text: str, path: Path):
                                   "Expected a JSON object of settings.") from None
     import yaml
 
+    from regraft.inspection.files import load_yaml
+
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except (RecursionError, ValueError) as e:
         raise FileFormatError(f"{path}: unreadable YAML ({type(e).__name__}: {str(e).split(';')[0][:80]}). "
                               "Expected a YAML mapping of settings (or a command line / Modelfile).") from None
@@ -482,17 +484,28 @@ def read_recipe(doc: dict, path: Path) -> ServingConfig:
     for k in doc:
         if k not in RECIPE_KEYS:
             cfg.unknown.append((k, "not a vllm-project/recipes section"))
-    model = doc.get("model") or {}
+    def section(parent: dict, key: str, want: type, where: str):
+        v = parent.get(key)
+        if v is None or v == {} or v == []:
+            return want()
+        if not isinstance(v, want):
+            raise FileFormatError(f"{path}: '{where}' must be a {'mapping' if want is dict else 'list'}, got "
+                                  f"{type(v).__name__}. Expected a vllm-project/recipes file.")
+        return v
+
+    model = section(doc, "model", dict, "model")
     if model.get("model_id"):
         cfg.set("model", model["model_id"], "model.model_id")
     table, passthrough = VLLM, VLLM_PASS
-    _apply_args(cfg, [str(a) for a in model.get("base_args") or []], table, passthrough, "model.base_args: ")
-    opt_in = set(doc.get("opt_in_features") or [])
-    for name, feat in (doc.get("features") or {}).items():
+    _apply_args(cfg, [str(a) for a in section(model, "base_args", list, "model.base_args")], table, passthrough,
+                "model.base_args: ")
+    opt_in = {x for x in section(doc, "opt_in_features", list, "opt_in_features") if isinstance(x, str)}
+    for name, feat in section(doc, "features", dict, "features").items():
         if name in opt_in or not isinstance(feat, dict):
             continue
-        _apply_args(cfg, [str(a) for a in feat.get("args") or []], table, passthrough, f"features.{name}: ")
-    default = (doc.get("variants") or {}).get("default") or {}
+        _apply_args(cfg, [str(a) for a in section(feat, "args", list, f"features.{name}.args")], table, passthrough,
+                    f"features.{name}: ")
+    default = section(section(doc, "variants", dict, "variants"), "default", dict, "variants.default")
     if default.get("tp"):
         cfg.set("tensor_parallel_size", default["tp"], "variants.default.tp")
     if model.get("context_length"):

@@ -75,3 +75,41 @@ def inside(folder: Path, rel: str, named_in: str | None = None) -> Path:
         raise UnsafeInputError(f"{where}, a link to '{resolved}', outside {folder}. Refusing to read it; copy the "
                                "file into the folder if you trust it.")
     return candidate
+
+
+MAX_YAML_VALUES = 100_000  # a settings file has hundreds; aliases that expand past this are a "billion laughs"
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load``, refusing (ValueError) a document whose anchors/aliases expand to more than
+    MAX_YAML_VALUES values, which would make any walk over it run for hours."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def size(n) -> int:
+            key = id(n)
+            if key in sizes:
+                if sizes[key] < 0:
+                    raise ValueError("YAML aliases form a cycle")
+                return sizes[key]
+            sizes[key] = -1
+            total = 1
+            if isinstance(n, yaml.MappingNode):
+                total += sum(size(k) + size(v) for k, v in n.value)
+            elif isinstance(n, yaml.SequenceNode):
+                total += sum(size(c) for c in n.value)
+            if total > MAX_YAML_VALUES:
+                raise ValueError(f"YAML aliases expand to more than {MAX_YAML_VALUES} values")
+            sizes[key] = total
+            return total
+
+        size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()

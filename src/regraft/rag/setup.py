@@ -175,8 +175,10 @@ def _read_cached(path: str, _mtime: int, _size: int) -> RagSetup:
     else:
         import yaml
 
+        from regraft.inspection.files import load_yaml
+
         try:
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         except (RecursionError, ValueError) as e:
             raise FileFormatError(f"{p}: unreadable YAML ({type(e).__name__}: {str(e).split(';')[0][:80]}).") from None
         except yaml.YAMLError as e:

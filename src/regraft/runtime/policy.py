@@ -225,9 +225,9 @@ def load_policy(path: str | Path | None) -> Policy:
         if p.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            from regraft.inspection.files import load_yaml
 
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except Exception as err:  # yaml.YAMLError / JSONDecodeError
         raise FileFormatError(f"policy {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {_one(err)}") from err
     return policy_from_dict(data or {}, str(p))

@@ -81,9 +81,14 @@ class LanceStore:
         self._meta = None
         if meta_file.is_file():
             try:
-                self._meta = json.loads(meta_file.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise FileFormatError(f"store meta {meta_file} is not valid JSON ({e}); re-run regraft index") from e
+                self._meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, not UTF-8, huge integers
+                raise FileFormatError(f"store meta {meta_file} is not valid JSON ({type(e).__name__}); "
+                                      "re-run regraft index") from None
+            m = self._meta
+            if not (isinstance(m, dict) and isinstance(m.get("embedder"), str) and type(m.get("dim")) is int):
+                raise FileFormatError(f"store meta {meta_file} is not what regraft index writes (an object with "
+                                      "'embedder' and an integer 'dim'); re-run regraft index into a new --store")
 
     # -- meta -------------------------------------------------------------------------------------------
     def get_meta(self) -> dict | None:
