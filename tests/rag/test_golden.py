@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.golden import check_golden
+from tests.configs.golden import check_golden
 
 CASES = sorted(p for p in (Path(__file__).parent / "cases").iterdir() if p.is_dir())
 
