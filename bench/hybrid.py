@@ -293,6 +293,12 @@ def _plot(res: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------ latency
+def _cpu_s(pid: int) -> float:
+    """user+system CPU seconds of a process (Linux /proc), robust to other jobs on the machine."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _load(url: str, body: dict, n: int, conc: int, trace: bool) -> dict:
     import httpx
 
@@ -360,7 +366,9 @@ def latency(args) -> dict:
         n, conc = args.requests, args.concurrency
         direct = {"model": "fake", "messages": body_small["messages"], "max_tokens": 32}
         for c in (1, conc):
+            c0 = _cpu_s(ps.pid)
             r = asyncio.run(_load(small, direct, n if c > 1 else n // 2, c, False))
+            r["backend_cpu_ms_per_request"] = (_cpu_s(ps.pid) - c0) * 1000 / (r["n"] + 5)
             res["runs"].append({"target": "fake backend directly", **r})
             print(res["runs"][-1], file=sys.stderr)
         for name, extra in configs:
@@ -371,7 +379,9 @@ def latency(args) -> dict:
             try:
                 for label, body in (("answered by small", body_small), ("escalated to master", body_esc)):
                     for c in (1, conc):
+                        c0 = _cpu_s(p.pid)
                         r = asyncio.run(_load(url, body, n if c > 1 else n // 2, c, True))
+                        r["regraft_cpu_ms_per_request"] = (_cpu_s(p.pid) - c0) * 1000 / (r["n"] + 5)
                         res["runs"].append({"target": f"regraft serve, {name}, {label}", **r})
                         print(res["runs"][-1], file=sys.stderr)
             finally:
@@ -421,14 +431,18 @@ def write_md() -> None:
             f"above them is regraft's own. {L['cpus']} CPUs shared with other jobs; load average "
             f"{L['load_average_at_start'][0]:.1f} at start, {L['load_average_at_end'][0]:.1f} at end.",
             "",
-            "| target | clients | p50 ms | p95 ms | req/s | regraft overhead p50 / p95 ms |",
-            "|---|---|---|---|---|---|",
+            "| target | clients | p50 ms | p95 ms | req/s | overhead p50 / p95 ms | CPU ms / request |",
+            "|---|---|---|---|---|---|---|",
         ]
         for x in L["runs"]:
             ov = (f"{x['overhead_p50_ms']:.1f} / {x['overhead_p95_ms']:.1f}" if "overhead_p50_ms" in x else "—")
+            cpu = x.get("regraft_cpu_ms_per_request", x.get("backend_cpu_ms_per_request"))
             lines.append(f"| {x['target']} | {x['concurrency']} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | "
-                         f"{x['throughput_rps']:.0f} | {ov} |")
-        lines += ["", "Overhead = client latency − time regraft waited on backend calls (from the per-request trace).", ""]
+                         f"{x['throughput_rps']:.0f} | {ov} | {cpu:.1f} |")
+        lines += ["", "Overhead = client latency − time regraft waited on backend calls (from the per-request trace); "
+                  "it includes queueing for the CPU, so it grows with the machine's load. CPU ms / request = CPU time "
+                  "of the `regraft serve` process (or of the backend, for the direct rows) divided by requests: "
+                  "regraft's own work, independent of other jobs.", ""]
     (RESULTS / "hybrid.md").write_text("\n".join(lines))
 
 
