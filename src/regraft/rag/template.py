@@ -27,7 +27,7 @@ class TemplateError(InputError):
         self.template_name, self.line, self.what = name, line, what
         where = f"{name}, line {line}" if line else name
         super().__init__(f"Chat template {where}: {what}. Expected a Jinja chat template as transformers renders it; "
-                         "fix the template or pass another with --chat-template.")
+                         "fix the template (chat_template.jinja or tokenizer_config.json of the model folder).")
 
 
 @lru_cache(maxsize=1)
