@@ -203,10 +203,10 @@ def gguf_files(draw, valid: bytes):
     for _ in range(draw(st.integers(0, 4))):
         kind = draw(st.sampled_from(["flip", "u64", "truncate", "splice"]))
         at = draw(st.integers(0, max(0, len(b) - 1)))
-        if kind == "flip":
+        if kind == "flip" and at < len(b):
             b[at] ^= 1 << draw(st.integers(0, 7))
         elif kind == "u64" and at + 8 <= len(b):
-            b[at:at + 8] = struct.pack("<Q", draw(st.sampled_from(HUGE[:-1] + [0, 1, 2**40])))
+            b[at:at + 8] = struct.pack("<Q", draw(st.sampled_from(HUGE[:-2] + [0, 1, 2**40])) % 2**64)
         elif kind == "truncate":
             del b[at:]
         else:

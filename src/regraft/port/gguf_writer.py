@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from regraft.errors import InputError, need
+from regraft.errors import FileFormatError, InputError, need
 from regraft.port.items import Item
 
 GGUF_ARCH = {"qwen2": "QWEN2", "qwen3": "QWEN3", "qwen3_moe": "QWEN3MOE"}
@@ -95,17 +95,23 @@ def read_gguf_lora(path: str | Path) -> tuple[dict, dict]:
     gguf = need("gguf", "reading a GGUF LoRA", "gguf")
     import numpy as np
 
-    r = gguf.GGUFReader(str(path))
-    meta = {}
-    for k, f in r.fields.items():
-        if k.startswith("GGUF."):
-            continue
-        try:
-            meta[k] = f.contents()
-        except Exception:  # noqa: BLE001 - informational only
-            meta[k] = None
-    tensors = {}
-    for t in r.tensors:
-        shape = tuple(int(x) for x in reversed(t.shape.tolist()))
-        tensors[t.name] = np.array(t.data).reshape(shape)
+    try:  # the gguf reader memory-maps the file: declared sizes past its end fail here, nothing is allocated
+        r = gguf.GGUFReader(str(path))
+        meta = {}
+        for k, f in r.fields.items():
+            if k.startswith("GGUF."):
+                continue
+            try:
+                meta[k] = f.contents()
+            except Exception:  # noqa: BLE001 - informational only
+                meta[k] = None
+        tensors = {}
+        for t in r.tensors:
+            shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+            tensors[t.name] = np.array(t.data).reshape(shape)
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, UnicodeDecodeError, MemoryError) as e:
+        raise FileFormatError(f"Cannot read GGUF '{path}': {type(e).__name__}: {' '.join(str(e).split())[:150]}. "
+                              "The file is truncated or not a GGUF LoRA; re-create it.") from None
+    except OSError as e:
+        raise InputError(f"Cannot read GGUF '{path}': {e.strerror or e}.") from None
     return meta, tensors

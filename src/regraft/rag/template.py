@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -73,9 +75,12 @@ def compile_template(source: str, name: str = "chat template"):
 
     env = _env()
     try:
-        code = env.compile(source, name=name, filename=_TEMPLATE_FILE.format(name))
+        with _limits():  # the compiler folds constants: {{ 'a' * 10**10 }} is computed here
+            code = env.compile(source, name=name, filename=_TEMPLATE_FILE.format(name))
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(name, e.lineno, f"syntax error: {e.message}") from None
+    except (_RenderLimit, MemoryError, RecursionError, OverflowError) as e:
+        raise TemplateError(name, None, f"failed to compile ({type(e).__name__}: {e})") from None
     return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
@@ -91,6 +96,53 @@ def _line_of(exc: BaseException, name: str) -> int | None:
     return found
 
 
+RENDER_SECONDS = 5.0  # a chat template renders in milliseconds; a hostile one may loop or allocate forever
+RENDER_BYTES = 2 << 30  # extra address space a render may take
+
+
+class _RenderLimit(Exception):
+    pass
+
+
+@contextmanager
+def _limits(seconds: float = RENDER_SECONDS, extra: int = RENDER_BYTES):
+    """Bound a render's time (SIGALRM) and memory (RLIMIT_AS) when running on the main thread (the CLI);
+    the sandbox alone stops attribute escapes but not ``{{ 'a' * 10**10 }}`` or nested loops."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        import resource
+
+        old_as = resource.getrlimit(resource.RLIMIT_AS)
+        with open("/proc/self/statm") as f:
+            vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        soft = vm + extra if old_as[0] == resource.RLIM_INFINITY else min(old_as[0], vm + extra)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, old_as[1]))
+    except (ImportError, OSError, ValueError, AttributeError):
+        old_as = None
+
+    def alarm(signum, frame):
+        raise _RenderLimit(f"rendering took more than {seconds:g} s")
+
+    t0 = time.monotonic()
+    old_handler = signal.signal(signal.SIGALRM, alarm)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if outer > 0:  # give a caller's own alarm back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - t0), 1e-3))
+        if old_as is not None:
+            resource.setrlimit(resource.RLIMIT_AS, old_as)
+
+
 def render(source: str, messages: list[dict], *, name: str = "chat template", add_generation_prompt: bool = True,
            tools: list | None = None, documents: list | None = None, special_tokens: dict | None = None,
            **kwargs) -> str:
@@ -101,7 +153,8 @@ def render(source: str, messages: list[dict], *, name: str = "chat template", ad
     variables.update(messages=[dict(m) for m in messages], tools=tools, documents=documents,
                      add_generation_prompt=add_generation_prompt)
     try:
-        return template.render(**variables)
+        with _limits():
+            return template.render(**variables)
     except Exception as e:  # noqa: BLE001 - any template failure becomes one clear error
         msg = getattr(e, "message", None) or str(e) or type(e).__name__
         raise TemplateError(name, _line_of(e, name), f"failed to render ({type(e).__name__}: {msg})") from None
