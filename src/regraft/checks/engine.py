@@ -92,7 +92,7 @@ def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSp
     rd = runtime_data(runtime)
     if rd is None:
         raise InputError(f"Unknown runtime '{runtime}'. Known: {', '.join(runtime_names())}.")
-    options = options or {}
+    options = {**(options or {}), "select": select, "ignore": ignore, "adapter": adapter, "runtime": runtime}
     report = Report(source.name if source else "-", source.source if source else "-",
                     str(adapter.path) if adapter else None, runtime)
     report.bytes_read = (source.bytes_read if source else 0) + (adapter.bytes_read if adapter else 0)
