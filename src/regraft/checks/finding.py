@@ -44,6 +44,17 @@ class Verdict(str, Enum):
         }[self.value]
 
 
+_AREA_TEXT = {  # config and RAG files are rewritten, not ported across shapes
+    "loads": "usable as is", "loads-different-weights": "usable, but the model behaves differently: review",
+    "needs-relayout": "needs small changes", "needs-port": "needs rewriting (regraft port {area})",
+    "cannot": "cannot carry over", "unknown": "unknown (facts missing)",
+}
+
+
+def verdict_text(verdict: Verdict, area: str = "lora") -> str:
+    return verdict.text if area == "lora" else _AREA_TEXT[verdict.value].format(area=area)
+
+
 def worst(verdicts) -> Verdict:
     verdicts = list(verdicts)
     if not verdicts:
@@ -104,7 +115,7 @@ class AreaResult:
     summary: str = ""
 
     def to_dict(self, layers: bool = False) -> dict:
-        d = {"area": self.area, "verdict": self.verdict.value, "verdict_text": self.verdict.text,
+        d = {"area": self.area, "verdict": self.verdict.value, "verdict_text": verdict_text(self.verdict, self.area),
              "summary": self.summary, "findings": [f.to_dict() for f in self.findings]}
         if layers:
             d["rows"] = [r.to_dict() for r in self.rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from regraft.checks.finding import Report, Verdict
+from regraft.checks.finding import Report, Verdict, verdict_text
 
 _STYLE = {
     Verdict.LOADS: "bold green", Verdict.LOADS_DIFFERENT_WEIGHTS: "yellow", Verdict.NEEDS_RELAYOUT: "cyan",
@@ -50,7 +50,7 @@ def _table(report: Report, layers: bool, console) -> None:
             if ar is None:
                 cells.append("-")
                 continue
-            cells.append(f"[{_STYLE[ar.verdict]}]{ar.verdict.text}[/]\n[dim]{ar.summary}[/dim]")
+            cells.append(f"[{_STYLE[ar.verdict]}]{verdict_text(ar.verdict, a)}[/]\n[dim]{ar.summary}[/dim]")
         table.add_row(*cells)
     console.print(table)
     for note in report.notes:
@@ -95,7 +95,7 @@ def _markdown(report: Report, layers: bool) -> str:
     out.append("| target | " + " | ".join(head.get(a, a) for a in areas) + " |")
     out.append("|---|" + "---|" * len(areas))
     for t in report.targets:
-        cells = [f"{t.areas[a].verdict.text} ({t.areas[a].summary})" if a in t.areas else "-" for a in areas]
+        cells = [f"{verdict_text(t.areas[a].verdict, a)} ({t.areas[a].summary})" if a in t.areas else "-" for a in areas]
         out.append(f"| {t.target} | " + " | ".join(cells) + " |")
     for note in report.notes:
         out += ["", f"_Note: {note}_"]
