@@ -93,6 +93,7 @@ class KillResult:
     finished: int = 0
     old: int = 0
     new: int = 0
+    partial: int = 0  # index only: a consistent subset of the complete index (every committed batch kept)
     corrupt: int = 0
     failures: list[str] = field(default_factory=list)
     leftovers: int = 0  # temporary files left next to the output (harmless, reported)
@@ -123,7 +124,7 @@ def kill_loop(w: Writer, workdir: Path, runs: int, seed: int = 0) -> KillResult:
         res.killed += status == "killed"
         res.finished += status != "killed"
         verdict = w.judge(out)
-        if verdict in ("old", "new"):
+        if verdict in ("old", "new", "partial"):
             setattr(res, verdict, getattr(res, verdict) + 1)
         else:
             res.corrupt += 1

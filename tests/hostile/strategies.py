@@ -18,6 +18,11 @@ from regraft.inspection.safetensors_header import DTYPE_BYTES
 
 KNOWN_DTYPES = sorted(DTYPE_BYTES)
 BAD_DTYPES = ["", "F8", "float32", "bf16", "BF16 ", "Q4_K", "F128", "I128"]
+def rare(n: int):
+    """True about once in n+1 draws (hypothesis favours small integers, so ``integers(0, n) == 0`` is not rare)."""
+    return st.sampled_from([False] * n + [True])
+
+
 HUGE = [2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30]
 
 # -- generic JSON values ------------------------------------------------------------------------------------
@@ -40,7 +45,7 @@ def dumps(doc, mode: str = "plain") -> str:
 @st.composite
 def json_text_mutation(draw, text: str) -> str:
     """Damage JSON text: truncate, splice garbage, huge integers, deep nesting, BOM, invalid escapes."""
-    kind = draw(st.sampled_from(["none", "truncate", "splice", "bigint", "deep", "bom", "escape", "dupkeys"]))
+    kind = draw(st.sampled_from(["none"] * 10 + ["truncate", "splice", "bigint", "deep", "bom", "escape", "dupkeys"]))
     if kind == "none" or not text:
         return text
     if kind == "truncate":
@@ -130,7 +135,7 @@ def tensor_entries(draw, names=None):
         offsets = draw(json_values) if span == "garbage" else [float(begin), float(end)] if span == "floats" \
             else [begin, end]
         entry = {"dtype": dtype, "shape": shape, "data_offsets": offsets}
-        if draw(st.integers(0, 9)) == 0:
+        if draw(rare(9)):
             entry = draw(st.one_of(json_values, st.dictionaries(st.sampled_from(["dtype", "shape", "data_offsets",
                                                                                  "extra"]), json_values)))
         doc[name] = entry
@@ -141,8 +146,8 @@ def tensor_entries(draw, names=None):
 
 @st.composite
 def metadata(draw):
-    return draw(st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=3),
-                          json_values))
+    return draw(st.one_of(st.none(), st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=3),
+                          st.just({"format": "pt"}), json_values))
 
 
 @st.composite
@@ -164,11 +169,11 @@ def safetensors_files(draw, names=None):
     header = text.encode("utf-8", "surrogatepass")
     if draw(st.booleans()):
         header += b" " * ((8 - len(header) % 8) % 8)
-    if draw(st.integers(0, 9)) == 0:  # raw byte damage
+    if draw(rare(19)):  # raw byte damage
         at = draw(st.integers(0, max(0, len(header) - 1)))
         header = header[:at] + draw(st.binary(min_size=1, max_size=4)) + header[at + 1:]
     n = len(header)
-    prefix_mode = draw(st.sampled_from(["exact"] * 8 + ["plus", "minus", "huge", "random"]))
+    prefix_mode = draw(st.sampled_from(["exact"] * 24 + ["plus", "minus", "huge", "random"]))
     if prefix_mode == "plus":
         n += draw(st.integers(1, 1000))
     elif prefix_mode == "minus":
@@ -196,7 +201,7 @@ PREFIXES = ["base_model.model.model.layers.{i}.", "base_model.model.model.langua
 
 @st.composite
 def adapter_tensor_names(draw):
-    if draw(st.integers(0, 7)) == 0:
+    if draw(rare(7)):
         return draw(st.text(max_size=40))
     prefix = draw(st.sampled_from(PREFIXES)).replace(
         "{i}", str(draw(st.one_of(st.integers(0, 100), st.sampled_from([10**6, 10**30, 2**63])))))
@@ -215,7 +220,7 @@ def adapter_configs(draw):
             "peft_version", "fan_in_fan_out", "unknown_future_key"]
     for k in draw(st.lists(st.sampled_from(keys), max_size=6)):
         cfg[k] = draw(st.one_of(json_values, _config_value(k)))
-    if draw(st.integers(0, 15)) == 0:
+    if draw(rare(15)):
         return draw(json_values)
     return cfg
 
@@ -246,7 +251,7 @@ def adapters(draw):
     """(adapter_config.json text, safetensors file) with PEFT-like tensor names."""
     cfg_text = draw(json_text_mutation(dumps(draw(adapter_configs()))))
     weights = draw(safetensors_files(names=adapter_tensor_names()))
-    if draw(st.integers(0, 3)) == 0:
+    if draw(rare(3)):
         weights = draw(plausible_adapter_weights())
     return cfg_text, weights
 
@@ -325,7 +330,7 @@ def model_configs(draw):
             target[k] = draw(st.one_of(CONFIG_NUMS, CONFIG_NUMS, json_values))
     for k in draw(st.lists(st.sampled_from(CONFIG_KEYS), max_size=2)):
         target.pop(k, None)
-    if draw(st.integers(0, 20)) == 0:
+    if draw(rare(20)):
         return draw(json_values)
     return base
 
@@ -356,7 +361,7 @@ def tokenizer_configs(draw):
     doc = {"chat_template": tpl, "eos_token": draw(st.one_of(st.sampled_from(["<|im_end|>", "</s>"]), json_values)),
            "bos_token": draw(json_values), "model_max_length": draw(CONFIG_NUMS),
            "tokenizer_class": draw(st.one_of(st.sampled_from(["Qwen2Tokenizer", "LlamaTokenizerFast"]), json_values))}
-    if draw(st.integers(0, 10)) == 0:
+    if draw(rare(10)):
         return draw(json_values)
     return doc
 
@@ -366,7 +371,7 @@ def generation_configs(draw):
     doc = {k: draw(st.one_of(CONFIG_NUMS, json_values)) for k in draw(st.lists(st.sampled_from(
         ["temperature", "top_p", "top_k", "eos_token_id", "bos_token_id", "max_new_tokens", "do_sample",
          "repetition_penalty", "pad_token_id"]), max_size=5))}
-    if draw(st.integers(0, 10)) == 0:
+    if draw(rare(10)):
         return draw(json_values)
     return doc
 
@@ -388,15 +393,15 @@ class ModelFolder:
 @st.composite
 def model_folders(draw):
     f = ModelFolder()
-    if draw(st.integers(0, 30)):
+    if not draw(rare(30)):
         f.files["config.json"] = draw(json_text_mutation(dumps(draw(model_configs()))))
     if draw(st.booleans()):
         f.files["generation_config.json"] = draw(json_text_mutation(dumps(draw(generation_configs()))))
     if draw(st.booleans()):
         f.files["tokenizer_config.json"] = draw(json_text_mutation(dumps(draw(tokenizer_configs()))))
-    if draw(st.integers(0, 4)) == 0:
+    if draw(rare(4)):
         f.files["chat_template.jinja"] = draw(CHAT_TEMPLATES)
-    if draw(st.integers(0, 6)) == 0:
+    if draw(rare(6)):
         f.files["chat_template.json"] = dumps({"chat_template": draw(st.one_of(CHAT_TEMPLATES, json_values))})
     w = draw(st.sampled_from(["none", "none", "single", "index"]))
     if w == "single":

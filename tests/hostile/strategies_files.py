@@ -7,7 +7,7 @@ import struct
 
 from hypothesis import strategies as st
 
-from tests.hostile.strategies import CHAT_TEMPLATES, CONFIG_NUMS, HUGE, json_text_mutation, json_values
+from tests.hostile.strategies import CHAT_TEMPLATES, rare, CONFIG_NUMS, HUGE, json_text_mutation, json_values
 
 YAML_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
              "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
@@ -132,19 +132,32 @@ rag_values = st.one_of(values, st.sampled_from(["Context:\n{context}\n\nQuestion
                                                 "tokens", "characters", "Qwen/Qwen3-8B", "plain", "chat", "<|im_end|>"]))
 
 
+VALID_RAG = {"embedding": {"model": "BAAI/bge-m3"}, "chunking": {"size": 512, "unit": "tokens", "overlap": 64},
+             "retrieval": {"top_k": 8}, "prompt": {"system": "Answer from the context.",
+                                                   "user": "Context:\n{context}\n\nQuestion: {question}"},
+             "generation": {"answer_tokens": 1024, "enable_thinking": False, "stop": ["<|im_end|>"]}}
+
+
 @st.composite
 def rag_files(draw):
+    """A valid RAG setup with a few sections or keys replaced by hostile values (or a hostile text)."""
     kind = draw(st.sampled_from(["yaml", "yaml", "json", "hostile"]))
     if kind == "hostile":
         return "rag.yaml", draw(st.sampled_from(HOSTILE_TEXTS))
-    doc = {}
-    for sec in draw(st.lists(st.sampled_from(list(RAG_SECTIONS)), max_size=5)):
-        doc[sec] = draw(st.one_of(st.dictionaries(st.sampled_from(RAG_SECTIONS[sec]), rag_values, max_size=4),
-                                  json_values)) if draw(st.integers(0, 5)) else draw(rag_values)
-    for k in draw(st.lists(st.sampled_from(RAG_FLAT), max_size=3)):
+    doc = json.loads(json.dumps(VALID_RAG))
+    for sec in draw(st.lists(st.sampled_from(list(RAG_SECTIONS)), max_size=3)):
+        if draw(rare(4)):
+            doc[sec] = draw(rag_values)
+        else:
+            part = doc.get(sec)
+            if not isinstance(part, dict):
+                part = doc[sec] = {}
+            for k in draw(st.lists(st.sampled_from(RAG_SECTIONS[sec]), max_size=3)):
+                part[k] = draw(rag_values)
+    for k in draw(st.lists(st.sampled_from(RAG_FLAT), max_size=2)):
         doc[k] = draw(rag_values) if k != "samples" else draw(st.one_of(
             st.lists(st.sampled_from(["sample.txt", "missing.txt", "../outside.txt", "/etc/hostname", "sub",
-                                      "link.txt", "big.txt"]), max_size=3), rag_values))
+                                      "link.txt"]), max_size=3), rag_values))
     if kind == "json":
         return "rag.json", draw(json_text_mutation(json.dumps(doc)))
     return "rag.yaml", _yaml(doc)
@@ -161,7 +174,10 @@ def policy_files(draw):
     kind = draw(st.sampled_from(["yaml", "yaml", "json", "hostile"]))
     if kind == "hostile":
         return "policy.yaml", draw(st.sampled_from(HOSTILE_TEXTS))
-    doc = draw(mapping_docs(POLICY_KEYS, {"escalate_if": ESCALATE_KEYS}))
+    doc = draw(st.one_of(mapping_docs(POLICY_KEYS, {"escalate_if": ESCALATE_KEYS}), st.fixed_dictionaries(
+        {"escalate_if": st.dictionaries(st.sampled_from(ESCALATE_KEYS), st.one_of(
+            st.floats(0, 1), st.integers(0, 10), st.booleans(), st.lists(st.text(max_size=8), max_size=3))),
+         "missing_signal": st.sampled_from(["ignore", "escalate", "x"])})))
     if "escalate_if" in doc and isinstance(doc["escalate_if"], dict) and draw(st.booleans()):
         doc["escalate_if"]["format"] = draw(st.sampled_from(["json", "(a+)+$", "[", "^\\d+$", "((a*)*)*b"]))
     if kind == "json":

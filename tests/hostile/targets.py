@@ -122,12 +122,11 @@ def run_serving_config(case, folder) -> None:
 
     path = _write(folder, case)
     cfg = read_config(path)
-    src = _catalog("Qwen/Qwen3-8B")
-    for tgt in (_catalog("Qwen/Qwen3-30B-A3B"), _catalog("meta-llama/Llama-3.1-8B-Instruct")):
-        area_runner("config")(src, tgt, {"config": str(path), "runtime": "vllm"})
-        for rt in (None, "vllm", "llama.cpp", "ollama"):
-            text, command = render(plan(cfg, src, tgt, rt))
-            _encode_utf8(text)
+    src, tgt = _catalog("Qwen/Qwen3-8B"), _catalog("Qwen/Qwen3-30B-A3B")
+    area_runner("config")(src, tgt, {"config": str(path), "runtime": "vllm"})
+    for rt in (None, "llama.cpp"):
+        text, command = render(plan(cfg, src, tgt, rt))
+        _encode_utf8(text)
 
 
 def run_rag_setup(case, folder) -> None:
@@ -158,21 +157,19 @@ def run_chat_template(case, folder) -> None:
 
 
 def run_store_meta(case, folder) -> None:
-    """`regraft index` into a downloaded store folder whose regraft_store.json is hostile (through the CLI)."""
-    import contextlib
-
-    from regraft.cli.main import main
+    """A downloaded store folder with a generated regraft_store.json, opened the way `index`, `serve` and `ask` do:
+    open_store (meta validated), the embedder the store names (never a folder it names), then the store for writing."""
+    from regraft.runtime.embed import get_embedder, stored_embedder
+    from regraft.runtime.store import open_store
 
     store = folder / "store"
     store.mkdir()
     (store / "regraft_store.json").write_text(case, encoding="utf-8", errors="surrogatepass")
-    docs = folder / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("hello lora world")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["index", str(docs), "--store", str(store), "--no-progress", "--format", "json"])
-    if code not in (0, 2):
-        raise AssertionError(f"exit {code}")
+    meta = open_store(str(store)).get_meta()
+    name = stored_embedder(meta)
+    if name and name.startswith("hashing-"):
+        get_embedder(name).embed(["hello lora"])
+    open_store(str(store), create=True)
 
 
 _GGUF: list[bytes] = []
@@ -240,7 +237,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("policy", "load_policy (escalation policy YAML/JSON)", F.policy_files(), run_policy),
     Target("chat-template", "sandboxed chat-template rendering (rag.template.render) on generated templates",
            st.tuples(F.templates(), F.messages), run_chat_template),
-    Target("store-meta", "regraft index into a store folder with a generated regraft_store.json (CLI)",
+    Target("store-meta", "a store folder with a generated regraft_store.json, opened as index/serve/ask do",
            F.store_metas(), run_store_meta),
     Target("gguf", "read_gguf_lora (gguf package reader; used by tests only, not by a command) on damaged GGUF "
            "LoRA files", _gguf_strategy(), run_gguf),
