@@ -124,6 +124,80 @@ def eval_items(n: int) -> list[tuple[str, str]]:
     return out
 
 
+def arith_items() -> list[tuple[str, str]]:
+    """Every ``mod m: x op y`` chat command of the zoo world (m in 7, 10): 447 items, a memorisation task where
+    model capacity decides quality - what a tiny pair can show on 2 CPU cores in minutes."""
+    out = []
+    for m in (7, 10):
+        for x in range(m):
+            for y in range(m):
+                for op in "+-*":
+                    val = {"+": x + y, "-": x - y, "*": x * y}[op] % m
+                    out.append((f"mod {m}: {x}{op}{y}", str(val)))
+    return out
+
+
+def train_arith(shape: dict, steps: int, lr: float, seed: int, batch: int = 64):
+    """Train a fresh zoo-shaped model on the arithmetic chats (loss on the answer only)."""
+    import random
+
+    import torch
+
+    from bench.zoo import world
+    from bench.zoo.models import new_model
+
+    torch.set_num_threads(1)  # the machine is shared: one thread thrashes less than two
+    model = new_model(shape, seed)
+    items = arith_items()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    rng = random.Random(seed)
+    model.train()
+    losses = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * (1 - step / steps))
+        pairs = [rng.choice(items) for _ in range(batch)]
+        prompts = world.encode_batch([world.chat(q) for q, _ in pairs])
+        comps = world.encode_batch([a + world.IM_END for _, a in pairs])
+        L = max(len(p) + len(c) for p, c in zip(prompts, comps))
+        ids = torch.full((batch, L), world.PAD_ID)
+        labels = torch.full((batch, L), -100)
+        mask = torch.zeros((batch, L), dtype=torch.long)
+        for i, (p, c) in enumerate(zip(prompts, comps)):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            labels[i, len(p): len(p) + len(c)] = torch.tensor(c)
+            mask[i, : len(p) + len(c)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return model, {"steps": steps, "loss_start": sum(losses[:10]) / 10, "loss_end": sum(losses[-10:]) / 10}
+
+
+def build_arith_pair(small_steps: int, master_steps: int) -> tuple[Path, Path]:
+    from bench.zoo import world
+
+    out = []
+    for name, shape, steps, lr in (("small", ARITH_SMALL, small_steps, 3e-3), ("master", ARITH_MASTER, master_steps, 3e-3)):
+        d = CACHE / f"arith-{name}-{shape['hidden']}x{shape['layers']}-{steps}"
+        if not (d / "config.json").is_file():
+            t = time.time()
+            m, stats = train_arith(shape, steps, lr, seed=3)
+            m.save_pretrained(d)
+            world.hf_tokenizer().save_pretrained(d)
+            (d / "train.json").write_text(json.dumps({**stats, "shape": shape, "seconds": time.time() - t}))
+            print(f"trained {name} in {time.time() - t:.0f}s: {stats}", file=sys.stderr)
+        out.append(d)
+    return out[0], out[1]
+
+
+ARITH_SMALL = {"arch": "qwen3", "hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "ffn": 64}
+ARITH_MASTER = {"arch": "qwen3", "hidden": 96, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 256}
+
+
 def build_pair(small_steps: int, master_steps: int) -> tuple[Path, Path]:
     import torch
 
@@ -186,9 +260,11 @@ def routing(args) -> dict:
 
     if args.small_dir and args.master_dir:
         sdir, mdir = Path(args.small_dir), Path(args.master_dir)
+    elif args.task == "arith":
+        sdir, mdir = build_arith_pair(args.small_steps, args.master_steps)
     else:
         sdir, mdir = build_pair(args.small_steps, args.master_steps)
-    items = eval_items(args.n)
+    items = arith_items()[: args.n] if args.task == "arith" else eval_items(args.n)
     logs = CACHE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ps, surl = start_model_server(sdir, logs / "small.log")
@@ -249,7 +325,7 @@ def routing(args) -> dict:
         procs.stop(ps)
         procs.stop(pm)
     res = {
-        "n": n, "small_model": str(sdir.relative_to(ROOT) if sdir.is_relative_to(ROOT) else sdir),
+        "n": n, "task": args.task, "small_model": str(sdir.relative_to(ROOT) if sdir.is_relative_to(ROOT) else sdir),
         "master_model": str(mdir.relative_to(ROOT) if mdir.is_relative_to(ROOT) else mdir),
         "always_small": q_small, "always_master": q_master,
         "oracle": {"master_share": oracle_share, "quality": oracle_q},
@@ -257,6 +333,8 @@ def routing(args) -> dict:
         "target_met": bool(best40["quality"] >= q_master),
         "validated_end_to_end": {"master_share": va_share, "quality": va_q, "threshold": op["threshold"]},
         "curve": curve, "seconds_for_2n_requests": wall,
+        "items": [{"q": q, "gold": g, "small": a.answer, "master": b.answer, "small_mean_logprob": a.signals.mean_logprob}
+                  for (q, g), a, b in zip(items, rs, rm)],
         "contract_findings": [f.to_dict() for f in report.findings],
         "signal": "small model mean token logprob (policy escalate_if.mean_logprob_below, swept)",
     }
@@ -405,8 +483,11 @@ def write_md() -> None:
         lines += [
             "## Routing: quality vs share of requests sent to the master",
             "",
-            f"`python bench/hybrid.py routing --n {r['n']}` — small `{r['small_model']}`, master `{r['master_model']}`, "
-            f"zoo Task C test prompts in the plain chat style, exact match; signal: {r['signal']}.",
+            f"`python bench/hybrid.py routing --task {r.get('task', 'zoo-chat')} --n {r['n']}` — small "
+            f"`{r['small_model']}`, master `{r['master_model']}`; "
+            + ("all 447 `mod m: x op y` chats of the zoo world (a memorisation task: capacity decides quality)"
+               if r.get("task") == "arith" else "zoo Task C test prompts in the plain chat style")
+            + f", exact match; signal: {r['signal']}.",
             "",
             "| router | master share | exact match |",
             "|---|---|---|",
@@ -451,9 +532,12 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("routing")
     for p in (r, sub.add_parser("all")):
-        p.add_argument("--n", type=int, default=300)
+        p.add_argument("--n", type=int, default=447)
+        p.add_argument("--task", choices=["arith", "zoo-chat"], default="arith",
+                       help="arith: all 447 'mod m: x op y' chats (memorisation; capacity decides); "
+                       "zoo-chat: Task C test prompts in plain style (needs well-trained models)")
         p.add_argument("--small-steps", type=int, default=150)
-        p.add_argument("--master-steps", type=int, default=500)
+        p.add_argument("--master-steps", type=int, default=400)
         p.add_argument("--small-dir")
         p.add_argument("--master-dir")
         p.add_argument("--requests", type=int, default=640)
@@ -471,7 +555,7 @@ def main(argv=None):
         return serve_model(a.model_dir, a.port)
     if a.cmd in ("routing", "all"):
         res = routing(a)
-        print(json.dumps({k: v for k, v in res.items() if k != "curve"}, indent=1))
+        print(json.dumps({k: v for k, v in res.items() if k not in ("curve", "items")}, indent=1))
     if a.cmd in ("latency", "all"):
         latency(a)
     write_md()
