@@ -280,7 +280,14 @@ def _md(res: dict) -> str:
                      f"{f(rt.get('exact_match'))} | {f(r.get('GR_exact_match'))} | {f(r.get('GR_gold_nll'))} | "
                      f"{f(r.get('reference_top1_agreement'))} | {f(r.get('reference_kl'))} |")
         s = c["source"]
-        L += ["", f"Source: S EM {s['S']['exact_match']:.3f}, S+A EM {s['S+A']['exact_match']:.3f}.", ""]
+        L += ["", f"Source: S EM {s['S']['exact_match']:.3f} / gold NLL {s['S']['gold_nll']:.3f}; S+A EM "
+              f"{s['S+A']['exact_match']:.3f} / gold NLL {s['S+A']['gold_nll']:.3f} (n = {s['S']['n']} test examples).", "",
+              "GR = (X - target base) / (retrained - target base), X = target + the copied adapter, 'retrained' = the same "
+              "LoRA recipe trained on the target. GR on gold NLL uses the NLL of the gold completion (lower is better; "
+              "the ratio is the same). Where the retrained adapter's EM equals the base's, GR on EM is undefined (-).",
+              "top-1 agree / KL: `regraft verify COPY --on T --reference S` on 4x32 random-token probes (S+A vs T+A); "
+              "the two bases alone agree on " + ", ".join(f"{k}: {r.get('base_top1_agreement', float('nan')):.3f}"
+                                                         for k, r in c["pairs"].items()) + ".", ""]
     elif c:
         L += ["## Copy", "", f"not measured: {c.get('error')}", ""]
     r = res.get("relayout")
