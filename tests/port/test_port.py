@@ -325,3 +325,19 @@ def test_trained_fused_adapter_to_vllm_pads_past_the_split_rank(tiny, tmp_path):
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 16 and not cfg["use_rslora"] and not cfg["rank_pattern"]
     _same_function(tiny["moe"], src, out)
+
+
+def test_sglang_drops_routed_expert_lora_only_when_allowed(tiny, tmp_path):
+    moe = resolve_model(str(tiny["moe"]))
+    with pytest.raises(PortBlocked) as e:
+        port_lora(tiny["v4"], moe, tmp_path / "sg", runtime="sglang")
+    assert len(e.value.plan.blocked) == 24
+    r = port_lora(tiny["v4"], moe, tmp_path / "sg", runtime="sglang", allow_lossy=True)
+    dropped = [row for row in r.plan.rows if "drop" in row.actions]
+    assert len(dropped) == 24 and all(row.lost == 1.0 and "||sBA||=" in row.lost_what for row in dropped)
+    keys = _st(tmp_path / "sg")
+    assert keys and not any("experts" in k for k in keys)
+    from regraft.verify import verify
+
+    v = verify(tmp_path / "sg", tiny["moe"], n_probes=2, seq_len=16)
+    assert v.ok and v.counts == {"applied": 4}

@@ -178,6 +178,11 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
         plan.notes.append(f"{runtime} ignores rsLoRA on MoE experts (vllm#55545): scales folded into lora_B")
     matches = match_adapter(spec, arch)
     ranks = _module_ranks(spec, layout_out, arch.num_experts)
+    for m in matches:  # modules that will not be written do not decide the output rank
+        am = m.am
+        expert = am.kind == "fused_experts" or am.expert is not None
+        if m.status != "ok" or (expert and not gguf and _experts_rejected(rd, layout_out)):
+            ranks.pop(am.module + ("." + str(am.param) if am.kind == "fused_experts" else ""), None)
     scales = {}
     for m in matches:
         am = m.am
@@ -233,6 +238,15 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
                                                                                "; --allow-lossy drops it")
             plan.rows.append(row)
             continue
+        is_expert = am.kind == "fused_experts" or am.expert is not None
+        if is_expert and not gguf and _experts_rejected(rd, layout_out):
+            row.actions = ["drop"] if allow_lossy else ["unsupported"]
+            row.drop = ["module"]
+            row.reason = (f"{runtime} does not apply routed-expert LoRA "
+                          f"({(rd.get('moe_expert_lora') or {}).get(_LAYOUT_KEY[layout_out])})"
+                          + ("" if allow_lossy else "; --allow-lossy drops it, measured"))
+            plan.rows.append(row)
+            continue
         layout_changes = has_experts and ((am.kind == "fused_experts" and layout_out == "moe-v4-per-expert")
                                           or (am.expert is not None and layout_out == "moe-v5-fused"))
         if layout_changes:
@@ -284,6 +298,14 @@ def make_plan(spec: AdapterSpec, target: ModelSpec, runtime: str = "peft", layou
         plan.notes.append(f"lineage: the adapter was trained on {normalise_base(spec.base_model)}, which is not "
                           f"{target.name} nor a sibling by name; a copy is unlikely to work (see drift)")
     return plan
+
+
+_LAYOUT_KEY = {"moe-v4-per-expert": "per_expert_v4", "moe-v5-fused": "fused_v5", "standard": "-"}
+
+
+def _experts_rejected(rd: dict, layout_out: str) -> bool:
+    text = str((rd.get("moe_expert_lora") or {}).get(_LAYOUT_KEY.get(layout_out, "-"), "")).lower()
+    return "not supported" in text or text.startswith("rejected")
 
 
 def _old_orientation(am, arch, spec) -> bool:
