@@ -271,7 +271,8 @@ def apply_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, tensors: dict |
         elif it.kind == "fused_experts" and it.a is not None and num_e:
             parts = relayout.split_fused(it, num_e, inter)
             row.lost = 1.0
-            row.lost_what = f"whole module update, ||sBA||={math.sqrt(sum(fixups.lora_norm(p) ** 2 for p in parts if it.param == 'down_proj') + sum(fixups.lora_norm(p) ** 2 for p in parts if it.param != 'down_proj')):.4g}"
+            norm = math.sqrt(sum(fixups.lora_norm(p) ** 2 for p in parts))
+            row.lost_what = f"whole module update, ||sBA||={norm:.4g}"
         else:
             row.lost, row.lost_what = 1.0, "whole module update"
     items = kept
