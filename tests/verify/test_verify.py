@@ -114,3 +114,9 @@ def test_shape_mismatch_is_reported_not_raised(tiny, tmp_path, capsys):
     (tmp_path / "noweights").mkdir()
     (tmp_path / "noweights" / "config.json").write_text((tiny["dense"] / "config.json").read_text())
     assert main(["verify", str(tiny["lora"]), "--on", str(tmp_path / "noweights")]) == 2
+
+
+def test_bfloat16_loading(tiny):
+    r = verify(tiny["v4"], tiny["moe"], dtype="bfloat16", n_probes=2, seq_len=16)
+    assert r.ok and r.counts == {"applied": 28}
+    assert max(m.rel_err for m in r.modules) < 2e-2

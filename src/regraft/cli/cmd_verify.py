@@ -26,6 +26,8 @@ def add_parser(sub):
     p.add_argument("--probes", type=int, default=4, help="probe sequences (default 4)")
     p.add_argument("--seq-len", type=int, default=32, help="tokens per probe (default 32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="load the model in this dtype (default float32; bf16 halves memory, tolerance 2e-2)")
     p.add_argument("--merge", action="store_true", help="also merge_and_unload and compare logits with PEFT's")
     p.add_argument("--all-modules", action="store_true", help="list every module, not only problems")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
@@ -39,7 +41,7 @@ def run(args) -> int:
     console = stderr_console()
     with console.status("verifying") as status:
         rep = verify(args.adapter, args.model, args.reference, args.probes, args.seq_len, args.seed, args.merge,
-                     progress=lambda msg: status.update(msg))
+                     progress=lambda msg: status.update(msg), dtype=args.dtype)
     if args.format == "json":
         emit(json.dumps(rep.to_dict(), indent=2, default=str))
     else:

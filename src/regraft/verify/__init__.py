@@ -110,7 +110,10 @@ class VerifyReport:
 
 # -- helpers ------------------------------------------------------------------------------------------------------
 
-def _load_model(path):
+DTYPE_TOL = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}
+
+
+def _load_model(path, dtype: str = "float32"):
     torch = need("torch", "regraft verify", "torch")
     need("transformers", "regraft verify", "torch")
     from transformers import AutoModelForCausalLM
@@ -122,7 +125,7 @@ def _load_model(path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=getattr(torch, dtype))
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise InputError(f"Cannot load the model '{path}' with transformers: {str(e).splitlines()[0][:300]}") from None
     model.eval()
@@ -162,23 +165,20 @@ def probe_ids(model, n: int = 4, length: int = 32, seed: int = 0, tokenizer_dir=
     return torch.randint(0, vocab, (n, length), generator=g)
 
 
-def expected_deltas(spec, num_experts: int | None, inter: int | None) -> dict:
-    """module (per expert) -> (item, s*B@A as in the model's weight orientation [out, in])."""
+def expected_items(spec, num_experts: int | None, inter: int | None) -> dict:
+    """module (per expert) -> item, from the adapter files (updates are formed one module at a time later)."""
     from regraft.port import relayout
     from regraft.port.items import items_from_spec
 
     items = items_from_spec(spec)
     if num_experts and any(it.kind == "fused_experts" for it in items):
         items = relayout.to_v4(items, num_experts, inter)
-    out = {}
-    for it in items:
-        if it.kind == "lora":
-            out[it.module] = (it, it.delta())
-        elif it.kind == "lora_embedding":
-            out[it.module] = (it, it.delta().T)
-        elif it.kind in ("full_copy", "trainable_tokens"):
-            out[it.module] = (it, None)
-    return out
+    return {it.module: it for it in items if it.kind in ("lora", "lora_embedding", "full_copy", "trainable_tokens")}
+
+
+def expected_delta(it):
+    """s*B@A in the model weight's orientation [out, in] (embeddings: [vocab, hidden])."""
+    return it.delta().T if it.kind == "lora_embedding" else it.delta()
 
 
 def _lora_layers(pm):
@@ -190,11 +190,10 @@ def _lora_layers(pm):
             yield name, mod
 
 
-def injected_deltas(pm, inter: int | None) -> dict:
-    """module (per expert) -> (peft layer name, delta [out, in]) for what PEFT built."""
+def iter_injected(pm, inter: int | None):
+    """(module (per expert), delta [out, in]) for what PEFT built, one PEFT layer at a time (bounded memory)."""
     import torch
 
-    out = {}
     with torch.no_grad():
         for name, mod in _lora_layers(pm):
             clean = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
@@ -203,24 +202,36 @@ def injected_deltas(pm, inter: int | None) -> dict:
                 base = re.sub(r"(\.base_layer)+$", "", clean)
                 param = mod.parameter_name
                 if delta.dim() == 2:
-                    out[f"{base}.{param}"] = (name, delta)
+                    yield f"{base}.{param}", delta
                     continue
                 for e in range(delta.shape[0]):
                     if param == "gate_up_proj":
                         i = inter or delta.shape[1] // 2
-                        out[f"{base}.{e}.gate_proj"] = (name, delta[e, :i])
-                        out[f"{base}.{e}.up_proj"] = (name, delta[e, i:])
+                        yield f"{base}.{e}.gate_proj", delta[e, :i]
+                        yield f"{base}.{e}.up_proj", delta[e, i:]
                     elif param == "down_proj":
-                        out[f"{base}.{e}.down_proj"] = (name, delta[e])
+                        yield f"{base}.{e}.down_proj", delta[e]
                     else:
-                        out[f"{base}.{e}.{param}"] = (name, delta[e])
+                        yield f"{base}.{e}.{param}", delta[e]
             else:
-                out[clean] = (name, delta)
-    return out
+                yield clean, delta
+            del delta
 
 
 def _outermost(names: list[str]) -> list[str]:
     return [n for n in names if not any(n.startswith(o + ".") for o in names if o != n)]
+
+
+def _norm(it) -> float | None:
+    from regraft.port.fixups import lora_norm
+
+    if it.a is None or it.b is None:
+        return float(it.full.float().norm()) if it.full is not None else None
+    return lora_norm(it)
+
+
+def _norms(expected: dict) -> dict:
+    return {m: _norm(it) for m, it in expected.items()}
 
 
 def _rel(a, b) -> float:
@@ -231,7 +242,7 @@ def _rel(a, b) -> float:
 # -- verify ---------------------------------------------------------------------------------------------------------
 
 def verify(adapter_dir, model_dir, reference_dir=None, n_probes: int = 4, seq_len: int = 32, seed: int = 0,
-           merge: bool = False, progress=None) -> VerifyReport:
+           merge: bool = False, progress=None, dtype: str = "float32") -> VerifyReport:
     import torch
 
     from regraft.inspection.adapter import read_adapter
@@ -240,45 +251,52 @@ def verify(adapter_dir, model_dir, reference_dir=None, n_probes: int = 4, seq_le
     say = progress or (lambda msg: None)
     spec = read_adapter(adapter_dir)
     say("loading the model")
-    model = _load_model(model_dir)
+    if dtype not in DTYPE_TOL:
+        raise InputError(f"Unknown --dtype '{dtype}'. Known: {', '.join(DTYPE_TOL)}.")
+    tol = DTYPE_TOL[dtype]
+    model = _load_model(model_dir, dtype)
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     num_e = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)
     inter = getattr(cfg, "moe_intermediate_size", None)
-    expected = expected_deltas(spec, num_e, inter)
+    expected = expected_items(spec, num_e, inter)
     say("loading the adapter with PEFT")
     try:
         pm, msgs = _load_peft(model, adapter_dir)
     except PeftLoadError as e:
         report = VerifyReport(str(adapter_dir), str(model_dir), [], [f"PEFT refused to load the adapter: {e}"])
         report.load_error = str(e)
-        report.modules = [ModuleCheck(mod, "dropped", None, None if d is None else float(d.norm()),
-                                      note="PEFT did not load the adapter") for mod, (_, d) in expected.items()]
+        report.modules = [ModuleCheck(mod, "dropped", None, d,
+                                      note="PEFT did not load the adapter") for mod, d in _norms(expected).items()]
         report.seconds = time.perf_counter() - t0
         return report
     report = VerifyReport(str(adapter_dir), str(model_dir), [], msgs)
-    injected = injected_deltas(pm, inter)
-    # 1. injected vs the files
-    for mod, (it, d) in expected.items():
-        if d is None:
-            report.modules.append(_check_full(pm, mod, it))
-            continue
-        norm = float(d.norm())
-        if mod not in injected:
-            report.modules.append(ModuleCheck(mod, "dropped", None, norm,
-                                              note="no adapted module of this name in the loaded model"))
-            continue
-        _, got = injected[mod]
-        if tuple(got.shape) != tuple(d.shape):
-            report.modules.append(ModuleCheck(mod, "mismatch", None, norm, note=f"shape {tuple(got.shape)} vs "
-                                                                                 f"{tuple(d.shape)}"))
-            continue
-        err = _rel(got, d)
-        report.modules.append(ModuleCheck(mod, "applied" if err <= TOL else "mismatch", err, norm))
-    for mod, (_, got) in injected.items():
-        if mod not in expected:
+    # 1. injected vs the files, one PEFT layer at a time
+    seen: set[str] = set()
+    for mod, got in iter_injected(pm, inter):
+        it = expected.get(mod)
+        if it is None or it.kind in ("full_copy", "trainable_tokens"):
             report.modules.append(ModuleCheck(mod, "zero-init" if float(got.norm()) == 0 else "not-in-adapter",
                                               None, float(got.norm()),
                                               note="PEFT adapted it but the adapter files have no tensor for it"))
+            continue
+        seen.add(mod)
+        d = expected_delta(it)
+        norm = float(d.norm())
+        if tuple(got.shape) != tuple(d.shape):
+            report.modules.append(ModuleCheck(mod, "mismatch", None, norm,
+                                              note=f"shape {tuple(got.shape)} vs {tuple(d.shape)}"))
+        else:
+            err = _rel(got, d)
+            report.modules.append(ModuleCheck(mod, "applied" if err <= tol else "mismatch", err, norm))
+        del d
+    for mod, it in expected.items():
+        if it.kind in ("full_copy", "trainable_tokens"):
+            report.modules.append(_check_full(pm, mod, it, tol))
+        elif mod not in seen:
+            report.modules.append(ModuleCheck(mod, "dropped", None, _norm(it),
+                                              note="no adapted module of this name in the loaded model"))
+    order = {m: i for i, m in enumerate(expected)}
+    report.modules.sort(key=lambda m: order.get(m.module, len(order)))
     # 2. runs + 3. effect
     say("running probes")
     layers = dict(_lora_layers(pm))
@@ -354,7 +372,7 @@ def verify(adapter_dir, model_dir, reference_dir=None, n_probes: int = 4, seq_le
     if reference_dir is not None:
         say("comparing with the reference model")
         report.reference = compare_reference(adapter_dir, reference_dir, model_dir, x,
-                                             None if merge else pm, logits_on)
+                                             None if merge else pm, logits_on, dtype)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -369,7 +387,7 @@ def _owner(module: str, clean: dict, outer: list[str]) -> str | None:
     return None
 
 
-def _check_full(pm, mod: str, it) -> ModuleCheck:
+def _check_full(pm, mod: str, it, tol: float = TOL) -> ModuleCheck:
     import torch
 
     if it.kind != "full_copy":
@@ -388,7 +406,7 @@ def _check_full(pm, mod: str, it) -> ModuleCheck:
         return ModuleCheck(mod, "dropped", note="PEFT did not wrap it (modules_to_save not honoured)")
     with torch.no_grad():
         err = _rel(w.float(), it.full.float()) if tuple(w.shape) == tuple(it.full.shape) else math.inf
-    return ModuleCheck(mod, "full-copy ok" if err <= TOL else "full-copy mismatch", err, float(it.full.float().norm()))
+    return ModuleCheck(mod, "full-copy ok" if err <= tol else "full-copy mismatch", err, float(it.full.float().norm()))
 
 
 def _kl_agree(p_logits, q_logits) -> tuple[float, float]:
@@ -401,17 +419,18 @@ def _kl_agree(p_logits, q_logits) -> tuple[float, float]:
     return agree, kl
 
 
-def compare_reference(adapter_dir, source_dir, target_dir, x, target_pm=None, target_logits=None) -> dict:
+def compare_reference(adapter_dir, source_dir, target_dir, x, target_pm=None, target_logits=None,
+                      dtype: str = "float32") -> dict:
     """source+adapter vs target+adapter on the probes (plus both bases, for scale)."""
     import torch
 
-    src = _load_model(source_dir)
+    src = _load_model(source_dir, dtype)
     with torch.no_grad():
         src_base = src(input_ids=x).logits
     spm, _ = _load_peft(src, adapter_dir)
     with torch.no_grad():
         src_ad = spm(input_ids=x).logits
-    tgt = _load_model(target_dir)
+    tgt = _load_model(target_dir, dtype)
     with torch.no_grad():
         tgt_base = tgt(input_ids=x).logits
         if target_logits is None:
