@@ -120,3 +120,20 @@ def test_bfloat16_loading(tiny):
     r = verify(tiny["v4"], tiny["moe"], dtype="bfloat16", n_probes=2, seq_len=16)
     assert r.ok and r.counts == {"applied": 28}
     assert max(m.rel_err for m in r.modules) < 2e-2
+
+
+def test_dora_magnitudes_are_checked(tiny, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = T.peft_adapter(tiny["dense"], tmp_path / "dora", targets=["q_proj", "v_proj"], use_dora=True)
+    r = verify(src, tiny["dense"])
+    assert r.ok and r.counts == {"applied": 4} and all("DoRA magnitude loaded" in m.note for m in r.modules)
+    # magnitudes missing from the file: PEFT re-initialises them from the weight norms, without a word
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    sd = {k: v for k, v in load_file(str(broken / "adapter_model.safetensors")).items() if "magnitude" not in k}
+    save_file(sd, str(broken / "adapter_model.safetensors"))
+    r2 = verify(broken, tiny["dense"])
+    assert r2.ok  # nothing in the file is left out; the re-initialised magnitudes are PEFT's default

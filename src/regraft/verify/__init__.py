@@ -295,6 +295,22 @@ def verify(adapter_dir, model_dir, reference_dir=None, n_probes: int = 4, seq_le
         elif mod not in seen:
             report.modules.append(ModuleCheck(mod, "dropped", None, _norm(it),
                                               note="no adapted module of this name in the loaded model"))
+    by_name = {m.module: m for m in report.modules}
+    for mod, it in expected.items():  # DoRA: the magnitude vector must be the file's, not re-initialised
+        if it.magnitude is None or mod not in by_name or by_name[mod].status != "applied":
+            continue
+        mc = by_name[mod]
+        try:
+            sub = pm.base_model.model.get_submodule(mod)
+            mag = sub.lora_magnitude_vector["default"].weight.detach().float().reshape(-1)
+            err = _rel(mag, it.magnitude.float().reshape(-1))
+        except (AttributeError, KeyError):
+            err = math.inf
+        if err > tol:
+            mc.status = "mismatch"
+            mc.note = (mc.note + "; " if mc.note else "") + f"DoRA magnitude not the file's (rel. err {err:.2e})"
+        else:
+            mc.note = (mc.note + "; " if mc.note else "") + "DoRA magnitude loaded"
     order = {m: i for i, m in enumerate(expected)}
     report.modules.sort(key=lambda m: order.get(m.module, len(order)))
     # 2. runs + 3. effect
