@@ -5,7 +5,7 @@
     python bench/fuzz.py --readers adapter,check --no-kill
 
 Each reader runs in its own worker process (``--jobs`` at a time) under an address-space limit (``--mem-gb``), with
-a per-case alarm (``REGRAFT_FUZZ_TIMEOUT``, 20 s). A case ends as: ok, regraft-error (a RegraftError with a proper
+a per-case alarm (``REGRAFT_FUZZ_TIMEOUT``, 30 s). A case ends as: ok, regraft-error (a RegraftError with a proper
 one-line message), other-exception (a bug), or timeout (a bug). Cases come from the hypothesis strategies in
 tests/hostile (the same ones CI runs a few hundred of). Writes bench/results/reliability.{json,md}.
 """
@@ -56,6 +56,8 @@ def campaign(name: str, cases: int, seed: int, max_seconds: float = float("inf")
                                  "case": repr(case)[:600],
                                  "where": "".join(traceback.format_tb(exc.__traceback__)[-2:])[-600:]})
 
+    if target.warmup:
+        target.warmup()
     chunk = 0
     while sum(counts.values()) < cases and time.perf_counter() - t0 < max_seconds:
         # hypothesis runs in chunks (own seed each) so that a time budget can end the campaign between chunks

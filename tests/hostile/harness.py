@@ -18,7 +18,7 @@ from regraft.errors import RegraftError
 
 OK, REGRAFT_ERROR, OTHER, TIMEOUT = "ok", "regraft-error", "other-exception", "timeout"
 OUTCOMES = (OK, REGRAFT_ERROR, OTHER, TIMEOUT)
-CASE_TIMEOUT = float(os.environ.get("REGRAFT_FUZZ_TIMEOUT", "20"))  # seconds per case
+CASE_TIMEOUT = float(os.environ.get("REGRAFT_FUZZ_TIMEOUT", "30"))  # seconds per case (a hang, not a slow case)
 MAX_MESSAGE = 4000  # a "one-line" message that quotes a whole hostile file is not one line
 
 

@@ -19,9 +19,14 @@ def _prop(name):
     target = TARGETS[name]
 
     @given(target.strategy)
-    def prop(case):
+    def inner(case):
         with scratch() as d:
             check_case(target.run, case, d)
+
+    def prop():
+        if target.warmup:
+            target.warmup()
+        inner()
 
     prop.__name__ = f"test_{name.replace('-', '_')}"
     return prop
