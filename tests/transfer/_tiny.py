@@ -162,4 +162,5 @@ def generic_texts(n=40, seed=3):
     import random
 
     rng = random.Random(seed)
-    return ["".join(rng.choice("abcdefghij klm") for _ in range(rng.randint(10, 30))) + "." for _ in range(n)]
+    # generic text must cover the characters prompts use: ridge maps are zero outside the calibration span
+    return ["".join(rng.choice(CHARS) for _ in range(rng.randint(10, 30))) + "." for _ in range(n)]

@@ -58,6 +58,7 @@ def test_projection_recovers_exact_reparametrisation(pair):
             assert np.linalg.matrix_rank((v @ a).numpy(), tol=1e-5) <= 4
 
 
+@pytest.mark.slow
 def test_projection_with_calibration_and_gain_search(pair):
     d, S, Pk, A = pair
     rep = project_adapter(A, S, Pk, d / "out-gain", calib_texts=T.calib(), show_progress=False)
@@ -88,6 +89,7 @@ def test_qwen3_qk_norm_reparametrisation(tmp_path):
     assert rep.details["layers"][0]["qk_map"] == "rope-commuting 2x2 blocks"
 
 
+@pytest.mark.slow
 def test_other_shapes_and_depth_load_in_peft(tmp_path):
     """Qwen2 -> Qwen3 of other width/depth/heads: no ground truth, but a valid rank-r PEFT adapter."""
     S = T.make_model(tmp_path / "S")
@@ -102,6 +104,7 @@ def test_other_shapes_and_depth_load_in_peft(tmp_path):
     assert rep.peak_rss_mb > 0 and rep.seconds > 0
 
 
+@pytest.mark.slow
 def test_moe_source_projects_attention_only(tmp_path):
     S = T.make_model(tmp_path / "SM", "qwen3_moe", seed=4, moe_intermediate_size=16, num_experts=4,
                      num_experts_per_tok=2)

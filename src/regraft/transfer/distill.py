@@ -82,6 +82,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     init: str | Path | None = "project", calib_texts=None, teacher=None, max_new: int = 24,
                     steps: int = 300, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
                     eval_every: int = 25, patience: int = 4, seed: int = 0, exclude=(), k: int = 20,
+                    gate_init: bool = True,
                     force: bool = False, show_progress: bool = True, work_dir=None) -> Report:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
@@ -174,6 +175,19 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         elif init:
             init_dir = Path(init)
         student, roles, init_note = make_student(target_dir, spec, init_dir, dev)
+        if init_dir is not None and val and gate_init:
+            # label-free gate: keep the projection as init only if it is closer to the teacher than the bare
+            # target on held-out synthetic prompts (across lineages it usually is not: research 0.1-0.2)
+            with torch.no_grad():
+                kl_p = teacher_fidelity(student, val)["kl"]
+                with student.disable_adapter():
+                    kl_b = teacher_fidelity(student, val)["kl"]
+            rep.details["init_gate"] = {"kl_projection": kl_p, "kl_target_base": kl_b, "kept": kl_p < kl_b}
+            if not kl_p < kl_b:
+                student, roles, _ = make_student(target_dir, spec, None, dev)
+                init_note = (f"standard init: the projection was rejected by the label-free gate (teacher KL "
+                             f"{kl_p:.4f} >= {kl_b:.4f} of the bare target on synthetic val)")
+                init_dir = None
         if init == "project" and init_dir is not None:
             import shutil
 
@@ -186,8 +200,8 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             with torch.no_grad(), student.disable_adapter():
                 tbs = [lp.gather(-1, it.top_idx) for it, lp in zip(items, student_logp(student, items))]
             tb_of = {id(it): t for it, t in zip(items, tbs)}
-        if lr is None:
-            lr = 1e-3 if init_dir is not None else 2e-3
+        if lr is None:  # research 6.4: 1e-4 without warm-up from a projection, 2e-4 with a short warm-up otherwise
+            lr = 1e-4 if init_dir is not None else 2e-4
         params = [p for p in student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
         student, opt = acc.prepare(student, opt)
