@@ -354,6 +354,9 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
         return result
     tensors = load_tensors(spec)
     items = apply_plan(spec, plan, target, tensors)
+    if not any(it.a is not None or it.full is not None for it in items):
+        raise InputError(f"Nothing is left to write: every module of '{spec.path}' is dropped for {plan.runtime} on "
+                         f"{target.name}. See --dry-run.")
     report = {"regraft": "port lora", "source_adapter": str(spec.path), **result.to_dict()}
     if plan.output_format == "gguf":
         from regraft.port.gguf_writer import write_gguf
