@@ -134,7 +134,7 @@ def run_writers(names: list[str], runs: int, tmp: Path) -> list[dict]:
 
 # -- report --------------------------------------------------------------------------------------------------------
 READERS = ["safetensors-header", "adapter", "model-folder", "check", "serving-config", "rag-setup", "policy",
-           "chat-template", "store-meta", "gguf"]
+           "chat-template", "store-meta", "tokenizer-json", "gguf"]
 WRITERS = ["write-safetensors", "example", "port-config", "port-lora", "port-gguf", "index"]
 
 

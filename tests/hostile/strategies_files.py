@@ -228,3 +228,28 @@ def gguf_files(draw, valid: bytes):
         else:
             b[at:at] = draw(st.binary(max_size=16))
     return bytes(b)
+
+
+VALID_TOKENIZER = {"version": "1.0", "added_tokens": [{"id": 2, "content": "<|im_end|>", "special": True,
+                                                       "single_word": False, "lstrip": False, "rstrip": False,
+                                                       "normalized": False}],
+                   "normalizer": None, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None,
+                   "decoder": None, "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 3}, "merges": ["a b"]}}
+
+
+@st.composite
+def tokenizer_jsons(draw):
+    """tokenizer.json: a small valid BPE tokenizer with parts replaced by hostile values, or JSON damage."""
+    doc = json.loads(json.dumps(VALID_TOKENIZER))
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(["version", "added_tokens", "normalizer", "pre_tokenizer", "model", "decoder",
+                                    "model.type", "model.vocab", "model.merges", "model.unk_token"]))
+        val = draw(st.one_of(json_values, st.sampled_from(["WordPiece", "Unigram", "BPE", "ByteLevel"]),
+                             st.dictionaries(st.text(max_size=4), st.integers(-2, 2**40), max_size=4)))
+        if "." in key:
+            a, b = key.split(".")
+            if isinstance(doc.get(a), dict):
+                doc[a][b] = val
+        else:
+            doc[key] = val
+    return draw(json_text_mutation(json.dumps(doc)))

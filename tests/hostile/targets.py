@@ -219,6 +219,19 @@ def _warm_rag() -> None:
     bundled_qwen()
 
 
+def run_tokenizer_json(case: str, folder) -> None:
+    """A model folder's tokenizer.json, as `check --rag` and `index --tokenizer` load it."""
+    from regraft.rag.tokenizer import _local
+    from regraft.runtime.chunking import load_tokenizer
+
+    m = folder / "m"
+    m.mkdir()
+    (m / "tokenizer.json").write_text(case, encoding="utf-8", errors="surrogatepass")
+    _local.cache_clear()
+    _local(str(m), None).count("ab ba <|im_end|>")
+    load_tokenizer(m).encode("ab ba")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -247,6 +260,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            st.tuples(F.templates(), F.messages), run_chat_template),
     Target("store-meta", "a store folder with a generated regraft_store.json, opened as index/serve/ask do",
            F.store_metas(), run_store_meta),
+    Target("tokenizer-json", "a model folder's tokenizer.json (tokenizers library) as check --rag and index "
+           "--tokenizer load it", F.tokenizer_jsons(), run_tokenizer_json),
     Target("gguf", "read_gguf_lora (gguf package reader; used by tests only, not by a command) on damaged GGUF "
            "LoRA files", _gguf_strategy(), run_gguf),
 ]}

@@ -332,3 +332,16 @@ def test_gguf_reader_errors_are_regraft_errors(tmp_path, data):
 
 def test_unsafe_input_error_is_an_input_error():
     assert issubclass(UnsafeInputError, InputError) and os.sep
+
+
+@pytest.mark.parametrize("text", ['{"model": 3}', "{}", "[", '{"version": "1.0", "model": {"type": "BPE", "vocab": 7}}'])
+def test_broken_tokenizer_json_is_a_format_error(tmp_path, text):
+    pytest.importorskip("tokenizers")
+    from regraft.rag.tokenizer import _local
+    from regraft.runtime.chunking import load_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text(text)
+    with pytest.raises(FileFormatError, match="tokenizer"):
+        _local(str(tmp_path), None)
+    with pytest.raises(FileFormatError, match="tokenizer"):
+        load_tokenizer(tmp_path)

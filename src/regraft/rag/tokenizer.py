@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from regraft.errors import MissingDependencyError
+from regraft.errors import FileFormatError, MissingDependencyError
 
 # Qwen2 pre-tokenizer regex (tokenizer.json "Split" pattern of Qwen2/2.5/3): note \p{N} one digit at a time.
 QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
@@ -227,7 +227,17 @@ def _load_tokenizer_json(path: Path):
         from tokenizers import Tokenizer
     except ImportError as e:
         raise MissingDependencyError("Counting tokens", "tokenizers", "tokenizers") from e
-    return Tokenizer.from_file(str(path))
+    from regraft.inspection.files import MAX_SMALL_FILE
+
+    try:
+        if path.stat().st_size > 4 * MAX_SMALL_FILE:
+            raise FileFormatError(f"Cannot read '{path}': {path.stat().st_size} bytes is too large for a tokenizer.json.")
+        return Tokenizer.from_file(str(path))
+    except FileFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception for a broken file
+        raise FileFormatError(f"Cannot read tokenizer '{path}': {' '.join(str(e).split())[:200]}. Re-download the "
+                              "model's tokenizer.json.") from None
 
 
 def _added(tok) -> dict[str, int]:

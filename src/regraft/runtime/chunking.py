@@ -64,7 +64,13 @@ def load_tokenizer(model_dir) -> object | None:
         from tokenizers import Tokenizer
     except ImportError:
         return None
-    tok = Tokenizer.from_file(str(p))
+    try:
+        tok = Tokenizer.from_file(str(p))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception for a broken file
+        from regraft.errors import FileFormatError
+
+        raise FileFormatError(f"Cannot read tokenizer '{p}': {' '.join(str(e).split())[:200]}. Re-download the "
+                              "model's tokenizer.json.") from None
 
     class _NoSpecials:
         name = f"tokenizer.json ({p.parent.name})"
