@@ -341,3 +341,16 @@ def test_sglang_drops_routed_expert_lora_only_when_allowed(tiny, tmp_path):
 
     v = verify(tmp_path / "sg", tiny["moe"], n_probes=2, seq_len=16)
     assert v.ok and v.counts == {"applied": 4}
+
+
+def test_copy_keeps_patterns_and_rslora_for_peft(tiny, tmp_path):
+    src = T.peft_adapter(tiny["dense"], tmp_path / "src", r=4, alpha=6, use_rslora=True,
+                         rank_pattern={"q_proj": 12}, alpha_pattern={"v_proj": 3})
+    out = tmp_path / "out"
+    r = port_lora(src, resolve_model(str(tiny["sib"])), out, drift=False)
+    assert r.unchanged and r.plan.counts() == {"copy": 14}
+    a = json.loads((src / "adapter_config.json").read_text())
+    b = json.loads((out / "adapter_config.json").read_text())
+    assert {k: v for k, v in a.items() if k not in ("base_model_name_or_path", "revision")} == \
+        {k: v for k, v in b.items() if k not in ("base_model_name_or_path", "revision")}
+    _same_function(tiny["sib"], src, out)
