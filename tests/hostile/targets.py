@@ -239,6 +239,7 @@ class Target:
     strategy: st.SearchStrategy
     run: Callable
     warmup: Callable | None = None  # one-time, per-process cost to pay before the cases are timed
+    ci_cases: int = 200  # cases in the default (ci) profile; the slow readers run fewer
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in [
@@ -250,18 +251,19 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            "tokenizer_config.json, chat_template.jinja/json, safetensors index)", S.model_folders(),
            run_model_folder),
     Target("check", "check() end to end on generated source/target configs and adapters, all runtimes, "
-           "all report formats", check_cases, run_check),
+           "all report formats", check_cases, run_check, ci_cases=100),
     Target("serving-config", "read_config (vLLM/SGLang YAML/JSON, generation_config.json, command lines, Modelfiles, "
-           "recipes) + check --config rules + port config plan/writer", F.serving_files(), run_serving_config),
+           "recipes) + check --config rules + port config plan/writer", F.serving_files(), run_serving_config,
+           ci_cases=100),
     Target("rag-setup", "read_rag (YAML/JSON) + check --rag rules (tokenizers, template, budget) + port rag plan",
-           F.rag_files(), run_rag_setup, _warm_rag),
-    Target("policy", "load_policy (escalation policy YAML/JSON)", F.policy_files(), run_policy),
+           F.rag_files(), run_rag_setup, _warm_rag, ci_cases=100),
+    Target("policy", "load_policy (escalation policy YAML/JSON)", F.policy_files(), run_policy, ci_cases=100),
     Target("chat-template", "sandboxed chat-template rendering (rag.template.render) on generated templates",
            st.tuples(F.templates(), F.messages), run_chat_template),
     Target("store-meta", "a store folder with a generated regraft_store.json, opened as index/serve/ask do",
-           F.store_metas(), run_store_meta),
+           F.store_metas(), run_store_meta, ci_cases=100),
     Target("tokenizer-json", "a model folder's tokenizer.json (tokenizers library) as check --rag and index "
            "--tokenizer load it", F.tokenizer_jsons(), run_tokenizer_json),
     Target("gguf", "read_gguf_lora (gguf package reader; used by tests only, not by a command) on damaged GGUF "
-           "LoRA files", _gguf_strategy(), run_gguf),
+           "LoRA files", _gguf_strategy(), run_gguf, ci_cases=100),
 ]}
