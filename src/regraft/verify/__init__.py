@@ -122,6 +122,9 @@ def _load_model(path, dtype: str = "float32"):
     if not (p / "config.json").is_file():
         raise InputError(f"Cannot verify on '{path}': verify loads real weights and needs a local model folder "
                          "(config.json + *.safetensors).")
+    from regraft.inspection.resolve import read_model_folder
+
+    read_model_folder(p)  # config values and every safetensors header checked first: one clear error, not a traceback
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
