@@ -24,6 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import asyncio
     import json
+    import os
     import sys
 
     from rich.console import Console
@@ -36,6 +37,13 @@ def run(args) -> int:
     uvicorn = need("uvicorn", "regraft serve", "serve")
     err = Console(stderr=True)
     opts = options_from_args(args)
+    if opts.store:  # query embeddings are tiny: one torch thread avoids thrashing next to the model servers
+        try:
+            import torch
+
+            torch.set_num_threads(int(os.environ.get("REGRAFT_TORCH_THREADS", "1")))
+        except ImportError:
+            pass
 
     hybrid, report = asyncio.run(assemble(opts))
     if args.format == "json" and report is not None:
