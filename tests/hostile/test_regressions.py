@@ -345,3 +345,17 @@ def test_broken_tokenizer_json_is_a_format_error(tmp_path, text):
         _local(str(tmp_path), None)
     with pytest.raises(FileFormatError, match="tokenizer"):
         load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("over", [{"num_hidden_layers": 10**6}, {"num_local_experts": 10**6, "num_hidden_layers": 8},
+                                  {"text_config": {"num_hidden_layers": 10**5}}])
+def test_unknown_model_type_meta_build_is_bounded(tmp_path, over):
+    """model_types without an architecture file are inferred from a transformers meta build: a config asking for
+    a million layers or experts would build a million module objects (minutes, gigabytes)."""
+    from regraft.inspection.meta_arch import infer_architecture_data
+
+    cfg = {"model_type": "phi3", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+           "num_key_value_heads": 4, "vocab_size": 128, **over}
+    t0 = time.monotonic()
+    assert infer_architecture_data(cfg) is None
+    assert time.monotonic() - t0 < 1

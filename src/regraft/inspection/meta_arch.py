@@ -12,7 +12,29 @@ import re
 _LAYER = re.compile(r"^(?P<prefix>.*?layers\.)(?P<i>\d+)\.(?P<rest>.+)$")
 
 
+def _too_big(config: dict) -> bool:
+    """A meta-device build still creates every module object: a config (possibly hostile) that asks for millions of
+    them would take minutes and gigabytes. Real models have at most a few hundred layers and experts."""
+    found: dict[str, int] = {"layers": 1, "experts": 1}
+
+    def walk(d, depth=0):
+        if depth > 4 or not isinstance(d, dict):
+            return
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, depth + 1)
+            elif type(v) is int and isinstance(k, str):
+                kind = "layers" if re.search(r"(^|_)(n_)?layers?$", k) else "experts" if k.endswith("experts") else None
+                if kind:
+                    found[kind] = max(found[kind], v)
+
+    walk(config)
+    return found["layers"] > 2048 or found["experts"] > 8192 or found["layers"] * found["experts"] > 400_000
+
+
 def infer_architecture_data(config: dict) -> dict | None:
+    if _too_big(config):
+        return None
     try:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
