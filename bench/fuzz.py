@@ -151,7 +151,7 @@ def markdown(doc: dict) -> str:
                      f"{r['other-exception']:,} | {r['timeout']:,} | {r.get('peak_rss_mb', '?')} MB | "
                      f"{r.get('seconds', 0):,.0f} s |")
     lines += ["", "| writer killed with SIGKILL | runs | killed mid-run | finished | old state | complete new state "
-              "| consistent partial | corrupted | temp files left |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| consistent partial | corrupted | killed while writing (temp file left) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for w in doc["writers"]:
         if "error" in w:
             lines.append(f"| {w['key']} | error: {w['error'][:150]} | | | | | | | |")

@@ -96,7 +96,7 @@ class KillResult:
     partial: int = 0  # index only: a consistent subset of the complete index (every committed batch kept)
     corrupt: int = 0
     failures: list[str] = field(default_factory=list)
-    leftovers: int = 0  # temporary files left next to the output (harmless, reported)
+    leftovers: int = 0  # temporary files left next to the output: the kill landed while it was being written
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -114,12 +114,16 @@ def kill_loop(w: Writer, workdir: Path, runs: int, seed: int = 0) -> KillResult:
     status, full, err = run_once(w.spec(out), None, w.env(out))
     if status != "exit 0" or w.judge(out) != "new":
         raise RuntimeError(f"{w.name}: the uninterrupted run failed ({status}, {w.judge(out)}): {err[-2000:]!r}")
-    for i in range(runs):
+    # kill points: half spread evenly over the whole run, half over its last 40% (where the output is written)
+    points = [full * 1.15 * (i + rng.random()) / max(1, (runs + 1) // 2) for i in range((runs + 1) // 2)]
+    points += [full * (0.75 + 0.4 * (i + rng.random()) / max(1, runs // 2)) for i in range(runs // 2)]
+    rng.shuffle(points)
+    for i, when in enumerate(points):
         d = workdir / f"run{i}"
         d.mkdir(parents=True, exist_ok=True)
         out = d / "out"
         w.prepare(out)
-        status, _, err = run_once(w.spec(out), rng.uniform(0, full * 1.1), w.env(out))
+        status, _, err = run_once(w.spec(out), when, w.env(out))
         res.runs += 1
         res.killed += status == "killed"
         res.finished += status != "killed"
@@ -131,7 +135,8 @@ def kill_loop(w: Writer, workdir: Path, runs: int, seed: int = 0) -> KillResult:
             res.failures.append(f"run {i} ({status}): {verdict}")
         if status != "killed" and status != "exit 0":
             res.failures.append(f"run {i}: {status}: {err[-300:]!r}")
-        res.leftovers += sum(1 for p in d.iterdir() if p.name != "out" and "tmp" in p.name)
+        res.leftovers += any(p.name != "out" and "tmp" in p.name for p in d.iterdir()) or (
+            out.is_dir() and any("tmp" in p.name for p in out.rglob("*")))
         if w.after is not None:
             why = w.after(out)
             if why:
