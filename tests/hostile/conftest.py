@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,3 +26,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fuzz: property-based fuzzing of a reader (hypothesis)")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """Tiny real models, adapters and setup files (tests/hostile/world.py), built once per session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from tests.hostile.world import build
+
+    return build(tmp_path_factory.mktemp("world"))

@@ -11,13 +11,6 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    from tests.hostile.world import build
-
-    return build(tmp_path_factory.mktemp("world"))
-
-
 def _main(argv, capsys):
     from regraft.cli.main import main
 
@@ -64,7 +57,11 @@ def _argv(template, world, out):
     return [a.format(out=out, **{k: str(v) for k, v in world.items()}) for a in template]
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+SLOW_COMMANDS = {"check-rag", "index-tokenizer"}  # tokenizer builds: seconds each
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_COMMANDS else n
+                                  for n in sorted(COMMANDS)])
 def test_inputs_unchanged(world, tmp_path, capsys, name):
     before = tree_hashes(world["root"])
     code, out, err = _main(_argv(COMMANDS[name], world, tmp_path / "out"), capsys)
@@ -140,8 +137,8 @@ def _broken_copies(world, root):
     return out
 
 
-@pytest.mark.parametrize("broken", ["truncated-header", "truncated-data", "shape-mismatch", "bad-tokenizer",
-                                    "garbage-config"])
+@pytest.mark.parametrize("broken", ["truncated-header"] + [pytest.param(b, marks=pytest.mark.slow) for b in (
+    "truncated-data", "shape-mismatch", "bad-tokenizer", "garbage-config")])
 def test_broken_model_through_every_command(world, tmp_path, capsys, broken):
     b = _broken_copies(world, tmp_path)[broken]
     before = tree_hashes(b, world["root"])

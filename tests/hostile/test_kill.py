@@ -15,15 +15,6 @@ from tests.hostile.killer import kill_loop
 RUNS = int(os.environ.get("REGRAFT_KILL_RUNS", "3"))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    pytest.importorskip("torch")
-    pytest.importorskip("peft")
-    from tests.hostile.world import build
-
-    return build(tmp_path_factory.mktemp("kill-world"))
-
-
 
 def test_kill_write_safetensors(tmp_path):
     res = kill_loop(W.safetensors_writer(tmp_path), tmp_path / "loop", max(RUNS, 4), seed=1)

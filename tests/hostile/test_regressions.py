@@ -303,7 +303,8 @@ def test_hashing_embedder_dims():
 @pytest.mark.parametrize("template", [
     "{{ 'a' * 10**10 }}", "{{ 'x'|center(10**10) }}", "{{ '{:>3000000000}'.format(1) }}",
     "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
-    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    pytest.param("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                 marks=pytest.mark.slow),
 ])
 def test_chat_template_time_and_memory_are_bounded(template):
     import resource
