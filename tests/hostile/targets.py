@@ -232,6 +232,18 @@ def run_tokenizer_json(case: str, folder) -> None:
     load_tokenizer(m).encode("ab ba")
 
 
+def _warm_transformers() -> None:
+    """Import transformers' auto classes once: model types without an architecture file are inferred from a
+    transformers meta build, and the first import takes seconds (more on a loaded machine)."""
+    try:
+        from regraft.inspection.meta_arch import infer_architecture_data
+
+        infer_architecture_data({"model_type": "llama", "hidden_size": 8, "intermediate_size": 8,
+                                 "num_hidden_layers": 1, "num_attention_heads": 1, "vocab_size": 8})
+    except ImportError:
+        pass
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -249,9 +261,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            S.adapters(), run_adapter),
     Target("model-folder", "resolve_model on a folder + describe + render (config.json, generation_config.json, "
            "tokenizer_config.json, chat_template.jinja/json, safetensors index)", S.model_folders(),
-           run_model_folder),
+           run_model_folder, _warm_transformers),
     Target("check", "check() end to end on generated source/target configs and adapters, all runtimes, "
-           "all report formats", check_cases, run_check, ci_cases=100),
+           "all report formats", check_cases, run_check, _warm_transformers, ci_cases=100),
     Target("serving-config", "read_config (vLLM/SGLang YAML/JSON, generation_config.json, command lines, Modelfiles, "
            "recipes) + check --config rules + port config plan/writer", F.serving_files(), run_serving_config,
            ci_cases=100),
