@@ -53,7 +53,7 @@ def stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=3)  # uvicorn waits for keep-alive clients on SIGTERM; do not wait for it long
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
