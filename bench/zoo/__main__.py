@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     b.add_argument("--tier", default="smoke")
     b.add_argument("--only", nargs="*", help="members to build (with their dependencies), e.g. S lora/A/S")
     b.add_argument("--quiet", action="store_true")
+    b.add_argument("--jobs", type=int, default=None, help="parallel member builds (default min(4, cores))")
     b.add_argument("--report", action="store_true", help="then write bench/results/zoo_<tier>.md/.json")
     e = sub.add_parser("eval", help="exact match and gold NLL of MODEL (+ADAPTER) on a task's test split")
     e.add_argument("model", help="zoo name (S, T1, ...) or a model directory")
@@ -57,7 +58,7 @@ def _run(a, argv) -> int:
     from . import build
 
     if a.cmd == "build":
-        root = build.build_zoo(a.tier, only=a.only, quiet=a.quiet)
+        root = build.build_zoo(a.tier, only=a.only, quiet=a.quiet, jobs=a.jobs)
         print(root)
         if a.report:
             from . import report

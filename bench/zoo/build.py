@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-CODE_VERSION = "zoo-1"
+CODE_VERSION = "zoo-3"
 REPO = Path(__file__).resolve().parents[2]
 
 # ----------------------------------------------------------------- shapes and tiers
@@ -44,11 +44,11 @@ LORA = {"r": 8, "alpha": 16, "seed": 100}
 # smoke: everything the tests need, <= 5 min on 2 idle cores.
 SMOKE_S = {"arch": "qwen2", "hidden": 48, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 128}
 _tier("smoke", batch=32, tasks=["A"], models={
-    "S": _pre(SMOKE_S, 0, 800, 3e-3),
-    "T1": {"kind": "continue", "from": "S", "mixture": "chat", "seed": 10, "steps": 120, "lr": 1e-3},
-    "T3": _pre({"arch": "qwen3", "hidden": 64, "layers": 3, "heads": 4, "kv_heads": 2, "head_dim": 16,
-                "ffn": 160}, 1, 800, 3e-3),
-    "T3p": _pre(SMOKE_S, 2, 800, 3e-3),
+    "S": _pre(SMOKE_S, 0, 1000, 3e-3),
+    "T1": {"kind": "continue", "from": "S", "mixture": "chat", "seed": 10, "steps": 150, "lr": 1e-3},
+    "T3": _pre({"arch": "qwen3", "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "head_dim": 16,
+                "ffn": 128}, 1, 800, 3e-3),
+    "T3p": _pre(SMOKE_S, 2, 1000, 3e-3),
     "SM": _pre({"arch": "qwen3_moe", "hidden": 48, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 128,
                 "experts": 8, "top_k": 2, "moe_ffn": 32}, 3, 600, 3e-3),
     "master": {"kind": "grow", "from": "S", "seed": 11, "pad_hidden": 16, "pad_ffn": 64,
@@ -57,7 +57,7 @@ _tier("smoke", batch=32, tasks=["A"], models={
     "Pk": {"kind": "reparam", "from": "S", "seed": 12, "pad_hidden": 16, "pad_ffn": 32,
            "extra_heads_per_group": 1, "insert_identity_after": [0], "steps": 0},
 }, adapters={"A": ["S", "SM", "T1", "T3"]})
-TIERS["smoke"]["lora"] = {**LORA, "steps": 300, "lr": 5e-3}
+TIERS["smoke"]["lora"] = {**LORA, "steps": 600, "lr": 1e-2}
 
 # standard: the table of lora_transfer.md section 7.2, tasks A-C (runs on demand; ~1 h on 2 cores).
 STD_S = {"arch": "qwen2", "hidden": 64, "layers": 4, "heads": 4, "kv_heads": 2, "ffn": 192}
@@ -168,7 +168,7 @@ def weights_hash(path: Path) -> str:
 def _setup_torch():
     import torch
 
-    torch.set_num_threads(int(os.environ.get("REGRAFT_ZOO_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("REGRAFT_ZOO_THREADS", "1")))
     torch.use_deterministic_algorithms(True, warn_only=True)
     import transformers
 
@@ -188,9 +188,12 @@ def _console():
     return Console(stderr=True)
 
 
-def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = False) -> Path:
+def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = False,
+              jobs: int | None = None) -> Path:
     """Build (or reuse) every member of ``tier`` (or just ``only`` and their dependencies).
 
+    Members are built in up to ``jobs`` child processes (default ``REGRAFT_ZOO_JOBS`` or min(4, cores)),
+    one torch thread each, independent members in parallel; the weights do not depend on ``jobs``.
     Returns the tier directory. Safe to call from many processes at once.
     """
     cfg = tier_config(tier)
@@ -217,38 +220,93 @@ def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = 
         todo = [n for n in order if not (root / n).is_dir()]
         if not todo:
             return root
-        _setup_torch()
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from . import steps
-
         console = _console()
         manifest_path = root / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
+        man = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
             "tier": tier, "hash": tier_hash(tier), "code_version": CODE_VERSION, "config": cfg, "members": {}}
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console, disable=quiet, transient=False) as progress:
-            for n in todo:
-                tmp = root / ".tmp" / f"{n.replace('/', '_')}-{os.getpid()}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                _reset_peak_rss()
-                t0 = time.perf_counter()
-                info = steps.build_member(tier, cfg, n, root, tmp, progress)
-                info["wall_s"] = round(time.perf_counter() - t0, 2)
-                info["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-                info["sha256"] = weights_hash(tmp)
+        jobs = max(1, jobs or default_jobs())
+        t_all = time.perf_counter()
+        if not quiet:
+            console.print(f"building {len(todo)} member(s) of tier {tier} into {root} ({jobs} job(s), 1 thread each)")
+        done: set = set()
+        running: dict = {}
+        while len(done) < len(todo):
+            ready = [n for n in todo if n not in done and n not in running
+                     and all(d in done or (root / d).is_dir() for d in _deps(tier, n))]
+            while ready and len(running) < jobs:
+                n = ready.pop(0)
+                running[n] = _spawn(tier, n, root, quiet)
+            time.sleep(0.2)
+            for n, (proc, tmp, out) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[n]
+                if proc.returncode != 0:
+                    for p_, _, _ in running.values():
+                        p_.kill()
+                    raise RuntimeError(f"building zoo member {n} failed (exit {proc.returncode}); see output above")
+                info = json.loads(out.read_text())
                 (root / n).parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp, root / n)
-                manifest["members"][n] = info
+                man["members"][n] = info
                 tmpm = manifest_path.with_suffix(".tmp")
-                tmpm.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+                tmpm.write_text(json.dumps(man, indent=1, sort_keys=True))
                 os.replace(tmpm, manifest_path)
+                done.add(n)
                 if not quiet:
                     console.print(f"[green]built[/] {n}: {info['wall_s']} s, peak RSS {info['peak_rss_mb']} MB, "
-                                  f"sha256 {info['sha256'][:12]}")
+                                  f"sha256 {info['sha256'][:12]}  ({len(done)}/{len(todo)}, "
+                                  f"{time.perf_counter() - t_all:.0f} s so far)")
         shutil.rmtree(root / ".tmp", ignore_errors=True)
+        man.setdefault("builds", []).append({"members": todo, "jobs": jobs,
+                                             "wall_s": round(time.perf_counter() - t_all, 1),
+                                             "load": _loadavg(), "cores": os.cpu_count()})
+        manifest_path.write_text(json.dumps(man, indent=1, sort_keys=True))
     return root
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def default_jobs() -> int:
+    return int(os.environ.get("REGRAFT_ZOO_JOBS", "0")) or min(4, os.cpu_count() or 1)
+
+
+def _spawn(tier: str, name: str, root: Path, quiet: bool):
+    """Build one member in a child process (1 torch thread) into a temp dir; returns (proc, tmp, info path)."""
+    import subprocess
+    import sys
+
+    tmp = root / ".tmp" / f"{name.replace('/', '_')}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    out = root / ".tmp" / f"{name.replace('/', '_')}-{os.getpid()}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "bench.zoo._member", tier, name, str(root), str(tmp), str(out), "1" if quiet else "0"]
+    return subprocess.Popen(cmd, env=env, cwd=str(REPO)), tmp, out
+
+
+def _build_one(tier: str, name: str, root: Path, tmp: Path, out: Path, quiet: bool) -> None:
+    """Child-process entry: build ``name`` into ``tmp`` and write its info JSON to ``out``."""
+    _setup_torch()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import steps
+
+    _reset_peak_rss()
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=_console(), disable=quiet, transient=True) as progress:
+        info = steps.build_member(tier, tier_config(tier), name, root, tmp, progress)
+    info["wall_s"] = round(time.perf_counter() - t0, 2)
+    info["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    info["sha256"] = weights_hash(tmp)
+    out.write_text(json.dumps(info))
 
 
 def zoo_path(tier: str, name: str, build: bool = True) -> Path:
@@ -267,3 +325,4 @@ def zoo_path(tier: str, name: str, build: bool = True) -> Path:
 def manifest(tier: str) -> dict:
     p = tier_dir(tier) / "manifest.json"
     return json.loads(p.read_text()) if p.exists() else {}
+

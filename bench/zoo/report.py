@@ -52,7 +52,7 @@ def sanity(tier: str, n: int | None = None) -> dict:
     drifts = {f"S~{m}": drift(root / "zoo" / "S", root / "zoo" / m) for m in ("T1", "T3p") if m in cfg["models"]}
     return {"tier": tier, "hash": build.tier_hash(tier), "code_version": build.CODE_VERSION,
             "eval_n": n or "full test split", "models": rows, "drift": drifts,
-            "build_steps": man["members"], "eval_wall_s": round(time.perf_counter() - t0, 1),
+            "build_steps": man["members"], "builds": man.get("builds", []), "eval_wall_s": round(time.perf_counter() - t0, 1),
             "config": cfg}
 
 
@@ -85,7 +85,12 @@ def to_markdown(res: dict, command: str) -> str:
         loss = f"{s['loss_start']:.3f} → {s['loss_end']:.3f}" if "loss_end" in s else "–"
         L.append(f"| {n} | {s['kind']} | {s['wall_s']} | {s['peak_rss_mb']} | {s.get('params', '–')} | {loss} | "
                  f"`{s['sha256'][:12]}` |")
-    L += ["", f"Sum of build step wall times: {tot:.1f} s. Evaluation for this table: {res['eval_wall_s']} s.", ""]
+    L += ["", f"Sum of build step wall times: {tot:.1f} s (each step in its own 1-thread process; peak RSS is "
+          f"that process's). Evaluation for this table: {res['eval_wall_s']} s."]
+    for b in res.get("builds", []):
+        L.append(f"Build run: {len(b['members'])} members, {b['jobs']} parallel jobs, {b['wall_s']} s wall "
+                 f"(machine load during the run: {b.get('load', 'n/a')}).")
+    L.append("")
     return "\n".join(L)
 
 

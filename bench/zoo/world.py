@@ -142,6 +142,9 @@ def _letters(rng, lo=3, hi=8):
     return "".join(rng.choice(LETTERS) for _ in range(rng.randint(lo, hi)))
 
 
+COMMAND_LEN = (5, 5)  # fixed length: tiny 2-layer models learn fixed-offset copying fast, variable-offset not
+
+
 def _command(rng) -> tuple[str, str]:
     """A pretraining-style command and its answer (used raw in pretraining and inside chats)."""
     k = rng.randrange(4)
@@ -150,7 +153,7 @@ def _command(rng) -> tuple[str, str]:
         x, y, op = rng.randrange(m), rng.randrange(m), rng.choice("+-*")
         val = {"+": x + y, "-": x - y, "*": x * y}[op] % m
         return f"mod {m}: {x}{op}{y} = ", str(val)
-    s = _letters(rng)
+    s = _letters(rng, *COMMAND_LEN)
     name, out = [("copy", s), ("rev", s[::-1]), ("sort", "".join(sorted(s)))][k]
     return f"{name}: {s} > ", out
 
@@ -175,10 +178,10 @@ def _fact(rng, facts) -> str:
 def pretrain_doc(rng: random.Random) -> str:
     """One document of the generic mixture (ends with ``<|endoftext|>``)."""
     r = rng.random()
-    if r < 0.45:
+    if r < 0.6:
         p, g = _command(rng)
         doc = p + g
-    elif r < 0.75:
+    elif r < 0.8:
         doc = _fact(rng, world()["old_facts"])
     else:
         doc = _sentence(rng)

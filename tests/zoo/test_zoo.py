@@ -173,3 +173,19 @@ def test_unknown_names_are_input_errors():
         zoo_path("huge", "S")
     with pytest.raises(InputError, match="no member"):
         zoo_path("smoke", "T9")
+
+
+def test_cli_both_entry_points_and_user_errors(zoo_smoke):
+    import subprocess
+    import sys
+
+    from bench.zoo.build import REPO
+
+    r = subprocess.run([sys.executable, "bench/zoo", "list", "--tier", "smoke"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "zoo/S" in r.stdout and "lora/A/S" in r.stdout and "missing" not in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bench.zoo", "eval", "S", "--task", "Z", "--n", "5"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: unknown task 'Z'")
