@@ -350,7 +350,7 @@ def _fmt(x, nd=3):
 def _save(res, args):
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"transfer_{args.tier}"
+    stem = out / f"transfer_{args.tier}{args.tag}"
     tmp = stem.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(res, indent=1, default=str))
     os.replace(tmp, stem.with_suffix(".json"))
@@ -442,6 +442,7 @@ def main(argv=None):
     ap.add_argument("--zoo-adapters", action="store_true", help="use the zoo's lora/A/* adapters (default: the "
                     "same recipe trained by bench_adapter, see its docstring)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the result files (transfer_<tier><tag>.*)")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
     res = run(args)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def ridge(X: np.ndarray, Y: np.ndarray, lam: float = 1e-4) -> np.ndarray:
-    """W = argmin ||X W - Y||^2 + lam' ||W||^2 with lam' = lam * mean(diag(X^T X)) (scale-free).
+def ridge(X: np.ndarray, Y: np.ndarray, lam: float = 1e-4, prior: np.ndarray | None = None) -> np.ndarray:
+    """W = argmin ||X W - Y||^2 + lam' ||W - W0||^2 with lam' = lam * mean(diag(X^T X)) (scale-free).
 
-    X: N x p, Y: N x q -> W: p x q. Columns of X that are identically zero get zero rows in W.
+    X: N x p, Y: N x q -> W: p x q. ``prior`` W0 (default 0) is what W becomes in directions the data never
+    visit (the null space of X^T X): e.g. an embedding-derived map, so that tokens absent from the calibration
+    text are still mapped. Columns of X that are identically zero get W0's rows.
     """
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     G = X.T @ X
     d = np.diag(G)
     scale = float(d.mean()) if d.size and d.mean() > 0 else 1.0
-    W = np.linalg.solve(G + lam * scale * np.eye(G.shape[0]), X.T @ Y)
-    return W
+    rhs = X.T @ Y if prior is None else X.T @ Y + lam * scale * prior
+    return np.linalg.solve(G + lam * scale * np.eye(G.shape[0]), rhs)
 
 
 def r2(X: np.ndarray, Y: np.ndarray, W: np.ndarray) -> float:

@@ -194,8 +194,12 @@ def weight_only_acts(model, ids: list[int], with_mlp: bool = True) -> dict:
 
 # --------------------------------------------------------------------------- maps per layer pair
 def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict, roles, lam: float = 1e-6,
-               rope_safe: bool = True) -> tuple[dict, dict]:
-    """Maps (q_in, r_out) per role for source layer i -> target layer j, plus a report (R^2, head matches)."""
+               rope_safe: bool = True, priors: dict | None = None) -> tuple[dict, dict]:
+    """Maps (q_in, r_out) per role for source layer i -> target layer j, plus a report (R^2, head matches).
+
+    ``priors``: residual-side maps the ridge fits shrink to outside the calibration span ("attn_in", "mlp_in",
+    "res_out"; see `embedding_priors`)."""
+    priors = priors or {}
     S = lambda role, io: acts_s[(i, role, io)]  # noqa: E731
     T = lambda role, io: acts_t[(j, role, io)]  # noqa: E731
     maps, info = {}, {}
@@ -208,12 +212,12 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
         if "res" not in cache:
             Xs = np.concatenate([S("layer", "in"), S("layer", "out")])
             Xt = np.concatenate([T("layer", "in"), T("layer", "out")])
-            cache["res"] = ridge(Xs, Xt, lam)
+            cache["res"] = ridge(Xs, Xt, lam, priors.get("res_out"))
             info["residual_r2"] = r2(Xs, Xt, cache["res"])
         return cache["res"]
     attn_roles = [r for r in roles if r in ATTN]
     if attn_roles:
-        q_res = ridge(T("q_proj", "in"), S("q_proj", "in"), lam)  # x_s ~= Q^T x_t
+        q_res = ridge(T("q_proj", "in"), S("q_proj", "in"), lam, priors.get("attn_in"))  # x_s ~= Q^T x_t
         info["attn_in_r2"] = r2(T("q_proj", "in"), S("q_proj", "in"), q_res)
         sims = {r: H.head_cka(S(r, "out"), T(r, "out"), a_s["nq"] if r == "q_proj" else a_s["nkv"],
                               a_t["nq"] if r == "q_proj" else a_t["nkv"]) for r in ("q_proj", "k_proj", "v_proj")}
@@ -252,7 +256,7 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
             info["o_proj_out_r2"] = r2(S("o_proj", "out"), T("o_proj", "out"), R)
     mlp_roles = [r for r in roles if r in MLP]
     if mlp_roles:
-        q_res = ridge(T("gate_proj", "in"), S("gate_proj", "in"), lam)
+        q_res = ridge(T("gate_proj", "in"), S("gate_proj", "in"), lam, priors.get("mlp_in"))
         info["mlp_in_r2"] = r2(T("gate_proj", "in"), S("gate_proj", "in"), q_res)
         # neurons are mapped on post-activation features (down_proj inputs: full rank, unlike gate/up outputs,
         # which live in a rank <= hidden subspace); the same neuron map serves gate/up outputs
@@ -268,6 +272,30 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
             info["down_proj_in_r2"] = r2(T("down_proj", "in"), S("down_proj", "in"), Q)
             info["down_proj_out_r2"] = r2(S("down_proj", "out"), T("down_proj", "out"), R)
     return maps, info
+
+
+def embedding_priors(src, tgt, i: int, j: int, base: dict | None = None) -> dict:
+    """Residual-stream maps from the shared-vocabulary token embeddings (LoRASuite's W_x, both directions), and
+    their post-RMSNorm versions for layer i -> j (norm gains moved across): priors for the activation ridge fits."""
+    import torch
+
+    if base is None:
+        with torch.no_grad():
+            V = min(src.get_input_embeddings().weight.shape[0], tgt.get_input_embeddings().weight.shape[0])
+            Es = src.get_input_embeddings().weight[:V].double().cpu().numpy()
+            Et = tgt.get_input_embeddings().weight[:V].double().cpu().numpy()
+        base = {"q0": ridge(Et, Es, 1e-3), "r0": ridge(Es, Et, 1e-3)}  # Et Q0 ~= Es ; Es R0 ~= Et
+    ls, lt = src.model.layers[i], tgt.model.layers[j]
+
+    def gains(layer, name):
+        return getattr(layer, name).weight.detach().double().cpu().numpy()
+
+    out = {"res_out": base["r0"], "_base": base}
+    for key, name in (("attn_in", "input_layernorm"), ("mlp_in", "post_attention_layernorm")):
+        gs, gt = gains(ls, name), gains(lt, name)
+        gt = np.where(np.abs(gt) < 1e-8, 1e-8, gt)
+        out[key] = (1.0 / gt)[:, None] * base["q0"] * gs[None, :]
+    return out
 
 
 def _rel_delta(X, Y, A, B, s) -> float:
@@ -326,7 +354,8 @@ def teacher_logprobs(source_model, adapter_dir, seqs) -> list:
 # --------------------------------------------------------------------------- the method
 def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=None, *, mlp: str = "map",
                     lam: float = 1e-6, calibrate_scale: bool = True, gain: str | float = "auto",
-                    rope_safe: bool = True, use_cka: bool = True, max_tokens: int = 4096, force: bool = False,
+                    rope_safe: bool = True, use_cka: bool = True, use_priors: bool = True, max_tokens: int = 4096,
+                    force: bool = False,
                     show_progress: bool = True) -> Report:
     """Project ``adapter_dir`` (trained on ``source_dir``) onto ``target_dir``; write a PEFT LoRA to ``out_dir``.
 
@@ -394,6 +423,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         for f in factors.values():
             by_layer.setdefault(f.layer, {})[f.role] = f
         out_factors, per_layer, scales = {}, {}, {}
+        prior_base = None
         task = prog.add_task("projecting layers", total=a_t["layers"])
         for j, i in enumerate(lmap):
             prog.update(task, advance=1)
@@ -402,7 +432,11 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
             roles = [r for r in by_layer[i] if r in ATTN or (do_mlp and r in MLP)]
             if not roles:
                 continue
-            maps, info = layer_maps(acts_s, acts_t, i, j, a_s, a_t, roles, lam, rope_safe)
+            pri = None
+            if use_priors:
+                pri = embedding_priors(src, tgt, i, j, prior_base)
+                prior_base = pri.pop("_base")
+            maps, info = layer_maps(acts_s, acts_t, i, j, a_s, a_t, roles, lam, rope_safe, pri)
             per_layer[j] = {"source_layer": i, **info}
             for role in roles:
                 f = by_layer[i][role]
