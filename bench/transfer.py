@@ -183,6 +183,9 @@ def run(args):
     res = {"tier": args.tier, "task": task, "seeds": args.seeds, "budgets": args.budgets, "n_test": args.n_test,
            "threads": args.threads, "pairs": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
            "command": " ".join(["python", "bench/transfer.py"] + sys.argv[1:]), "torch": torch.__version__}
+    from bench.zoo.build import CODE_VERSION, tier_dir
+
+    res["zoo"] = {"dir": str(tier_dir(args.tier)), "code_version": CODE_VERSION}
     tok = None
     teacher_cache = {}
     t_all = time.perf_counter()
