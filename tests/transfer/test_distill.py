@@ -88,6 +88,12 @@ def test_auto_copies_a_sibling_and_distills_across_shapes(world, tmp_path):
     assert rep.checks["agreement"] > 0.9 and rep.checks["loads_in_peft"]
     assert rep.checks["generic_kl"] is not None
     assert "decision: copy" in render(rep)
+    assert rep.details["copy_check"]["copy_agreement"] >= 0.9
+    # a copy that does not follow the teacher closely enough is refreshed by distillation from the copy
+    rep = auto_port(A, S, sib, tmp_path / "refresh", seeds=SEEDS, show_progress=False, check_prompts=16,
+                    refresh_below=1.01, n_prompts=16, steps=10, eval_every=5)
+    assert rep.details["decision"]["method"] == "copy + distillation refresh"
+    assert rep.details["init_gate"]["kept"] and rep.checks["loads_in_peft"]
     rep = auto_port(A, S, Tg, tmp_path / "auto", seeds=SEEDS, calib_texts=T.generic_texts(), n_prompts=24,
                     steps=20, eval_every=10, lr=5e-3, show_progress=False)
     assert rep.details["decision"]["method"] == "project+distill"

@@ -11,6 +11,7 @@ change) on generic calibration text, for the written adapter and for the bare ta
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def decide(adapter_dir, source_dir, target_dir) -> dict:
     return out
 
 
+def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, exclude, teacher=None):
+    """Teacher-labelled held-out synthetic prompts (another seed than training) for the label-free checks."""
+    from . import prompts as P
+    from .teacher import LocalTeacher
+
+    if prompts is None:
+        sp = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds or [])
+        ps = (P.from_seeds(sp, n, seed=99, exclude=exclude) if sp else []) or P.from_template(template, n, seed=99,
+                                                                                             exclude=exclude)
+    else:
+        ps = list(prompts)[-n:]
+    t = teacher or LocalTeacher(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id,
+                                                                                   tok.pad_token_id) if i is not None])
+    return t.label(ps)
+
+
 def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
     if not calib_texts:
         return []
@@ -55,18 +72,54 @@ def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
 
 def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
               calib_texts=None, n_prompts: int = 256, loss: str = "logit", force: bool = False,
-              show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(), **distill_kw) -> Report:
+              show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(),
+              refresh_below: float = 0.9, **distill_kw) -> Report:
     t0 = time.perf_counter()
     reset_peak_rss()
     d = decide(adapter_dir, source_dir, target_dir)
     have_prompts = bool(seeds or prompts or template)
     if d["method"] == "copy":
+        import shutil
+
         from regraft.inspection.resolve import resolve_model
         from regraft.port.api import port_lora
+        from regraft.port.write import check_output, replace_into
 
-        res = port_lora(str(adapter_dir), resolve_model(str(target_dir)), out_dir, force=force,
+        out_dir = check_output(out_dir, [adapter_dir, source_dir, target_dir], force)
+        tmp = out_dir.with_name(f".{out_dir.name}.copy-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        res = port_lora(str(adapter_dir), resolve_model(str(target_dir)), tmp, force=True,
                         source=resolve_model(str(source_dir)), target_name=str(target_dir), drift=False)
-        rep = Report("auto", out=str(res.out), details={"decision": d, "copy": {"tensors": res.tensors_written}})
+        rep = Report("auto", out=str(out_dir), details={"decision": d, "copy": {"tensors": res.tensors_written}})
+        refresh = None
+        if have_prompts and refresh_below > 0:
+            # the copy rule is about weights; check the behaviour too, and refresh by distillation from the copy
+            # when it does not follow the teacher (research 6.4 step 6)
+            from .checks import adapter_checks as _ac
+
+            tok = load_tokenizer(target_dir)
+            items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
+                                 teacher)
+            f = _ac(target_dir, tmp, items, [])
+            refresh = {"copy_agreement": f["agreement"], "threshold": refresh_below}
+            rep.details["copy_check"] = refresh
+        if refresh and refresh["copy_agreement"] is not None and refresh["copy_agreement"] < refresh_below:
+            from .distill import distill_adapter
+
+            try:
+                rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
+                                      template=template, n_prompts=n_prompts, loss=loss, init=tmp,
+                                      calib_texts=calib_texts, force=force, show_progress=show_progress,
+                                      teacher=teacher, exclude=exclude, **distill_kw)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            rep.method = "auto"
+            rep.details["decision"] = {**d, "method": "copy + distillation refresh",
+                                       "why": d["why"] + f"; but the copy agrees with the teacher on only "
+                                       f"{refresh['copy_agreement']:.3f} < {refresh_below} of synthetic tokens"}
+            rep.details["copy_check"] = refresh
+        else:
+            replace_into(tmp, out_dir)
     elif have_prompts:
         from .distill import distill_adapter
 
@@ -91,18 +144,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
     tok = load_tokenizer(target_dir)
     items = getattr(rep, "items_val", None)
     if (not items) and have_prompts and tok is not None:
-        from . import prompts as P
-        from .teacher import LocalTeacher
-
-        if prompts is None:
-            sp = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds or [])
-            ps = (P.from_seeds(sp, check_prompts, seed=99, exclude=exclude) if sp else []) or \
-                P.from_template(template, check_prompts, seed=99, exclude=exclude)
-        else:
-            ps = list(prompts)[-check_prompts:]
-        t = teacher or LocalTeacher(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id,
-                                                                                       tok.pad_token_id) if i is not None])
-        items = t.label(ps)
+        items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude, teacher)
     rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [],
                                                         _generic_seqs(calib_texts, tok) if tok or calib_texts else [])}
     if not items:
