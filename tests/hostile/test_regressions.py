@@ -360,3 +360,50 @@ def test_unknown_model_type_meta_build_is_bounded(tmp_path, over):
     t0 = time.monotonic()
     assert infer_architecture_data(cfg) is None
     assert time.monotonic() - t0 < 1
+
+
+# -- found by the long campaign (bench/fuzz.py) ---------------------------------------------------------------------
+def test_serving_config_nested_too_deep_for_the_writer(tmp_path):
+    """Parsed fine (under the JSON recursion limit) but overflowed the YAML writer of `port config`."""
+    from regraft.configs.readers import read_config
+
+    p = tmp_path / "serve.json"
+    p.write_text('{"served-model-name": ' + "[" * 900 + "]" * 900 + "}")
+    with pytest.raises(FileFormatError, match="nested"):
+        read_config(p)
+
+
+@pytest.mark.parametrize("text,match", [('{"repetition_penalty": ' + "9" * 400 + "}", "must be a number"),
+                                        ('{"do_sample": ' + "9" * 4000 + "}", "must be true or false")])
+def test_serving_config_huge_numbers(tmp_path, text, match):
+    from regraft.configs.readers import read_config
+
+    p = tmp_path / "generation_config.json"
+    p.write_text(text)
+    with pytest.raises(FileFormatError, match=match) as ei:
+        read_config(p)
+    assert len(str(ei.value)) < 400  # the message quotes the value, shortened
+
+
+RAG_OK = "chunking: {size: 512, unit: tokens}\nretrieval: {top_k: 8}\n"
+
+
+def test_rag_samples_null(tmp_path):
+    from regraft.checks.engine import area_runner
+    from regraft.inspection.resolve import catalog_model
+
+    p = tmp_path / "rag.yaml"
+    p.write_text(RAG_OK + "prompt: {user: '{context} {question}'}\nsamples: null\n")
+    area_runner("rag")(catalog_model("Qwen/Qwen3-8B"), catalog_model("Qwen/Qwen3-8B"), {"rag": str(p)})
+
+
+@pytest.mark.parametrize("user", ["{context!r:>99999999} {question}", "{context:>99999999} {question}",
+                                  "{context.__class__.__init__.__globals__} {question}", "{context[0]} {question}"])
+def test_rag_placeholders_take_no_format_spec_or_attribute(tmp_path, user):
+    """{context!r:>99999999} filled a 100 MB prompt per chunk (4.7 GB, then a hang)."""
+    from regraft.rag.setup import read_rag
+
+    p = tmp_path / "rag.yaml"
+    p.write_text(RAG_OK + f"prompt: {{user: '{user}'}}\n")
+    with pytest.raises(FileFormatError, match="placeholder|only plain"):
+        read_rag(p)

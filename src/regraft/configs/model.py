@@ -103,7 +103,12 @@ def coerce(key: str, value, written: str, file_label: str):
     t = KEY_TYPES.get(key, "any")
 
     def bad():
-        return FileFormatError(f"{file_label}: '{written}' must be {_TYPE_WORDS.get(t, t)}, got {value!r} "
+        try:
+            shown = repr(value)
+        except (ValueError, RecursionError):  # an int over 4300 digits, a structure nested too deeply
+            shown = f"<{type(value).__name__}>"
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return FileFormatError(f"{file_label}: '{written}' must be {_TYPE_WORDS.get(t, t)}, got {shown} "
                                f"({type(value).__name__}). Fix the value of '{written}'.")
 
     if value is None or t == "any":
@@ -127,7 +132,10 @@ def coerce(key: str, value, written: str, file_label: str):
         if isinstance(value, bool):
             raise bad()
         if isinstance(value, (int, float)):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond float range
+                raise bad() from None
         if isinstance(value, str):
             try:
                 return float(value)

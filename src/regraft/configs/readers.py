@@ -160,6 +160,12 @@ def parse_config_text(text: str, path: Path, runtime: str | None = None) -> Serv
     if _starts_with_command(text):
         return parse_command(text, path)
     doc = _load_mapping(text, path)
+    try:
+        from regraft.inspection.files import check_depth
+
+        check_depth(doc)
+    except ValueError as e:
+        raise FileFormatError(f"{path}: settings {e}. Expected a mapping of settings.") from None
     if isinstance(doc, str):
         return parse_command(doc, path)
     if not isinstance(doc, dict):

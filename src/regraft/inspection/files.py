@@ -113,3 +113,17 @@ def load_yaml(text: str):
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+MAX_DEPTH = 64  # settings files nest a few levels; deeper structures overflow the stack of whatever walks them
+
+
+def check_depth(doc, limit: int = MAX_DEPTH) -> None:
+    """Raise ValueError if ``doc`` (parsed JSON/YAML) nests lists/dicts deeper than ``limit`` (iterative walk)."""
+    stack = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= limit:
+                raise ValueError(f"nested more than {limit} levels deep")
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))

@@ -103,7 +103,7 @@ class RagSetup:
 
     def sample_texts(self) -> list[str]:
         out = []
-        for s in self.samples:
+        for s in self.samples or []:
             p = Path(s).expanduser()
             if not p.is_absolute():
                 p = self.path.parent / p
@@ -117,9 +117,17 @@ class RagSetup:
 _TYPES = {"int": "an integer", "str": "a string", "bool": "true or false", "strlist": "a string or list of strings"}
 
 
+def _short(value) -> str:
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int over 4300 digits, a structure nested too deeply
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _coerce(path: Path, key: str, typ: str, value):
     def bad():
-        return FileFormatError(f"{path}: '{key}' must be {_TYPES[typ]}, got {value!r} ({type(value).__name__}). "
+        return FileFormatError(f"{path}: '{key}' must be {_TYPES[typ]}, got {_short(value)} ({type(value).__name__}). "
                                f"Fix the value of '{key}'.")
 
     if value is None:
@@ -187,6 +195,12 @@ def _read_cached(path: str, _mtime: int, _size: int) -> RagSetup:
             raise FileFormatError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', None) or e}.") from None
     if not isinstance(doc, dict):
         raise FileFormatError(f"{p}: expected a mapping of RAG settings, got {type(doc).__name__}.")
+    from regraft.inspection.files import check_depth
+
+    try:
+        check_depth(doc)
+    except ValueError as e:
+        raise FileFormatError(f"{p}: settings {e}. Expected a mapping of RAG settings.") from None
     return parse_rag(doc, p)
 
 
@@ -266,6 +280,16 @@ def placeholders(template: str, where: str, path: Path) -> set[str]:
 def check_placeholders(r: RagSetup) -> None:
     user = placeholders(r.user, r.where("user"), r.path)
     system = placeholders(r.system, r.where("system"), r.path) if r.system else set()
+    for where, text in ((r.where("user"), r.user), (r.where("system"), r.system)):
+        for _, field_name, spec, conv in string.Formatter().parse(text or ""):
+            if field_name is not None and field_name in _ALLOWED and (spec or conv):
+                raise FileFormatError(f"{r.path}: '{where}' has {{{field_name}{'!' + conv if conv else ''}"
+                                      f"{':' + spec[:20] if spec else ''}}}; placeholders take no conversion or "
+                                      "format spec: write {context} and {question}.")
+            if field_name is not None and field_name not in _ALLOWED and field_name.split(".")[0].split("[")[0] in \
+                    _ALLOWED:
+                raise FileFormatError(f"{r.path}: '{where}' has {{{field_name[:40]}}}; only plain {{context}} and "
+                                      "{question} are filled (double literal braces: {{ }}).")
     unknown = (user | system) - _ALLOWED
     if unknown:
         raise FileFormatError(f"{r.path}: unknown placeholder(s) {sorted(unknown)} in the prompt; only {{context}} "
