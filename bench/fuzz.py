@@ -121,7 +121,8 @@ def run_writers(names: list[str], runs: int, tmp: Path) -> list[dict]:
             w = {"write-safetensors": lambda: W.safetensors_writer(d), "example": lambda: W.example_writer(d),
                  "port-lora": lambda: W.port_lora_writer(d, world), "port-gguf": lambda: W.port_gguf_writer(d, world),
                  "port-config": lambda: W.port_config_writer(d, world),
-                 "index": lambda: W.index_writer(d)}[n]()
+                 "index": lambda: W.index_writer(d, n_docs=20), "write-peft": lambda: W.peft_folder_writer(d),
+                 "write-gguf": lambda: W.gguf_file_writer(d)}[n]()
             res = kill_loop(w, d / "loop", runs, seed=hash(n) % 1000)
             row = res.to_dict()
         except Exception as e:  # noqa: BLE001
@@ -135,7 +136,7 @@ def run_writers(names: list[str], runs: int, tmp: Path) -> list[dict]:
 # -- report --------------------------------------------------------------------------------------------------------
 READERS = ["safetensors-header", "adapter", "model-folder", "check", "serving-config", "rag-setup", "policy",
            "chat-template", "store-meta", "tokenizer-json", "gguf"]
-WRITERS = ["write-safetensors", "example", "port-config", "port-lora", "port-gguf", "index"]
+WRITERS = ["write-safetensors", "example", "port-config", "port-lora", "port-gguf", "index", "write-peft", "write-gguf"]
 
 
 def markdown(doc: dict) -> str:

@@ -49,3 +49,17 @@ def test_kill_index(tmp_path):
     pytest.importorskip("lancedb")
     res = kill_loop(W.index_writer(tmp_path, n_docs=12), tmp_path / "loop", RUNS, seed=6)
     assert res.corrupt == 0, res.failures
+
+
+@pytest.mark.slow
+def test_kill_write_peft_folder(tmp_path):
+    pytest.importorskip("torch")
+    res = kill_loop(W.peft_folder_writer(tmp_path), tmp_path / "loop", RUNS, seed=7)
+    assert res.corrupt == 0, res.failures
+
+
+@pytest.mark.slow
+def test_kill_write_gguf_file(tmp_path):
+    pytest.importorskip("gguf")
+    res = kill_loop(W.gguf_file_writer(tmp_path), tmp_path / "loop", RUNS, seed=8)
+    assert res.corrupt == 0, res.failures

@@ -246,3 +246,68 @@ def _rows(store_dir: Path) -> dict:
     if len(data) != len(out):  # duplicate chunk ids: shows up as a row that differs from the reference
         out["__duplicates__"] = len(data) - len(out)
     return out
+
+
+# -- port's writers, called directly with large tensors (so that kills land while they write) ----------------------
+PEFT_CODE = """
+import torch
+from regraft.port.write import write_peft
+g = torch.Generator().manual_seed(0)
+tensors = {f"base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight": torch.randn(64, 16384, generator=g)
+           for i in range(16)}
+write_peft(OUT, {"peft_type": "LORA", "r": 64, "lora_alpha": 128}, tensors, {"regraft": "kill test"})
+"""
+GGUF_CODE = """
+import torch
+from regraft.port.gguf_writer import write_gguf
+from regraft.port.items import Item
+g = torch.Generator().manual_seed(0)
+items = []
+for i in range(16):
+    it = Item(f"model.layers.{i}.self_attn.q_proj", "lora", layer=i)
+    it.a, it.b = torch.randn(64, 8192, generator=g), torch.randn(8192, 64, generator=g)
+    items.append(it)
+write_gguf(OUT, items, "qwen3", 16, None, 128.0, name="kill test")
+"""
+
+
+def _code_writer(tmp: Path, name: str, code: str, preload: list[str], is_dir: bool) -> Writer:
+    import subprocess
+
+    ref = tmp / f"{name}-ref"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run([sys.executable, "-c", f"from pathlib import Path\nOUT = Path({str(ref)!r})\n" + code], check=True,
+                   env=env)
+    old_dir = tmp / f"{name}-old"
+    if is_dir:
+        old_dir.mkdir()
+        (old_dir / "adapter_config.json").write_text('{"old": true}')
+        (old_dir / "adapter_model.safetensors").write_bytes(b"old")
+        names = ("adapter_config.json", "adapter_model.safetensors")
+        new, old = _files(ref, names), _files(old_dir, names)
+    else:
+        old_dir.write_bytes(b"GGUF-old")
+        new, old = _sha(ref), _sha(old_dir)
+
+    def judge(out: Path) -> str:
+        if not out.exists():
+            return "corrupt: the old output is gone and no new one is there"
+        got = _files(out, names) if is_dir else _sha(out)
+        return "old" if got == old else "new" if got == new else f"corrupt: {got}"
+
+    def prepare(out: Path) -> None:
+        (shutil.copytree if is_dir else shutil.copyfile)(old_dir, out)
+
+    return Writer(name, spec=lambda out: {"preload": preload, "code": f"from pathlib import Path\nOUT = Path({str(out)!r})\n"
+                                                                    + code},
+                  prepare=prepare, judge=judge)
+
+
+def peft_folder_writer(tmp: Path) -> Writer:
+    return _code_writer(tmp, "port write_peft (64 MB adapter folder over an older one)", PEFT_CODE,
+                        ["torch", "safetensors.torch", "regraft.port.write"], True)
+
+
+def gguf_file_writer(tmp: Path) -> Writer:
+    return _code_writer(tmp, "port write_gguf (64 MB GGUF over an older file)", GGUF_CODE,
+                        ["torch", "numpy", "gguf", "regraft.port.gguf_writer", "regraft.port.items"], False)
