@@ -111,11 +111,15 @@ class EndpointTeacher:
     """An OpenAI-compatible completions endpoint serving source+adapter (``model``) and the source (``base_model``)."""
 
     def __init__(self, base_url: str, model: str, tokenizer, base_model: str | None = None, k: int = 20,
-                 api_key: str | None = None, timeout: float = 120.0):
+                 api_key: str | None = None, timeout: float = 120.0, base_k: int | None = None):
         self.url = base_url.rstrip("/") + ("/completions" if base_url.rstrip("/").endswith("/v1") else
                                            "/v1/completions")
         self.model, self.base_model, self.tok, self.k = model, base_model, tokenizer, k
         self.api_key, self.timeout = api_key, timeout
+        # the base's log-probs at the teacher's top-k ids are only known where they fall in the base's own top
+        # base_k (plus the given token); elsewhere they are floored to its smallest returned value (a bound that
+        # only the delta teacher uses). Raise base_k up to the server's max_logprobs for exactness.
+        self.base_k = base_k or k
         self.calls = 0
 
     def _post(self, body: dict) -> dict:
@@ -135,23 +139,34 @@ class EndpointTeacher:
             i = ids[0] if ids else 0
         return int(i)
 
+    def _echo(self, model: str, text, L: int, k: int | None = None):
+        """Top-k log-probs and the log-prob of each given token at the last L positions of ``text`` (echo; ``text``
+        may be a list of token ids, which the OpenAI protocol and vLLM accept: exact alignment, no re-tokenising)."""
+        e = self._post({"model": model, "prompt": text, "max_tokens": 0, "echo": True, "logprobs": k or self.k,
+                        "temperature": 0})
+        lp = e["choices"][0].get("logprobs") or {}
+        return (lp.get("top_logprobs") or [])[-L:], (lp.get("token_logprobs") or [])[-L:]
+
     def label(self, prompts: list[str], max_new: int = 24, prog=None, **_) -> list[TeacherItem]:
+        """Per prompt: a greedy generation, then echo calls on prompt+completion(+end token) for source+adapter
+        and the base, so every completion position, the end token's included, has top-k log-probs (servers do
+        not return log-probs for a stop token they strip)."""
         items = []
         task = prog.add_task("teacher (endpoint)", total=len(prompts)) if prog is not None else None
         for p in prompts:
             d = self._post({"model": self.model, "prompt": p, "max_tokens": max_new, "temperature": 0,
-                            "logprobs": self.k})
+                            "logprobs": 1})
             ch = d["choices"][0]
-            lpd = ch.get("logprobs") or {}
-            toks, tops = lpd.get("tokens") or [], lpd.get("top_logprobs") or []
-            c = [self._id(t) for t in toks]
+            c = [self._id(t) for t in ((ch.get("logprobs") or {}).get("tokens") or [])]
             if ch.get("finish_reason") == "stop" and self.tok.eos_token_id is not None and (
                     not c or c[-1] != self.tok.eos_token_id):
                 c.append(self.tok.eos_token_id)
-                tops = list(tops) + [{self.tok.eos_token: 0.0}]
             if not c:
                 continue
             L = len(c)
+            p_ids = self.tok(p, add_special_tokens=False)["input_ids"]
+            text = p_ids + c
+            tops, tok_lp = self._echo(self.model, text, L)
             ti = torch.zeros(L, self.k, dtype=torch.long)
             tv = torch.full((L, self.k), -1e4)
             for r, top in enumerate(tops[:L]):
@@ -160,19 +175,14 @@ class EndpointTeacher:
             lb = torch.full((L, self.k), -1e4)
             exc = torch.zeros(L)
             if self.base_model:
-                text = p + self.tok.decode(c)
-                e = self._post({"model": self.base_model, "prompt": text, "max_tokens": 0, "echo": True,
-                                "logprobs": self.k, "temperature": 0})
-                elp = e["choices"][0].get("logprobs") or {}
-                btops = (elp.get("top_logprobs") or [])[-L:]
-                bt = (elp.get("token_logprobs") or [])[-L:]
+                btops, bt = self._echo(self.base_model, text, L, self.base_k)
                 for r in range(min(L, len(btops))):
                     m = {self._id(t): v for t, v in (btops[r] or {}).items()}
+                    floor = min(m.values()) if m else -1e4
                     for j in range(self.k):
-                        lb[r, j] = m.get(int(ti[r, j]), min(m.values()) if m else -1e4)
-                    tlp = next((tv[r, j] for j in range(self.k) if ti[r, j] == c[r]), tv[r, -1])
-                    exc[r] = float(tlp) - float(bt[r] if r < len(bt) and bt[r] is not None else lb[r, 0])
-            p_ids = self.tok(p, add_special_tokens=False)["input_ids"]
+                        lb[r, j] = m.get(int(ti[r, j]), floor)
+                    if r < len(tok_lp) and r < len(bt) and tok_lp[r] is not None and bt[r] is not None:
+                        exc[r] = float(tok_lp[r]) - float(bt[r])
             items.append(TeacherItem(p, p_ids, c, ti, tv, lb, exc))
             if task is not None:
                 prog.update(task, advance=1)
