@@ -54,15 +54,36 @@ class Task:
 
 
 # ---------------------------------------------------------------- tokenizer
+QWEN_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                          r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
+def _byte_level(ch: str) -> str:
+    """GPT-2/Qwen byte-level symbol of an ASCII character (space -> 'Ġ', newline -> 'Ċ')."""
+    b = ord(ch)
+    assert b <= 126, ch  # the world is ASCII; bytes 0-32 map to chr(256 + b) in the byte-level alphabet
+    return ch if b >= 33 else chr(256 + b)
+
+
 @lru_cache(maxsize=1)
 def raw_tokenizer():
-    """A `tokenizers.Tokenizer`: every character is one token, the three specials are atomic."""
-    from tokenizers import Tokenizer, decoders, models
+    """A `tokenizers.Tokenizer` built exactly like transformers' Qwen2Tokenizer (NFC, Qwen split regex,
+    byte-level, BPE) but with a character vocabulary and no merges: every character is one token and the
+    three specials are atomic. `AutoTokenizer` rebuilds the same pipeline from the saved vocab, so both
+    paths give identical ids."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    vocab = {s: i for i, s in enumerate(SPECIALS + CHARS)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], ignore_merges=True))
-    tok.add_special_tokens(SPECIALS)
-    tok.decoder = decoders.Fuse()
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    vocab.update({_byte_level(c): len(SPECIALS) + i for i, c in enumerate(CHARS)})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], dropout=None, unk_token=None, continuing_subword_prefix="",
+                               end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
+    tok.decoder = decoders.ByteLevel()
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
     return tok
 
 

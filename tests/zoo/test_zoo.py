@@ -25,6 +25,9 @@ def scores(zoo_smoke):
         out[m] = evaluate.evaluate(root / "zoo" / m, task="A", n=N)
     for m in ["S", "SM", "T1", "T3"]:
         out[m + "+A"] = evaluate.evaluate(root / "zoo" / m, root / "lora" / "A" / m, task="A", n=N)
+    for m in ["T1", "T3p", "Pk"]:  # S's adapter copied as is (Pk: shapes differ, so only T1 and T3p)
+        if m != "Pk":
+            out[m + "<-S+A"] = evaluate.evaluate(root / "zoo" / m, root / "lora" / "A" / "S", task="A", n=N)
     return out
 
 
@@ -80,6 +83,14 @@ def test_source_adapter_solves_task_a(scores):
 def test_retrained_target_adapters_solve_task_a(scores):
     for m in ["T1", "T3"]:
         assert scores[m + "+A"]["exact_match"] >= 0.5, (m, scores[m + "+A"])
+
+
+def test_copying_the_adapter_works_with_lineage_and_fails_without(scores):
+    """The world has the structure the port engineers rely on: T1 (Base->Instruct) keeps S's adapter working
+    when copied, T3p (same shapes, other seed) does not."""
+    assert scores["T1<-S+A"]["exact_match"] >= scores["T3p<-S+A"]["exact_match"] + 0.2, scores
+    assert scores["T3p<-S+A"]["exact_match"] <= 0.05, scores["T3p<-S+A"]
+    assert scores["T3p<-S+A"]["gold_nll"] > scores["T1<-S+A"]["gold_nll"] + 2.0
 
 
 def test_master_is_stronger_than_source(scores):
