@@ -407,3 +407,23 @@ def test_rag_placeholders_take_no_format_spec_or_attribute(tmp_path, user):
     p.write_text(RAG_OK + f"prompt: {{user: '{user}'}}\n")
     with pytest.raises(FileFormatError, match="placeholder|only plain"):
         read_rag(p)
+
+
+@pytest.mark.parametrize("fmt,match", [(6, "regex string"), (True, "regex string"), (0.5, "regex string"),
+                                       ("(a+)+$", "backtrack")])
+def test_policy_format_must_be_a_safe_regex_string(tmp_path, fmt, match):
+    from regraft.runtime.policy import load_policy
+
+    p = tmp_path / "policy.json"
+    p.write_text(json.dumps({"escalate_if": {"format": fmt}}))
+    with pytest.raises(FileFormatError, match=match):
+        load_policy(p)
+
+
+def test_policy_not_utf8(tmp_path):
+    from regraft.runtime.policy import load_policy
+
+    p = tmp_path / "policy.yaml"
+    p.write_bytes(b"escalate_if: \xff\xfe\n")
+    with pytest.raises(FileFormatError, match="UTF-8"):
+        load_policy(p)

@@ -206,11 +206,20 @@ def policy_from_dict(data: dict, where: str = "<dict>") -> Policy:
     if p.missing_signal not in ("ignore", "escalate"):
         raise FileFormatError(f"policy {where}.missing_signal: expected 'ignore' or 'escalate', got {p.missing_signal!r}")
     e = _build(EscalateIf, esc, where + ".escalate_if")
+    if e.format is not None and not isinstance(e.format, str):
+        raise FileFormatError(f"policy {where}.escalate_if.format: expected 'json' or a regex string, got "
+                              f"{type(e.format).__name__}")
     if e.format and e.format != "json":
         try:
             re.compile(e.format)
-        except re.error as err:
-            raise FileFormatError(f"policy {where}.escalate_if.format: not 'json' nor a valid regex ({err})") from err
+        except (re.error, RecursionError, OverflowError) as err:
+            raise FileFormatError(f"policy {where}.escalate_if.format: not 'json' nor a valid regex ({err})") from None
+        from regraft.inspection.adapter import _pattern_risk
+
+        risk = _pattern_risk(e.format)
+        if risk:  # it runs on every answer: catastrophic backtracking would stall the server
+            raise FileFormatError(f"policy {where}.escalate_if.format: the regex has {risk}, which can backtrack for "
+                                  "minutes on an answer; simplify it")
     return Policy(**{**{f.name: getattr(p, f.name) for f in fields(Policy)}, "escalate_if": e})
 
 
@@ -220,7 +229,10 @@ def load_policy(path: str | Path | None) -> Policy:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"policy {p} does not exist; expected a YAML/JSON policy file (see docs/runtime.md)")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FileFormatError(f"policy {p} is not UTF-8 text; expected a YAML/JSON policy file") from None
     try:
         if p.suffix == ".json":
             data = json.loads(text)
