@@ -205,7 +205,9 @@ def bench_copy(tier: str, task: str = "A", n: int | None = None) -> dict:
 
     S = zoo_path(tier, "S")
     src_adapter = zoo_path(tier, f"lora/{task}/S")
-    out = {"task": task, "tier": tier, "pairs": {}}
+    from bench.zoo import tier_dir
+
+    out = {"task": task, "tier": tier, "tier_dir": tier_dir(tier).name, "pairs": {}}
     s_eval = evaluate(S, src_adapter, task=task, n=n)
     out["source"] = {"S": evaluate(S, None, task=task, n=n), "S+A": s_eval}
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,7 +233,10 @@ def bench_copy(tier: str, task: str = "A", n: int | None = None) -> dict:
             except Exception as e:  # noqa: BLE001
                 row["verify"] = f"failed: {type(e).__name__}: {str(e)[:160]}"
             try:
-                retrained = evaluate(T_, _retrained(tier, task, tname, Path(tmp)), task=task, n=n)
+                rpath = _retrained(tier, task, tname, Path(tmp))
+                row["retrained_from"] = "zoo" if str(rpath).startswith(str(zoo_path(tier, "S").parents[1])) \
+                    else "trained here with the tier's LoRA recipe (not a member of this tier)"
+                retrained = evaluate(T_, rpath, task=task, n=n)
                 row["target_plus_retrained"] = retrained
                 for metric in ("exact_match",):
                     den = retrained[metric] - base[metric]
@@ -270,6 +275,7 @@ def _md(res: dict) -> str:
     c = res.get("copy")
     if c and "pairs" in c:
         L += ["## Copy onto same-shape targets (zoo, task " + c["task"] + ")", "",
+              f"Zoo build: `.zoo/{c.get('tier_dir', '?')}`.", "",
               "| pair | drift sigma | verdict | copy rule | target base EM | + copy EM | + retrained EM | GR (EM) | GR (gold NLL) | top-1 agree S+A vs T+A | KL |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, r in c["pairs"].items():
@@ -283,7 +289,8 @@ def _md(res: dict) -> str:
         L += ["", f"Source: S EM {s['S']['exact_match']:.3f} / gold NLL {s['S']['gold_nll']:.3f}; S+A EM "
               f"{s['S+A']['exact_match']:.3f} / gold NLL {s['S+A']['gold_nll']:.3f} (n = {s['S']['n']} test examples).", "",
               "GR = (X - target base) / (retrained - target base), X = target + the copied adapter, 'retrained' = the same "
-              "LoRA recipe trained on the target. GR on gold NLL uses the NLL of the gold completion (lower is better; "
+              "LoRA recipe trained on the target (" + "; ".join(f"{k}: {r.get('retrained_from', 'zoo')}"
+                                                                 for k, r in c["pairs"].items()) + "). GR on gold NLL uses the NLL of the gold completion (lower is better; "
               "the ratio is the same). Where the retrained adapter's EM equals the base's, GR on EM is undefined (-).",
               "top-1 agree / KL: `regraft verify COPY --on T --reference S` on 4x32 random-token probes (S+A vs T+A); "
               "the two bases alone agree on " + ", ".join(f"{k}: {r.get('base_top1_agreement', float('nan')):.3f}"
