@@ -275,7 +275,7 @@ def _md(res: dict) -> str:
     c = res.get("copy")
     if c and "pairs" in c:
         L += ["## Copy onto same-shape targets (zoo, task " + c["task"] + ")", "",
-              f"Zoo build: `.zoo/{c.get('tier_dir', '?')}`.", "",
+              f"Zoo build: `.zoo/{c.get('tier_dir', '?')}`." + (f" Note: {c['note']}." if c.get("note") else ""), "",
               "| pair | drift sigma | verdict | copy rule | target base EM | + copy EM | + retrained EM | GR (EM) | GR (gold NLL) | top-1 agree S+A vs T+A | KL |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, r in c["pairs"].items():
