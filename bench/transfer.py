@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
 PAIRS = {  # name: (source, target, adapter task)
     "Pk": ("S", "Pk", "A"),
@@ -162,9 +162,7 @@ def run(args):
     transformers.logging.set_verbosity_error()
     build_zoo, zoo_path, load_task, zev, ztrain, world = _zoo()
     from bench.zoo.build import tier_config
-
     from regraft.transfer.auto import decide
-    from regraft.transfer.checks import teacher_fidelity
     from regraft.transfer.common import load_model, load_tokenizer
     from regraft.transfer.distill import distill_adapter
     from regraft.transfer.project import project_adapter

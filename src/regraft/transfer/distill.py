@@ -25,7 +25,7 @@ import torch
 
 from . import prompts as P
 from .checks import _pad, student_logp, teacher_fidelity, topk_kl
-from .common import ROLES, Report, device, load_model, load_tokenizer, peak_rss_mb, progress, reset_peak_rss
+from .common import ROLES, Report, load_model, load_tokenizer, peak_rss_mb, progress, reset_peak_rss
 
 
 def make_student(target_dir, spec, init_adapter=None, dev=None):

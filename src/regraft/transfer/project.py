@@ -26,8 +26,17 @@ from pathlib import Path
 import numpy as np
 
 from . import heads as H
-from .common import (ROLES, Report, load_model, load_tokenizer, module_name, peak_rss_mb, progress, read_factors,
-                     reset_peak_rss, write_lora)
+from .common import (
+    Report,
+    load_model,
+    load_tokenizer,
+    module_name,
+    peak_rss_mb,
+    progress,
+    read_factors,
+    reset_peak_rss,
+    write_lora,
+)
 from .layer_match import align_layers, cka_matrix, depth_similarity
 from .linalg import map_factors, r2, ridge
 
@@ -200,8 +209,8 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
     ``priors``: residual-side maps the ridge fits shrink to outside the calibration span ("attn_in", "mlp_in",
     "res_out"; see `embedding_priors`)."""
     priors = priors or {}
-    S = lambda role, io: acts_s[(i, role, io)]  # noqa: E731
-    T = lambda role, io: acts_t[(j, role, io)]  # noqa: E731
+    S = lambda role, io: acts_s[(i, role, io)]
+    T = lambda role, io: acts_t[(j, role, io)]
     maps, info = {}, {}
     hd_s, hd_t = a_s["hd"], a_t["hd"]
     cache = {}
@@ -460,7 +469,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         # gain
         gamma = 1.0
         out_dir = Path(out_dir)
-        report_dict = lambda: {"regraft": "port lora --method project", **rep.to_dict()}  # noqa: E731
+        report_dict = lambda: {"regraft": "port lora --method project", **rep.to_dict()}
         same_vocab = calib_texts and mode in ("ids", "shared-vocab") and a_s["vocab"] == a_t["vocab"]
         if gain == "auto" and same_vocab:
             tmp = out_dir.with_name(f".{out_dir.name}.gain-{int(time.time() * 1e3)}")
