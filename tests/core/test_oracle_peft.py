@@ -175,3 +175,30 @@ def test_fused_adapter_needs_relayout_for_transformers4_and_llamacpp(world):
         assert "relayouts the experts (exact)" in f.hint
     rep = check(moe, [moe], ad, runtime="sglang", ignore=["RG2"])
     assert rep.targets[0].verdict is Verdict.CANNOT  # no routed-expert LoRA in either layout
+
+
+def test_lineage_by_weights_overrides_names(world, tmp_path):
+    """Both checkpoints local: check measures drift. A +2% noise copy is a sibling whatever its name; an
+    independently initialised model of the same shapes is unrelated even if its name says sibling."""
+    import torch
+
+    models, adapters = world
+    base_model, base_dir = models["dense"]
+    noisy = __import__("copy").deepcopy(base_model)
+    with torch.no_grad():
+        for p in noisy.parameters():
+            p.add_(torch.randn_like(p) * p.std() * 0.02)
+    noisy.save_pretrained(tmp_path / "renamed")
+    other_model, other_dir = build_model(tmp_path / "Tiny-Instruct", tiny_config("Qwen/Qwen3-8B", tie_word_embeddings=False), seed=77)
+    src = read_model_folder(base_dir, name="org/Tiny-Base")
+    sib = read_model_folder(tmp_path / "renamed", name="org/Completely-Different-Name")
+    unrel = read_model_folder(other_dir, name="org/Tiny-Instruct")
+    rep = check(src, [sib, unrel], read_adapter(adapters["attn"]))
+    codes = [[f.code for f in t.findings if f.code.startswith("RG2")] for t in rep.targets]
+    assert codes == [["RG201", "RG203", "RG205"], ["RG202", "RG203", "RG205"]]  # RG203: adapter names no base
+    assert rep.targets[0].verdict is Verdict.LOADS_DIFFERENT_WEIGHTS
+    assert rep.targets[1].verdict is Verdict.NEEDS_PORT
+    sigma = [f.data["sigma"] for f in rep.targets[0].findings if f.code == "RG205"][0]
+    assert 0.005 < sigma < 0.05
+    never = check(src, [sib], read_adapter(adapters["attn"]), options={"drift": "never"})
+    assert [f.code for f in never.targets[0].findings if f.code.startswith("RG2")] == ["RG202", "RG203"]  # names only

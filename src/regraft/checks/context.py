@@ -10,6 +10,7 @@ from regraft.inspection.adapter import AdapterModule, AdapterSpec
 from regraft.inspection.model import ModelSpec
 from regraft.inspection.safetensors_header import TensorInfo
 
+DRIFT_AUTO_BYTES = 4 * 2**30  # `check` streams weights for lineage only when both checkpoints are small
 USUAL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -20,6 +21,27 @@ class LoraContext:
     adapter: AdapterSpec | None  # None: the architecture-level question, answered with a synthetic adapter
     runtime: str
     runtime_data: dict = field(default_factory=dict)
+    drift: str = "auto"  # auto (both local and <= DRIFT_AUTO_BYTES) | always | never
+
+    @cached_property
+    def weights_bytes(self) -> int | None:
+        """Bytes of weights of source + target when both are local folders with safetensors, else None."""
+        s, t = self.source, self.target
+        if not s or s.path is None or t.path is None or not s.tensors or not t.tensors:
+            return None
+        return sum(x.nbytes for x in s.tensors.values()) + sum(x.nbytes for x in t.tensors.values())
+
+    @cached_property
+    def weight_drift(self):
+        """regraft.drift report between the local source and target weights (streamed), when allowed."""
+        size = self.weights_bytes
+        if size is None or self.drift == "never" or (self.drift == "auto" and size > DRIFT_AUTO_BYTES):
+            return None
+        if str(self.source.path) == str(self.target.path):
+            return None
+        from regraft.drift import lineage_by_weights
+
+        return lineage_by_weights(self.source, self.target)
 
     @cached_property
     def effective_adapter(self) -> AdapterSpec | None:

@@ -101,7 +101,7 @@ def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSp
                             "TARGET?' module by module")
     for target in targets:
         report.bytes_read += target.bytes_read
-        ctx = LoraContext(source, target, adapter, runtime, rd)
+        ctx = LoraContext(source, target, adapter, runtime, rd, options.get("drift") or "auto")
         result = TargetResult(target.name, target.source)
         result.areas["lora"] = lora_area(ctx, select, ignore)
         for area in ("config", "rag"):

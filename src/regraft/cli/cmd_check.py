@@ -24,6 +24,9 @@ def add_parser(sub):
     p.add_argument("--config", metavar="FILE", help="serving/generation config to check (vLLM/SGLang/llama.cpp/Ollama)")
     p.add_argument("--rag", metavar="FILE", help="RAG setup file to check")
     p.add_argument("--runtime", default="peft", help="peft (default), vllm, sglang, llama.cpp, ollama")
+    p.add_argument("--drift", choices=("auto", "always", "never"), default="auto",
+                   help="measure lineage on the weights when SOURCE and TARGET are local folders: auto (when both "
+                        "together are under 4 GiB), always, never")
     p.add_argument("--layers", action="store_true", help="add the per-layer, per-module table")
     p.add_argument("--select", help="only these rule codes or prefixes, comma-separated (e.g. RG1,RG201)")
     p.add_argument("--ignore", help="skip these rule codes or prefixes, comma-separated")
@@ -45,7 +48,7 @@ def run(args) -> int:
     targets = [resolve_model(t) for t in args.targets]
     adapter = read_adapter(resolve_adapter_arg(args.adapter), allow_pickle=args.allow_pickle) if args.adapter else None
     split = (lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None)
-    options = {"config": args.config, "rag": args.rag, "runtime": args.runtime}
+    options = {"config": args.config, "rag": args.rag, "runtime": args.runtime, "drift": args.drift}
     report = check(source, targets, adapter, args.runtime, split(args.select), split(args.ignore), options)
     emit(render_check(report, args.format, args.layers))
     return 1 if report.fails(args.fail_on) else 0

@@ -8,6 +8,14 @@ from regraft.checks.lineage import TOKENIZER_FAMILY, normalise_base, relation
 from regraft.checks.registry import rule
 
 
+def _relation(ctx: LoraContext) -> tuple[str, str]:
+    """(relation, evidence): from the weights when `check` measured drift, else from the names."""
+    rep = ctx.weight_drift
+    if rep is not None:
+        return rep.relation, f"by weights: drift sigma {rep.sigma:.4f}"
+    return relation(_declared(ctx), ctx.target.name, ctx.target.path), "by names"
+
+
 def _shapes_fit(ctx: LoraContext) -> bool:
     return bool(ctx.matches) and all(m.status == "ok" for m in ctx.matches)
 
@@ -27,10 +35,11 @@ def sibling(ctx: LoraContext):
     Bad:  a Qwen3-30B-A3B-Base LoRA served on Qwen3-30B-A3B-Instruct-2507 without a check
     Good: `regraft drift BASE TARGET` and `regraft verify ADAPTER --on TARGET --reference BASE`
     """
-    if _shapes_fit(ctx) and relation(_declared(ctx), ctx.target.name, ctx.target.path) == "sibling":
+    rel, evidence = _relation(ctx) if _shapes_fit(ctx) else ("", "")
+    if rel == "sibling":
         yield sibling.rule.finding(
             f"trained on {normalise_base(_declared(ctx))}, a sibling of {ctx.target.name}: same shapes, "
-            "different weights", hint="measure with `regraft drift` and `regraft verify --reference`, "
+            f"different weights ({evidence})", hint="measure with `regraft drift` and `regraft verify --reference`, "
             "or port with `regraft port lora --method copy` (drift report attached)")
 
 
@@ -43,10 +52,11 @@ def unrelated(ctx: LoraContext):
     Bad:  a Qwen2.5-7B LoRA on another 7B model with the same config
     Good: distillation (`regraft port lora --method distill`)
     """
-    if _shapes_fit(ctx) and relation(_declared(ctx), ctx.target.name, ctx.target.path) == "unrelated":
+    rel, evidence = _relation(ctx) if _shapes_fit(ctx) else ("", "")
+    if rel == "unrelated":
         yield unrelated.rule.finding(
             f"trained on {normalise_base(_declared(ctx))}, which is not {ctx.target.name} nor a sibling of it; "
-            "equal shapes, unrelated weights", hint="copying is unlikely to work: `regraft port lora --method distill`")
+            f"equal shapes, unrelated weights ({evidence})", hint="copying is unlikely to work: `regraft port lora --method distill`")
 
 
 @rule("RG203", "lineage-unknown", area="lora", severity=Severity.INFO, verdict=None)
@@ -78,3 +88,25 @@ def tokenizer_family(ctx: LoraContext):
         yield tokenizer_family.rule.finding(
             f"{src.name} uses the {fs} tokenizer, {tgt.name} the {ft} one: token ids differ",
             hint="only sequence-level distillation (generated text) can move the behaviour")
+
+
+@rule("RG205", "lineage-by-weights", area="lora", severity=Severity.INFO)
+def by_weights(ctx: LoraContext):
+    """Lineage measured on the weights: drift between the local source and target checkpoints (streamed).
+
+    sigma = sum|A-B| / (sum|A| + sum|B|) over all tensors of equal name and shape: <= 1e-4 same weights,
+    <= 0.30 siblings, above: unrelated; an adapter is copied only when sigma <= 0.15 (research/lora_transfer.md 6.5).
+    `check` measures it when both checkpoints are local and together under 4 GiB (`--drift always` for larger ones).
+    Bad:  trusting a name ("...-Instruct") for lineage when both weights are on disk
+    Good: `regraft check SRC TGT --adapter A --drift always`, or `regraft drift SRC TGT --plot drift.png`
+    """
+    if not _shapes_fit(ctx) or ctx.weights_bytes is None:
+        return
+    rep = ctx.weight_drift
+    if rep is not None:
+        copy = "copy is advised" if rep.sigma <= 0.15 else "do not copy (sigma > 0.15)"
+        yield by_weights.rule.finding(f"drift {ctx.source.name} -> {ctx.target.name}: sigma {rep.sigma:.4f} "
+                                      f"({rep.verdict}); {copy}", data={"sigma": rep.sigma, "relation": rep.relation})
+    elif ctx.drift != "never" and str(ctx.source.path) != str(ctx.target.path):
+        yield by_weights.rule.finding(f"both checkpoints are local ({ctx.weights_bytes / 2**30:.1f} GiB together): "
+                                      "lineage was judged by names; `--drift always` measures it on the weights")
