@@ -57,7 +57,7 @@ _tier("smoke", batch=32, tasks=["A"], models={
     "Pk": {"kind": "reparam", "from": "S", "seed": 12, "pad_hidden": 16, "pad_ffn": 32,
            "extra_heads_per_group": 1, "insert_identity_after": [0], "steps": 0},
 }, adapters={"A": ["S", "SM", "T1", "T3"]})
-TIERS["smoke"]["lora"] = {**LORA, "steps": 600, "lr": 1e-2}
+TIERS["smoke"]["lora"] = {**LORA, "steps": 800, "lr": 1e-2}
 
 # standard: the table of lora_transfer.md section 7.2, tasks A-C (runs on demand; ~1 h on 2 cores).
 STD_S = {"arch": "qwen2", "hidden": 64, "layers": 4, "heads": 4, "kv_heads": 2, "ffn": 192}
@@ -304,6 +304,8 @@ def _build_one(tier: str, name: str, root: Path, tmp: Path, out: Path, quiet: bo
                   TimeElapsedColumn(), console=_console(), disable=quiet, transient=True) as progress:
         info = steps.build_member(tier, tier_config(tier), name, root, tmp, progress)
     info["wall_s"] = round(time.perf_counter() - t0, 2)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    info["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)  # load-independent cost (whole child incl. imports)
     info["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     info["sha256"] = weights_hash(tmp)
     out.write_text(json.dumps(info))

@@ -77,13 +77,14 @@ def to_markdown(res: dict, command: str) -> str:
     L += ["## Weight drift", "", "| pair | σ = Σ|A−B| / (Σ|A|+Σ|B|) | relative Frobenius ‖A−B‖/‖A‖ |", "|---|---|---|"]
     for k, d in res["drift"].items():
         L.append(f"| {k} | {d['sigma']:.4f} | {d['rel_frobenius']:.4f} |")
-    L += ["", "## Build steps", "", "| member | kind | wall s | peak RSS MB | params | loss start → end | sha256 |",
-          "|---|---|---|---|---|---|---|"]
+    L += ["", "## Build steps", "", "| member | kind | wall s | CPU s | peak RSS MB | params | loss start → end | sha256 |",
+          "|---|---|---|---|---|---|---|---|"]
     tot = 0.0
     for n, s in res["build_steps"].items():
         tot += s["wall_s"]
         loss = f"{s['loss_start']:.3f} → {s['loss_end']:.3f}" if "loss_end" in s else "–"
-        L.append(f"| {n} | {s['kind']} | {s['wall_s']} | {s['peak_rss_mb']} | {s.get('params', '–')} | {loss} | "
+        L.append(f"| {n} | {s['kind']} | {s['wall_s']} | {s.get('cpu_s', 'n/a')} | {s['peak_rss_mb']} | "
+                 f"{s.get('params', '–')} | {loss} | "
                  f"`{s['sha256'][:12]}` |")
     L += ["", f"Sum of build step wall times: {tot:.1f} s (each step in its own 1-thread process; peak RSS is "
           f"that process's). Evaluation for this table: {res['eval_wall_s']} s."]
