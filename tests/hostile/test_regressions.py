@@ -427,3 +427,41 @@ def test_policy_not_utf8(tmp_path):
     p.write_bytes(b"escalate_if: \xff\xfe\n")
     with pytest.raises(FileFormatError, match="UTF-8"):
         load_policy(p)
+
+
+def test_yaml_flow_nesting_is_refused_before_pyyaml_scans_it(tmp_path):
+    """PyYAML's scanner is quadratic in flow nesting: 100,000 '[' took minutes."""
+    from regraft.rag.setup import read_rag
+
+    p = tmp_path / "rag.yaml"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    t0 = time.monotonic()
+    with pytest.raises(FileFormatError):
+        read_rag(p)
+    assert time.monotonic() - t0 < 5
+
+
+def test_tokenizer_that_loads_but_cannot_encode(tmp_path):
+    pytest.importorskip("tokenizers")
+    from regraft.rag.tokenizer import _local
+
+    (tmp_path / "tokenizer.json").write_text(json.dumps({
+        "version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None, "decoder": None,
+        "model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "BPE"}}))
+    _local.cache_clear()
+    with pytest.raises(FileFormatError, match="cannot encode"):
+        _local(str(tmp_path), None).count("ab ba")
+
+
+def test_memory_estimate_with_a_context_beyond_float_range(tmp_path):
+    from regraft.checks.engine import area_runner
+    from regraft.inspection.resolve import catalog_model
+
+    p = tmp_path / "serve.yaml"
+    p.write_text("max-model-len: " + "9" * 400 + "\n")
+    try:
+        area_runner("config")(catalog_model("Qwen/Qwen3-8B"), catalog_model("Qwen/Qwen3-8B"),
+                              {"config": str(p), "runtime": "vllm"})
+    except RegraftError:
+        pass

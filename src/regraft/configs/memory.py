@@ -35,7 +35,10 @@ class MemoryEstimate:
     def kv_bytes(self) -> float | None:
         if self.kv_bytes_per_token is None or not self.context:
             return None
-        return float(self.kv_bytes_per_token) * self.context * self.concurrent
+        try:
+            return float(self.kv_bytes_per_token) * self.context * self.concurrent
+        except OverflowError:  # a context or concurrency beyond float range: no estimate
+            return None
 
     @property
     def total_bytes(self) -> float | None:

@@ -116,16 +116,16 @@ def coerce(key: str, value, written: str, file_label: str):
     if t == "int":
         if isinstance(value, bool):
             raise bad()
-        if isinstance(value, int):
+        if isinstance(value, int) and abs(value) <= 2**53:  # larger is no setting: it overflows every estimate
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
             return int(value)
         if isinstance(value, str):
             s = value.strip().lower().replace("_", "")
             mult = 1
             if s.endswith("k") and s[:-1].isdigit():  # vLLM accepts 32k / 128K
                 s, mult = s[:-1], 1024
-            if s.lstrip("-").isdigit():
+            if s.lstrip("-").isdigit() and len(s) <= 16:
                 return int(s) * mult
         raise bad()
     if t == "float":

@@ -85,6 +85,15 @@ def load_yaml(text: str):
     MAX_YAML_VALUES values, which would make any walk over it run for hours."""
     import yaml
 
+    depth = deepest = 0
+    for ch in text:  # PyYAML's scanner is quadratic in flow nesting: refuse "[[[[..." before it starts
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_DEPTH * 4:
+        raise ValueError(f"YAML flow collections nested {deepest} deep")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()

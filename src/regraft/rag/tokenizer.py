@@ -74,12 +74,19 @@ class TokenCounter:
     def count(self, text: str) -> int:
         if self.backend is None:
             return estimate_tokens(text)
-        return len(self.backend.encode(text, add_special_tokens=False).ids)
+        return len(self._encode(lambda: self.backend.encode(text, add_special_tokens=False)).ids)
 
     def count_batch(self, texts: list[str]) -> list[int]:
         if self.backend is None:
             return [estimate_tokens(t) for t in texts]
-        return [len(e.ids) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        return [len(e.ids) for e in self._encode(lambda: self.backend.encode_batch(texts, add_special_tokens=False))]
+
+    def _encode(self, call):
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - a loadable but broken tokenizer.json fails when it encodes
+            raise FileFormatError(f"The tokenizer {self.name} cannot encode text ({' '.join(str(e).split())[:150]}). "
+                                  "Re-download the model's tokenizer.json.") from None
 
     def has_token(self, token: str) -> bool:
         return token in self.special_tokens
