@@ -465,3 +465,16 @@ def test_memory_estimate_with_a_context_beyond_float_range(tmp_path):
                               {"config": str(p), "runtime": "vllm"})
     except RegraftError:
         pass
+
+
+@pytest.mark.parametrize("counts", [(2**40, 1), (1, 2**40), (2**63, 2**63)])
+def test_gguf_declared_counts_are_checked_against_the_file(tmp_path, counts):
+    pytest.importorskip("gguf")
+    from regraft.port.gguf_writer import read_gguf_lora
+
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"GGUF" + struct.pack("<I", 3) + struct.pack("<QQ", *counts) + b"\0" * 64)
+    t0 = time.monotonic()
+    with pytest.raises(FileFormatError, match="declares"):
+        read_gguf_lora(p)
+    assert time.monotonic() - t0 < 2

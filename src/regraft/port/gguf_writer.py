@@ -95,6 +95,19 @@ def read_gguf_lora(path: str | Path) -> tuple[dict, dict]:
     gguf = need("gguf", "reading a GGUF LoRA", "gguf")
     import numpy as np
 
+    import struct
+
+    try:  # declared counts checked against the file first: the gguf reader loops over them
+        size = Path(path).stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as e:
+        raise InputError(f"Cannot read GGUF '{path}': {e.strerror or e}.") from None
+    if len(head) == 24 and head[:4] == b"GGUF":
+        n_tensors, n_kv = struct.unpack("<QQ", head[8:24])
+        if n_tensors > size // 8 or n_kv > size // 8:
+            raise FileFormatError(f"Cannot read GGUF '{path}': it declares {n_tensors} tensors and {n_kv} metadata "
+                                  f"entries, more than its {size} bytes can hold. The file is damaged; re-create it.")
     try:  # the gguf reader memory-maps the file: declared sizes past its end fail here, nothing is allocated
         r = gguf.GGUFReader(str(path))
         meta = {}
