@@ -37,6 +37,7 @@ def time_limit(seconds: float = CASE_TIMEOUT):
         return
 
     def alarm(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 1.0)  # again in 1 s if this one is swallowed (e.g. in a gc callback)
         raise Hang(f"no result after {seconds:g}s")
 
     old = signal.signal(signal.SIGALRM, alarm)
