@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from regraft.errors import FileFormatError, OfflineError, UnknownModelError
@@ -57,6 +55,8 @@ def endpoint() -> str:
 
 def _get(url: str, headers: dict | None = None) -> bytes | None:
     """GET a URL; None on 404; OfflineError when the Hub cannot be reached."""
+    import urllib.error  # lazy: only the Hub path pays for http.client
+    import urllib.request
     req = urllib.request.Request(url, headers={"User-Agent": "regraft", **(headers or {})})
     token = os.environ.get("HF_TOKEN")
     if token:
