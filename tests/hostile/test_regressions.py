@@ -478,3 +478,38 @@ def test_gguf_declared_counts_are_checked_against_the_file(tmp_path, counts):
     with pytest.raises(FileFormatError, match="declares"):
         read_gguf_lora(p)
     assert time.monotonic() - t0 < 2
+
+
+def test_gguf_damaged_array_count_is_refused_fast(tmp_path):
+    """Found by the CI fuzz run: a metadata array whose count was damaged made the gguf package loop for minutes."""
+    import ast
+    import time
+    from pathlib import Path
+
+    from regraft.errors import FileFormatError
+    from regraft.port.gguf_writer import read_gguf_lora
+
+    case = ast.literal_eval((Path(__file__).parent / "data" / "gguf_array_count.txt").read_text())
+    p = tmp_path / "x.gguf"
+    p.write_bytes(case)
+    t = time.perf_counter()
+    with pytest.raises(FileFormatError, match="array declares"):
+        read_gguf_lora(p)
+    assert time.perf_counter() - t < 5
+
+
+def test_adapter_config_list_of_non_strings(tmp_path):
+    """Found by the CI fuzz run: target_parameters [null] reached the fused-expert inference (AttributeError)."""
+    import json
+
+    from regraft.errors import FileFormatError
+    from regraft.inspection.adapter import read_adapter
+    from regraft.inspection.safetensors_header import write_safetensors
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                                              "target_parameters": [None]}))
+    write_safetensors(tmp_path / "adapter_model.safetensors", {
+        "base_model.model.model.layers.0.mlp.experts.lora_A.weight": ("F32", (2, 2), b"\0" * 16),
+        "base_model.model.model.layers.0.mlp.experts.lora_B.weight": ("F32", (2, 2), b"\0" * 16)})
+    with pytest.raises(FileFormatError, match="'target_parameters' holds NoneType"):
+        read_adapter(tmp_path)

@@ -262,6 +262,12 @@ def _validate_config(config: dict, where: Path) -> None:
     peft_type = config.get("peft_type", "LORA")
     if str(peft_type).upper() != "LORA":
         raise InputError(f"'{where}' is a {peft_type} adapter; regraft handles LoRA adapters (peft_type LORA).")
+    for key in ("target_modules", "target_parameters", "modules_to_save", "exclude_modules"):
+        v = config.get(key)
+        if isinstance(v, list) and not all(isinstance(x, str) for x in v):
+            bad = next(x for x in v if not isinstance(x, str))
+            raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' holds {type(bad).__name__} "
+                                  f"{bad!r:.60}, expected a list of module names (strings).")
     r = config.get("r")
     if isinstance(r, int) and r <= 0:
         raise FileFormatError(f"Invalid adapter_config.json '{where}': 'r' is {r}, expected a positive rank.")

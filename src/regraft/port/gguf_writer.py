@@ -90,6 +90,59 @@ def write_gguf(out: Path, items: list[Item], model_type: str, num_layers: int, n
     return {k: tuple(v.shape) for k, v in arrays.items()}
 
 
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _check_gguf_layout(path: Path, size: int, n_tensors: int, n_kv: int) -> None:
+    """Walk the metadata and tensor-info sections with every declared length checked against the file size
+    first, so that the gguf package never loops over a damaged count (a crafted array length hung it)."""
+    import struct
+
+    def bad(why: str) -> FileFormatError:
+        return FileFormatError(f"Cannot read GGUF '{path}': {why}. The file is damaged or not a GGUF LoRA; "
+                               "re-create it.")
+
+    with open(path, "rb") as f:
+        data = f.read(min(size, 64 * 2**20))  # metadata and tensor infos live at the start
+    pos = 24
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > len(data):
+            raise bad(f"a field at byte {pos} declares {n} bytes, past the end of the header region")
+        out = data[pos:pos + n]
+        pos += n
+        return out
+
+    def u(fmt: str) -> int:
+        return struct.unpack("<" + fmt, take(struct.calcsize(fmt)))[0]
+
+    def value(vtype: int, depth: int = 0) -> None:
+        if vtype in _GGUF_SCALAR:
+            take(_GGUF_SCALAR[vtype])
+        elif vtype == 8:
+            take(u("Q"))
+        elif vtype == 9 and depth < 4:
+            etype, count = u("I"), u("Q")
+            least = _GGUF_SCALAR.get(etype, 8 if etype == 8 else 12)
+            if count * least > len(data) - pos:
+                raise bad(f"an array declares {count} elements, more than the file can hold")
+            for _ in range(count):
+                value(etype, depth + 1)
+        else:
+            raise bad(f"unknown metadata value type {vtype}")
+
+    for _ in range(n_kv):
+        take(u("Q"))  # key
+        value(u("I"))
+    for _ in range(n_tensors):
+        take(u("Q"))  # name
+        n_dims = u("I")
+        if n_dims > 8:
+            raise bad(f"a tensor declares {n_dims} dimensions")
+        take(8 * n_dims + 4 + 8)  # dims, type, offset
+
+
 def read_gguf_lora(path: str | Path) -> tuple[dict, dict]:
     """(metadata {key: value}, tensors {name: numpy array in numpy order}) of a GGUF LoRA (for tests/verify)."""
     gguf = need("gguf", "reading a GGUF LoRA", "gguf")
@@ -108,6 +161,7 @@ def read_gguf_lora(path: str | Path) -> tuple[dict, dict]:
         if n_tensors > size // 8 or n_kv > size // 8:
             raise FileFormatError(f"Cannot read GGUF '{path}': it declares {n_tensors} tensors and {n_kv} metadata "
                                   f"entries, more than its {size} bytes can hold. The file is damaged; re-create it.")
+        _check_gguf_layout(Path(path), size, n_tensors, n_kv)
     try:  # the gguf reader memory-maps the file: declared sizes past its end fail here, nothing is allocated
         r = gguf.GGUFReader(str(path))
         meta = {}
