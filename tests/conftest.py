@@ -18,3 +18,13 @@ os.environ.setdefault("REGRAFT_OFFLINE", "1")
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REGRAFT_CACHE", str(tmp_path_factory.getbasetemp() / "regraft-cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny model world of tests/port/_tiny.py, shared by tests/port, tests/verify and tests/drift."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from tests.port._tiny import tiny_world
+
+    return tiny_world(tmp_path_factory.mktemp("tiny"))

@@ -146,3 +146,22 @@ def merged_logits(model_dir, adapter_dir, x):
                 sd[it.module + ".weight"] += d
         m.eval()
         return m(input_ids=x).logits
+
+
+def tiny_world(d: Path) -> dict:
+    """dense (qwen3), its sibling, an unrelated dense model, a MoE (qwen3_moe) model and adapters for them.
+
+    Shared by the session fixture ``tiny`` of tests/port, tests/verify and tests/drift.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = {"dir": d}
+        out["dense"] = make_model(d / "dense", "qwen3", seed=0)
+        out["sib"] = sibling_of(out["dense"], d / "dense-sib")
+        out["other"] = make_model(d / "other", "qwen3", seed=7)
+        out["moe"] = make_model(d / "moe", "qwen3_moe", seed=0)
+        out["lora"] = peft_adapter(out["dense"], d / "lora")
+        out["v4"] = v4_moe_adapter(out["moe"], d / "v4")
+    return out
