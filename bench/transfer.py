@@ -13,7 +13,8 @@ agreement/KL with the teacher (source+adapter greedy completions of the test pro
 
     python bench/transfer.py --tier smoke                  # the CI tier, 1 seed
     python bench/transfer.py --tier smoke --seeds 3        # 3 seeds with CIs
-    python bench/transfer.py --tier standard --seeds 3     # needs the standard zoo (~1 h to build)
+    python bench/transfer.py --tier standard --seeds 3 --jobs 2   # seeds split over 2 processes
+    python bench/transfer.py --tier smoke --task C --tag _C       # another task (the zoo's task-C adapters)
 Writes bench/results/transfer_<tier>.{json,md,png}.
 """
 
@@ -35,7 +36,7 @@ if str(REPO) not in sys.path:
 
 import torch
 
-PAIRS = {  # name: (source, target, adapter task)
+PAIRS = {  # name: (source, target, task of the pre-registered targets; --task picks the task run)
     "Pk": ("S", "Pk", "A"),
     "S->T1": ("S", "T1", "A"),
     "S->T2": ("S", "T2", "A"),
@@ -114,19 +115,18 @@ def train_lora_on(model_dir, examples, steps, lr, batch, seed, r, alpha, ztrain)
     return pm
 
 
-def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0):
-    """Task-A LoRA on zoo model ``name`` with the zoo's recipe (r, alpha, steps, lr, batch, seed), trained by
-    `train_lora_on` and cached next to the zoo. Used as the source adapters and the retrained upper bounds: the
-    zoo's own smoke adapters (lora/A/*) score EM 0 on Task A (loss_end ~2.8) while this loop, same recipe,
-    reaches EM ~1 (reported to the zoo owner; see docs/transfer.md)."""
+def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
+    """A LoRA on zoo model ``name`` with the zoo's recipe (r, alpha, steps, lr, batch, seed), trained by
+    `train_lora_on` (SFT loss only, no replay) and cached next to the zoo. Used with ``--adapters bench``, and when
+    the zoo has no adapter for a model (e.g. a retrained upper bound the tier does not build)."""
     from bench.zoo.build import tier_dir
 
     lc = cfg["lora"]
-    d = tier_dir(tier).with_name(tier_dir(tier).name + "-transfer") / f"lora-A-{name}-s{seed}"
+    d = tier_dir(tier).with_name(tier_dir(tier).name + "-transfer") / f"lora-{task}-{name}-s{seed}"
     if (d / "adapter_config.json").exists():
         return d
     load_task = __import__("bench.zoo", fromlist=["load_task"]).load_task
-    pm = train_lora_on(model_dir, load_task("A").train, lc["steps"], lc["lr"], cfg["batch"], lc["seed"] + seed,
+    pm = train_lora_on(model_dir, load_task(task).train, lc["steps"], lc["lr"], cfg["batch"], lc["seed"] + seed,
                        lc["r"], lc["alpha"], ztrain)
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")
     pm.save_pretrained(tmp)
@@ -172,13 +172,16 @@ def run(args):
     members = set(cfg["models"])
     pairs = [p for p in (args.pairs or PAIRS) if PAIRS[p][0] in members and PAIRS[p][1] in members]
     lora_cfg = cfg["lora"]
-    task = "A"
+    task = args.task
+    seed_list = args.seed_list if args.seed_list is not None else list(range(args.seeds))
+    main_proc = 0 in seed_list  # the seed-free conditions (base, source+adapter, copy, project, retrained)
     T = load_task(task)
     test_prompts = [e.prompt for e in T.test]
     seeds5 = [e.prompt for e in T.train[:5]]
     calib = world.generic_texts(args.n_calib, seed=555)  # generic text, not the side-effect set (seed 777)
     work = Path(tempfile.mkdtemp(prefix="regraft-transfer-bench-"))
-    res = {"tier": args.tier, "task": task, "seeds": args.seeds, "budgets": args.budgets, "n_test": args.n_test,
+    res = {"tier": args.tier, "task": task, "seeds": args.seeds, "seed_list": seed_list, "adapters": args.adapters,
+           "budgets": args.budgets, "n_test": args.n_test,
            "threads": args.threads, "pairs": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
            "command": " ".join(["python", "bench/transfer.py"] + sys.argv[1:]), "torch": torch.__version__}
     from bench.zoo.build import CODE_VERSION, tier_dir
@@ -188,11 +191,11 @@ def run(args):
     teacher_cache = {}
     t_all = time.perf_counter()
     for pname in pairs:
-        src, tgt, tk = PAIRS[pname]
+        src, tgt, _ = PAIRS[pname]
         print(f"== {pname}", flush=True)
         S_dir, T_dir = zoo_path(args.tier, src), zoo_path(args.tier, tgt)
-        A_dir = (zoo_path(args.tier, f"lora/{tk}/{src}") if args.zoo_adapters
-                 else bench_adapter(args.tier, src, S_dir, cfg, ztrain))
+        tk = task
+        A_dir = adapter_for(args, cfg, src, S_dir, ztrain, zoo_path, task)
         tok = tok or load_tokenizer(S_dir)
         P = {"source": src, "target": tgt, "conditions": {}}
         res["pairs"][pname] = P
@@ -223,37 +226,37 @@ def run(args):
                   f"{s['teacher_agreement']} generic {s['generic_nll']:.3f}"
                   + (f" ({wall:.0f}s)" if wall else ""), flush=True)
 
-        C["source+adapter"] = {"runs": [{"seed": 0, **src_sc}]}
-        record("target base", load_model(T_dir))
-        # retrained upper bound: a target LoRA on the full data with the zoo's recipe (one per seed)
         from peft import PeftModel
 
-        for seed in range(args.seeds):
-            t0 = time.perf_counter()
-            peak_reset()
-            up = (zoo_path(args.tier, f"lora/{tk}/{tgt}") if args.zoo_adapters and seed == 0
-                  else bench_adapter(args.tier, tgt, T_dir, cfg, ztrain, seed))
-            m = PeftModel.from_pretrained(load_model(T_dir), str(up)).eval()
-            record("retrained", m, seed, {"adapter": str(up)}, time.perf_counter() - t0, peak())
+        if main_proc:
+            C["source+adapter"] = {"runs": [{"seed": 0, **src_sc}]}
+            record("target base", load_model(T_dir))
+            # retrained upper bound: a target LoRA on the full data with the source's recipe (the zoo's, or one per
+            # seed with --adapters bench)
+            for seed in ([0] if args.adapters == "zoo" else range(args.seeds)):
+                t0 = time.perf_counter()
+                peak_reset()
+                up = adapter_for(args, cfg, tgt, T_dir, ztrain, zoo_path, task, seed)
+                m = PeftModel.from_pretrained(load_model(T_dir), str(up)).eval()
+                record("retrained", m, seed, {"adapter": str(up)}, time.perf_counter() - t0, peak())
         # copy
-        if P["auto_decision"].get("same_shapes"):
+        if main_proc and P["auto_decision"].get("same_shapes"):
             from peft import PeftModel
 
             record("copy", PeftModel.from_pretrained(load_model(T_dir), str(A_dir)).eval(),
                    extra={"sigma": P["auto_decision"].get("sigma")})
         # project
-        t0 = time.perf_counter()
-        out = work / f"{pname}-project"
-        rep = project_adapter(A_dir, S_dir, T_dir, out, calib_texts=calib, show_progress=False, force=True)
-        from peft import PeftModel
-
-        record("project", PeftModel.from_pretrained(load_model(T_dir), str(out)).eval(), 0,
-               {"gamma": rep.details.get("gamma"), "layer_map": rep.details["layer_map"]["target_to_source"],
-                "notes": rep.notes}, time.perf_counter() - t0, rep.peak_rss_mb)
+        if main_proc:
+            t0 = time.perf_counter()
+            out = work / f"{pname}-project"
+            rep = project_adapter(A_dir, S_dir, T_dir, out, calib_texts=calib, show_progress=False, force=True)
+            record("project", PeftModel.from_pretrained(load_model(T_dir), str(out)).eval(), 0,
+                   {"gamma": rep.details.get("gamma"), "layer_map": rep.details["layer_map"]["target_to_source"],
+                    "notes": rep.notes}, time.perf_counter() - t0, rep.peak_rss_mb)
         if args.no_distill:
             continue
         for N in args.budgets:
-            for seed in range(args.seeds):
+            for seed in seed_list:
                 out = work / f"{pname}-distill{N}-{seed}"
                 rep = distill_adapter(A_dir, S_dir, T_dir, out, seeds=seeds5, n_prompts=N, loss=args.loss,
                                       init="project" if args.init == "project" else None, calib_texts=calib,
@@ -268,7 +271,7 @@ def run(args):
                         "init_gate": rep.details.get("init_gate")},
                        rep.seconds, rep.peak_rss_mb)
         for k in args.baselines:
-            for seed in range(args.seeds):
+            for seed in seed_list:
                 t0 = time.perf_counter()
                 peak_reset()
                 m = train_lora_on(T_dir, T.train[:k] if seed == 0 else random.Random(seed).sample(T.train, k),
@@ -277,6 +280,59 @@ def run(args):
                 record(f"lora-{k}", m, seed, None, time.perf_counter() - t0, peak())
         _save(res, args)  # partial results survive an interrupted run
     res["wall_s"] = round(time.perf_counter() - t_all, 1)
+    if args.raw:
+        _save(res, args)
+        return res
+    _summarise(res)
+    _save(res, args)
+    return res
+
+
+def adapter_for(args, cfg, model, model_dir, ztrain, zoo_path, task, seed=0):
+    """The LoRA of ``task`` on zoo model ``model``: the zoo's own (source adapters and retrained upper bounds,
+    ``--adapters zoo``, the default), else one trained by `bench_adapter` (``--adapters bench``, or when the tier
+    does not build that adapter)."""
+    from bench.zoo.build import member_names
+
+    if args.adapters == "zoo" and seed == 0 and f"lora/{task}/{model}" in member_names(args.tier):
+        return zoo_path(args.tier, f"lora/{task}/{model}")
+    return bench_adapter(args.tier, model, model_dir, cfg, ztrain, seed, task)
+
+
+def run_parallel(args, argv):
+    """Seeds split over ``--jobs`` child processes (1 torch thread each); their raw results merged in order."""
+    import subprocess
+
+    seeds = list(range(args.seeds))
+    groups = [seeds[i::args.jobs] for i in range(args.jobs) if seeds[i::args.jobs]]
+    tmp = Path(tempfile.mkdtemp(prefix="regraft-transfer-jobs-"))
+    procs = []
+    for i, g in enumerate(groups):
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--jobs", "1", "--raw", "--out-dir",
+               str(tmp / str(i)), "--seed-list", *map(str, g)]
+        log = open(tmp / f"{i}.log", "w")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO)), log, i))
+        print(f"job {i}: seeds {g} (log {tmp / f'{i}.log'})", flush=True)
+    t0 = time.perf_counter()
+    for p, log, i in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"transfer bench job {i} failed (exit {p.returncode}); see {tmp / f'{i}.log'}")
+        log.close()
+    parts = [json.loads(next((tmp / str(i)).glob("transfer_*.json")).read_text()) for i in range(len(groups))]
+    res = parts[0]
+    for part in parts[1:]:
+        for pname, P in part["pairs"].items():
+            C = res["pairs"][pname]["conditions"]
+            for name, c in P["conditions"].items():
+                C.setdefault(name, {"runs": []})["runs"].extend(c["runs"])
+    for P in res["pairs"].values():
+        for c in P["conditions"].values():
+            c["runs"].sort(key=lambda r: r.get("seed", 0))
+    res["seed_list"] = seeds
+    res["jobs"] = args.jobs
+    res["command"] = " ".join(["python", "bench/transfer.py"] + argv)
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    res["cpu_wall_s_per_job"] = [p.get("wall_s") for p in parts]
     _summarise(res)
     _save(res, args)
     return res
@@ -446,14 +502,23 @@ def main(argv=None):
     ap.add_argument("--n-calib", type=int, default=200)
     ap.add_argument("--lr", type=float, help="distillation lr (default: the zoo's LoRA lr, as for lora-k)")
     ap.add_argument("--no-distill", action="store_true")
-    ap.add_argument("--zoo-adapters", action="store_true", help="use the zoo's lora/A/* adapters (default: the "
-                    "same recipe trained by bench_adapter, see its docstring)")
+    ap.add_argument("--task", default="A", choices=("A", "B", "C"))
+    ap.add_argument("--adapters", default="zoo", choices=("zoo", "bench"),
+                    help="source adapters and retrained upper bounds: the zoo's (default) or trained here by "
+                         "bench_adapter with the zoo's recipe (one retrained bound per seed)")
+    ap.add_argument("--jobs", type=int, default=1, help="split the seeds over N child processes")
+    ap.add_argument("--seed-list", type=int, nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the result files (transfer_<tier><tag>.*)")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
-    res = run(args)
-    print(json.dumps(res["targets"], indent=1))
+    if args.jobs > 1 and args.seeds > 1 and args.seed_list is None:
+        res = run_parallel(args, list(sys.argv[1:] if argv is None else argv))
+    else:
+        res = run(args)
+    if "targets" in res:
+        print(json.dumps(res["targets"], indent=1))
 
 
 if __name__ == "__main__":
