@@ -101,6 +101,27 @@ def _from_entry(e: dict, spec) -> Facts:
         soft_switches=e.get("soft_switches"))
 
 
+def served_context(config: dict) -> tuple[int | None, str]:
+    """The context window a runtime serves from a config.json, and why: with static YaRN in the config
+    (``rope_scaling``, or transformers-5 ``rope_parameters``, ``rope_type``/``type`` "yarn" and a ``factor``), vLLM
+    derives max_model_len = original_max_position_embeddings x factor (Qwen3: 32,768 x 4 = 131,072; see
+    research/ecosystem.md on YaRN and the Qwen deployment docs); other scalings, or none: max_position_embeddings."""
+    rs = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    mpe = config.get("max_position_embeddings")
+    mpe = mpe if isinstance(mpe, int) and not isinstance(mpe, bool) and mpe > 0 else None
+    if isinstance(rs, dict) and (rs.get("rope_type") or rs.get("type")) == "yarn":
+        f, orig = rs.get("factor"), rs.get("original_max_position_embeddings") or mpe
+        if isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 and isinstance(orig, int) and orig > 0:
+            return int(orig * f), f"YaRN: original_max_position_embeddings {orig} x factor {f:g}"
+    if mpe:
+        return mpe, "max_position_embeddings"
+    for key in ("max_sequence_length", "seq_length", "n_positions"):
+        v = config.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v, key
+    return None, "no context length in config.json"
+
+
 def family_entry(name: str) -> dict | None:
     for e in _data()["families"]:
         if re.search(e["match"], name):

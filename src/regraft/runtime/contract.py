@@ -15,21 +15,19 @@ Checked before ``serve`` takes traffic (and before ``ask``):
 Errors stop start-up with one clear line per problem; warnings are printed and start-up continues. A master
 that is unreachable at start-up is a warning when the policy allows degraded mode.
 
-The template rendering and token budget functions here are small and local on purpose: they should be
-unified with the RAG/template/budget rules of ``regraft check`` once those land (see docs/runtime.md).
+Template rendering, template lookup, tokenizers and the context window are those of ``regraft check --rag`` /
+``--config`` (``regraft.rag.template``, ``regraft.rag.tokenizer``, ``regraft.configs.facts.served_context``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from regraft.errors import RegraftError
 
-from .chunking import CharEstimate, count_tokens, load_tokenizer
+from .chunking import CharEstimate, count_tokens
 
 
 class ContractError(RegraftError):
@@ -78,55 +76,25 @@ class Side:
         return count_tokens(self.tokenizer or CharEstimate(), text)
 
 
-# -- the functions to unify with `check`'s RAG/template rules ---------------------------------------------
-
-def _jinja_env():
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(msg):
-        raise TemplateError(msg)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env
-
-
-_TEMPLATE_CACHE: dict[str, object] = {}
-
+# -- template and context: the same functions `check --rag` / `check --config` use ---------------------------
 
 def render_chat(template: str, messages: list[dict], tools: list[dict] | None = None, **kwargs) -> str:
-    """Render messages with a model's own chat template (sandboxed; generation prompt added).
+    """Render messages with a model's own chat template, generation prompt added: ``regraft.rag.template.render``,
+    the sandboxed renderer `check --rag` uses (byte-identical to transformers' apply_chat_template, with its time
+    and size limits)."""
+    from regraft.rag.template import render
 
-    Uses the core's ``regraft.rag.template.render`` (same semantics as transformers) when present."""
-    try:
-        from regraft.rag.template import render
-    except ImportError:
-        render = None
-    if render is not None:
-        return render(template, messages, tools=tools or None, **kwargs)
-    tpl = _TEMPLATE_CACHE.get(template)
-    if tpl is None:
-        tpl = _jinja_env().from_string(template)
-        _TEMPLATE_CACHE[template] = tpl
-    return tpl.render(messages=messages, tools=tools or None, add_generation_prompt=True,
-                      bos_token="", eos_token="", **kwargs)
+    return render(template, messages, tools=tools or None, **kwargs)
 
 
 def context_window(spec) -> int | None:
+    """The context the runtime will serve: ``regraft.configs.facts.served_context`` (YaRN-aware, as vLLM derives
+    max_model_len from config.json)."""
     if spec is None:
         return None
-    cfg = getattr(spec, "text_config", None) or getattr(spec, "config", {}) or {}
-    for key in ("max_position_embeddings", "max_sequence_length", "seq_length", "n_positions"):
-        v = cfg.get(key)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+    from regraft.configs.facts import served_context
+
+    return served_context(getattr(spec, "text_config", None) or getattr(spec, "config", None) or {})[0]
 
 
 def template_of(spec) -> str | None:
@@ -160,20 +128,17 @@ def describe_side(role: str, endpoint: str, model_id: str | None, model_hint: st
         return side
     side.chat_template = template_of(side.spec)
     side.context_window = context_window(side.spec)
-    path = getattr(side.spec, "path", None)
-    try:  # the RAG layer of `check`: own or bundled template, own/bundled exact tokenizer or an estimate
-        from regraft.rag.template import template_for
-        from regraft.rag.tokenizer import tokenizer_for
-    except ImportError:
-        side.tokenizer = load_tokenizer(path) if path else None
-    else:
-        if not side.chat_template:
-            src, where = template_for(side.spec)
-            if src:
-                side.chat_template = src
-                side.notes.append(f"chat template: {where}")
-        tok = tokenizer_for(side.spec)
-        side.tokenizer = tok if getattr(tok, "backend", None) is not None else None
+    # the RAG layer of `check`: own or bundled template, own/bundled exact tokenizer or an estimate
+    from regraft.rag.template import template_for
+    from regraft.rag.tokenizer import tokenizer_for
+
+    if not side.chat_template:
+        src, where = template_for(side.spec)
+        if src:
+            side.chat_template = src
+            side.notes.append(f"chat template: {where}")
+    tok = tokenizer_for(side.spec)
+    side.tokenizer = tok if getattr(tok, "backend", None) is not None else None
     if side.chat_template:
         side.thinking = "<think>" in side.chat_template
         side.tools_in_template = "tools" in side.chat_template
