@@ -8,7 +8,7 @@ import pytest
 from regraft.transfer import heads as H
 from regraft.transfer import prompts as P
 from regraft.transfer.layer_match import align_layers, depth_similarity, linear_cka
-from regraft.transfer.linalg import map_factors, ridge
+from regraft.transfer.linalg import map_factors, neuron_permutation, procrustes, ridge
 
 
 def test_cka_invariant_to_rotation_and_scale():
@@ -144,3 +144,30 @@ def test_topk_kl_matches_full_kl_when_k_is_vocab():
     tv, ti = lp.topk(3, -1)  # truncated: a lower bound (tail bucket), never negative
     k3 = topk_kl(tv, ti, lq)
     assert bool((k3 >= -1e-6).all()) and bool((k3 <= full + 1e-5).all())
+
+
+def test_procrustes_exact_on_partial_permutation_and_identity_under_drift():
+    """Orthogonal maps: exact on permutation + zero padding; ~ identity between siblings (no regression dilution)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((2000, 12)) @ np.diag(np.linspace(0.2, 3, 12))  # anisotropic, as trained activations
+    perm = rng.permutation(16)
+    P = np.zeros((12, 16))
+    for a in range(12):
+        P[a, perm[a]] = 1.0
+    assert np.allclose(procrustes(X, X @ P), P, atol=1e-9)
+    Y = X + 0.3 * rng.standard_normal(X.shape) + 0.2 * X @ rng.standard_normal((12, 12)) / np.sqrt(12)
+    W_o, W_r = procrustes(X, Y), ridge(X, Y, 1e-6)
+    assert np.linalg.norm(W_o - np.eye(12)) < np.linalg.norm(W_r - np.eye(12))
+    assert np.allclose(W_o.T @ W_o, np.eye(12), atol=1e-9)
+
+
+def test_neuron_permutation_recovers_a_padded_permutation():
+    rng = np.random.default_rng(2)
+    A = np.maximum(rng.standard_normal((3000, 20)), 0)  # post-activation-like features
+    perm = rng.permutation(24)
+    At = np.zeros((3000, 24))
+    At[:, perm[:20]] = A
+    P = neuron_permutation(A, At)
+    assert np.array_equal(P.argmax(1), perm[:20]) and P.sum() == 20
+    noisy = neuron_permutation(A, At + 0.1 * rng.standard_normal(At.shape))
+    assert np.array_equal(noisy.argmax(1), perm[:20])

@@ -38,7 +38,7 @@ from .common import (
     write_lora,
 )
 from .layer_match import align_layers, cka_matrix, depth_similarity
-from .linalg import map_factors, r2, ridge
+from .linalg import map_factors, neuron_permutation, procrustes, r2, ridge
 
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -203,12 +203,15 @@ def weight_only_acts(model, ids: list[int], with_mlp: bool = True) -> dict:
 
 # --------------------------------------------------------------------------- maps per layer pair
 def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict, roles, lam: float = 1e-6,
-               rope_safe: bool = True, priors: dict | None = None) -> tuple[dict, dict]:
+               rope_safe: bool = True, priors: dict | None = None, fit: str = "procrustes") -> tuple[dict, dict]:
     """Maps (q_in, r_out) per role for source layer i -> target layer j, plus a report (R^2, head matches).
 
     ``priors``: residual-side maps the ridge fits shrink to outside the calibration span ("attn_in", "mlp_in",
-    "res_out"; see `embedding_priors`)."""
+    "res_out"; see `embedding_priors`). ``fit``: "procrustes" (semi-orthogonal maps: rotations / partial
+    permutations, ~ identity between siblings; the default) or "ridge" (unconstrained regressions, the pre-fix
+    behaviour)."""
     priors = priors or {}
+    fitm = procrustes if fit == "procrustes" else ridge
     S = lambda role, io: acts_s[(i, role, io)]
     T = lambda role, io: acts_t[(j, role, io)]
     maps, info = {}, {}
@@ -221,12 +224,12 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
         if "res" not in cache:
             Xs = np.concatenate([S("layer", "in"), S("layer", "out")])
             Xt = np.concatenate([T("layer", "in"), T("layer", "out")])
-            cache["res"] = ridge(Xs, Xt, lam, priors.get("res_out"))
+            cache["res"] = fitm(Xs, Xt, lam, priors.get("res_out"))
             info["residual_r2"] = r2(Xs, Xt, cache["res"])
         return cache["res"]
     attn_roles = [r for r in roles if r in ATTN]
     if attn_roles:
-        q_res = ridge(T("q_proj", "in"), S("q_proj", "in"), lam, priors.get("attn_in"))  # x_s ~= Q^T x_t
+        q_res = fitm(T("q_proj", "in"), S("q_proj", "in"), lam, priors.get("attn_in"))  # x_s ~= Q^T x_t
         info["attn_in_r2"] = r2(T("q_proj", "in"), S("q_proj", "in"), q_res)
         sims = {r: H.head_cka(S(r, "out"), T(r, "out"), a_s["nq"] if r == "q_proj" else a_s["nkv"],
                               a_t["nq"] if r == "q_proj" else a_t["nkv"]) for r in ("q_proj", "k_proj", "v_proj")}
@@ -245,7 +248,7 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
             for b, (a, _) in pairs.items():
                 ys, yt = Ys[:, a * hd_s:(a + 1) * hd_s], Yt[:, b * hd_t:(b + 1) * hd_t]
                 if role == "v_proj" or (role != "v_proj" and not rope_safe):
-                    M = ridge(ys, yt, lam)
+                    M = fitm(ys, yt, lam)
                 elif rope_ok:
                     M = H.fit_rope_map(ys, yt)
                 else:
@@ -257,7 +260,7 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
             Xs, Xt = S("o_proj", "in"), T("o_proj", "in")
             Q = np.zeros((Xt.shape[1], Xs.shape[1]))
             for b, (a, _) in match["q"].items():
-                Q[b * hd_t:(b + 1) * hd_t, a * hd_s:(a + 1) * hd_s] = ridge(
+                Q[b * hd_t:(b + 1) * hd_t, a * hd_s:(a + 1) * hd_s] = fitm(
                     Xt[:, b * hd_t:(b + 1) * hd_t], Xs[:, a * hd_s:(a + 1) * hd_s], lam)
             R = residual_map()
             maps["o_proj"] = (Q, R)
@@ -265,17 +268,20 @@ def layer_maps(acts_s: dict, acts_t: dict, i: int, j: int, a_s: dict, a_t: dict,
             info["o_proj_out_r2"] = r2(S("o_proj", "out"), T("o_proj", "out"), R)
     mlp_roles = [r for r in roles if r in MLP]
     if mlp_roles:
-        q_res = ridge(T("gate_proj", "in"), S("gate_proj", "in"), lam, priors.get("mlp_in"))
+        q_res = fitm(T("gate_proj", "in"), S("gate_proj", "in"), lam, priors.get("mlp_in"))
         info["mlp_in_r2"] = r2(T("gate_proj", "in"), S("gate_proj", "in"), q_res)
         # neurons are mapped on post-activation features (down_proj inputs: full rank, unlike gate/up outputs,
         # which live in a rank <= hidden subspace); the same neuron map serves gate/up outputs
-        R_ff = ridge(S("down_proj", "in"), T("down_proj", "in"), lam)  # a_t ~= R_ff^T a_s
+        if fit == "procrustes":  # neurons: a partial permutation (the symmetry of an elementwise nonlinearity)
+            R_ff = neuron_permutation(S("down_proj", "in"), T("down_proj", "in"))  # a_t ~= R_ff^T a_s
+        else:
+            R_ff = fitm(S("down_proj", "in"), T("down_proj", "in"), lam)
         for role in ("gate_proj", "up_proj"):
             if role in roles:
                 maps[role] = (q_res, R_ff)
                 info[f"{role}_out_r2"] = r2(S(role, "out"), T(role, "out"), R_ff)
         if "down_proj" in roles:
-            Q = ridge(T("down_proj", "in"), S("down_proj", "in"), lam)
+            Q = R_ff.T if fit == "procrustes" else fitm(T("down_proj", "in"), S("down_proj", "in"), lam)
             R = residual_map()
             maps["down_proj"] = (Q, R)
             info["down_proj_in_r2"] = r2(T("down_proj", "in"), S("down_proj", "in"), Q)
@@ -365,7 +371,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
                     lam: float = 1e-6, calibrate_scale: bool = True, gain: str | float = "auto",
                     rope_safe: bool = True, use_cka: bool = True, use_priors: bool = True, max_tokens: int = 4096,
                     force: bool = False,
-                    show_progress: bool = True) -> Report:
+                    show_progress: bool = True, fit: str = "procrustes") -> Report:
     """Project ``adapter_dir`` (trained on ``source_dir``) onto ``target_dir``; write a PEFT LoRA to ``out_dir``.
 
     ``calib_texts``: generic unlabelled text (list of str, or of token-id lists); None -> weight-only fallback
@@ -445,7 +451,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
             if use_priors:
                 pri = embedding_priors(src, tgt, i, j, prior_base)
                 prior_base = pri.pop("_base")
-            maps, info = layer_maps(acts_s, acts_t, i, j, a_s, a_t, roles, lam, rope_safe, pri)
+            maps, info = layer_maps(acts_s, acts_t, i, j, a_s, a_t, roles, lam, rope_safe, pri, fit)
             per_layer[j] = {"source_layer": i, **info}
             for role in roles:
                 f = by_layer[i][role]
