@@ -56,6 +56,15 @@ def create_app(hybrid: Hybrid, *, max_request_bytes: int = 1_000_000, trace_defa
         return {"object": "list", "data": [{"id": i, "object": "model", "created": now, "owned_by": "regraft"}
                                            for i in ("regraft", "small", "master")]}
 
+    def _request_failed(e: Exception):
+        """The HTTP error for a request the hybrid refused (OpenAI error shape), counted in /stats."""
+        app.state.stats["errors"] += 1
+        if isinstance(e, OversizeError):
+            return _err(400, str(e), "invalid_request_error", "context_length_exceeded")
+        if isinstance(e, BackendError):
+            return _err(504 if e.kind == "timeout" else 502, str(e), "backend_error", e.kind)
+        return _err(400, str(e), "invalid_request_error")
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         st = app.state.stats
@@ -88,15 +97,8 @@ def create_app(hybrid: Hybrid, *, max_request_bytes: int = 1_000_000, trace_defa
             # run until the first event so input errors become proper HTTP errors, not a broken stream
             try:
                 first = await gen.__anext__()
-            except OversizeError as e:
-                st["errors"] += 1
-                return _err(400, str(e), "invalid_request_error", "context_length_exceeded")
-            except InputError as e:
-                st["errors"] += 1
-                return _err(400, str(e), "invalid_request_error")
-            except BackendError as e:
-                st["errors"] += 1
-                return _err(504 if e.kind == "timeout" else 502, str(e), "backend_error", e.kind)
+            except (OversizeError, InputError, BackendError) as e:
+                return _request_failed(e)
 
             async def sse():
                 base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": "regraft"}
@@ -127,15 +129,8 @@ def create_app(hybrid: Hybrid, *, max_request_bytes: int = 1_000_000, trace_defa
                                      headers={"cache-control": "no-cache", "x-regraft-request": rid})
         try:
             res = await hybrid.answer(messages, route)
-        except OversizeError as e:
-            st["errors"] += 1
-            return _err(400, str(e), "invalid_request_error", "context_length_exceeded")
-        except InputError as e:
-            st["errors"] += 1
-            return _err(400, str(e), "invalid_request_error")
-        except BackendError as e:
-            st["errors"] += 1
-            return _err(504 if e.kind == "timeout" else 502, str(e), "backend_error", e.kind)
+        except (OversizeError, InputError, BackendError) as e:
+            return _request_failed(e)
         st[res.route] += 1
         st["degraded"] += int(res.degraded)
         usage = res.usage or {}
