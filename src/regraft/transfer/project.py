@@ -27,6 +27,7 @@ import numpy as np
 
 from . import heads as H
 from .common import (
+    PhaseMemory,
     Report,
     load_model,
     load_tokenizer,
@@ -97,6 +98,7 @@ def paired_positions(off_s, off_t) -> tuple[list[int], list[int]]:
 
 # --------------------------------------------------------------------------- activation capture
 def _arch(model) -> dict:
+    """Shapes of a model (a loaded model or a `StreamedModel`: its meta skeleton has the same modules)."""
     c = model.config
     hd = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     moe = any("experts" in n for n, _ in model.named_modules())
@@ -166,39 +168,110 @@ def capture(model, seqs, positions=None, with_mlp: bool = True, prog=None, desc:
     return acts
 
 
-def weight_only_acts(model, ids: list[int], with_mlp: bool = True) -> dict:
-    """Fallback without calibration text: each layer applied to the token embeddings directly (no attention
-    mixing: a query head's attention output is taken to be its KV group's value). Paired across models by id."""
+def capture_streamed(sm, seqs, positions=None, with_mlp: bool = True, prog=None, desc: str = "capture") -> dict:
+    """`capture` with one decoder layer in memory at a time (`stream.forward_layers`): the same hooks, the same
+    rows, the same arrays (the tests compare both, allclose)."""
     import torch
 
-    arch = _arch(model)
+    from .stream import forward_layers
+
+    arch = _arch(sm)
+    roles = ATTN + (MLP if with_mlp and not arch["moe"] else ())
+    store: dict = {}
+    state = {"k": 0, "hooks": []}
+
+    def keep(key, t, k):
+        t = t.detach().reshape(-1, t.shape[-1])
+        if positions is not None:
+            t = t[torch.tensor(positions[k], dtype=torch.long, device=t.device)]
+        store.setdefault(key, []).append(t.double().cpu())
+
+    def before(i, layer):
+        state["k"] = 0
+        for role in roles:
+            mod = layer.get_submodule(("self_attn." if role in ATTN else "mlp.") + role)
+
+            def h(m, args, out, i=i, role=role):
+                keep((i, role, "in"), args[0], state["k"])
+                keep((i, role, "out"), out, state["k"])
+
+            state["hooks"].append(mod.register_forward_hook(h))
+
+    def on_layer(i, layer, k, h_in, h_out):
+        keep((i, "layer", "in"), h_in, k)
+        keep((i, "layer", "out"), h_out, k)
+        state["k"] = k + 1
+
+    def after(i, layer):
+        for hk in state["hooks"]:
+            hk.remove()
+        state["hooks"] = []
+        for role in roles:
+            b = _bias(layer.get_submodule(("self_attn." if role in ATTN else "mlp.") + role))
+            if b is not None:
+                store[(i, role, "out_bias")] = b
+
+    forward_layers(sm, seqs, on_layer, prog=prog, desc=desc, before_layer=before, after_layer=after)
+    acts = {k: torch.cat(v).numpy() for k, v in store.items() if k[2] != "out_bias"}
+    for (i, role, io), b in [(k, v) for k, v in store.items() if k[2] == "out_bias"]:
+        acts[(i, role, "out")] = acts[(i, role, "out")] - b
+    return acts
+
+
+def _weight_only_layer(layer, e, arch, with_mlp, i, acts, n) -> None:
+    """One layer of the weight-only fallback applied to the embeddings ``e`` (see `weight_only_acts`)."""
     rep = arch["nq"] // arch["nkv"]
+    at = layer.self_attn
+    x = layer.input_layernorm(e)
+    acts[(i, "layer", "in")] = e
+    for role in ("q_proj", "k_proj", "v_proj"):
+        mod = getattr(at, role)
+        acts[(i, role, "in")] = x
+        acts[(i, role, "out")] = x @ mod.weight.T
+    v = acts[(i, "v_proj", "out")].reshape(n, arch["nkv"], arch["hd"])
+    o_in = v.repeat_interleave(rep, dim=1).reshape(n, -1)
+    acts[(i, "o_proj", "in")] = o_in
+    acts[(i, "o_proj", "out")] = o_in @ at.o_proj.weight.T
+    h = e + acts[(i, "o_proj", "out")]
+    acts[(i, "layer", "out")] = h
+    if with_mlp and not arch["moe"]:
+        mlp = layer.mlp
+        x2 = layer.post_attention_layernorm(h)
+        g, u = x2 @ mlp.gate_proj.weight.T, x2 @ mlp.up_proj.weight.T
+        d_in = mlp.act_fn(g) * u
+        acts.update({(i, "gate_proj", "in"): x2, (i, "gate_proj", "out"): g, (i, "up_proj", "in"): x2,
+                     (i, "up_proj", "out"): u, (i, "down_proj", "in"): d_in,
+                     (i, "down_proj", "out"): d_in @ mlp.down_proj.weight.T})
+
+
+def weight_only_acts(model, ids: list[int], with_mlp: bool = True) -> dict:
+    """Fallback without calibration text: each layer applied to the token embeddings directly (no attention
+    mixing: a query head's attention output is taken to be its KV group's value). Paired across models by id.
+    ``model``: a loaded model or a `StreamedModel` (then one layer in memory at a time)."""
+    import torch
+
+    from .stream import StreamedModel
+
+    arch = _arch(model)
     acts = {}
+    streamed = isinstance(model, StreamedModel)
     with torch.no_grad():
-        e = model.get_input_embeddings().weight[torch.tensor(ids, device=model.device)].float()
-        for i, layer in enumerate(model.model.layers):
-            at = layer.self_attn
-            x = layer.input_layernorm(e)
-            acts[(i, "layer", "in")] = e
-            for role in ("q_proj", "k_proj", "v_proj"):
-                mod = getattr(at, role)
-                acts[(i, role, "in")] = x
-                acts[(i, role, "out")] = x @ mod.weight.T
-            v = acts[(i, "v_proj", "out")].reshape(len(ids), arch["nkv"], arch["hd"])
-            o_in = v.repeat_interleave(rep, dim=1).reshape(len(ids), -1)
-            acts[(i, "o_proj", "in")] = o_in
-            acts[(i, "o_proj", "out")] = o_in @ at.o_proj.weight.T
-            h = e + acts[(i, "o_proj", "out")]
-            acts[(i, "layer", "out")] = h
-            if with_mlp and not arch["moe"]:
-                mlp = layer.mlp
-                x2 = layer.post_attention_layernorm(h)
-                g, u = x2 @ mlp.gate_proj.weight.T, x2 @ mlp.up_proj.weight.T
-                d_in = mlp.act_fn(g) * u
-                acts.update({(i, "gate_proj", "in"): x2, (i, "gate_proj", "out"): g, (i, "up_proj", "in"): x2,
-                             (i, "up_proj", "out"): u, (i, "down_proj", "in"): d_in,
-                             (i, "down_proj", "out"): d_in @ mlp.down_proj.weight.T})
-    return {k: v.double().cpu().numpy() for k, v in acts.items()}
+        if streamed:
+            e = model.embedding()[torch.tensor(ids, device=model.dev)].float()
+        else:
+            e = model.get_input_embeddings().weight[torch.tensor(ids, device=model.device)].float()
+        for i in range(arch["layers"]):
+            layer = model.layer(i) if streamed else model.model.layers[i]
+            try:
+                _weight_only_layer(layer, e, arch, with_mlp, i, acts, len(ids))
+                # keep float64 copies now: the layer's tensors go when it is dropped
+                for k in [k for k in acts if k[0] == i]:
+                    if isinstance(acts[k], torch.Tensor):
+                        acts[k] = acts[k].double().cpu().numpy()
+            finally:
+                if streamed:
+                    model.drop(i)
+    return acts
 
 
 # --------------------------------------------------------------------------- maps per layer pair
@@ -294,20 +367,36 @@ def embedding_priors(src, tgt, i: int, j: int, base: dict | None = None) -> dict
     their post-RMSNorm versions for layer i -> j (norm gains moved across): priors for the activation ridge fits."""
     import torch
 
-    if base is None:
-        with torch.no_grad():
-            V = min(src.get_input_embeddings().weight.shape[0], tgt.get_input_embeddings().weight.shape[0])
-            Es = src.get_input_embeddings().weight[:V].double().cpu().numpy()
-            Et = tgt.get_input_embeddings().weight[:V].double().cpu().numpy()
-        base = {"q0": ridge(Et, Es, 1e-3), "r0": ridge(Es, Et, 1e-3)}  # Et Q0 ~= Es ; Es R0 ~= Et
-    ls, lt = src.model.layers[i], tgt.model.layers[j]
+    from .stream import StreamedModel
 
-    def gains(layer, name):
-        return getattr(layer, name).weight.detach().double().cpu().numpy()
+    def emb(m):
+        return m.embedding() if isinstance(m, StreamedModel) else m.get_input_embeddings().weight
+
+    def gains(m, layer, name):
+        if isinstance(m, StreamedModel):
+            return m.norm_gain(layer, name).double().numpy()
+        return getattr(m.model.layers[layer], name).weight.detach().double().cpu().numpy()
+
+    if base is None:  # Et Q0 ~= Es ; Es R0 ~= Et  (ridge, lam 1e-3), from Gram matrices summed over row chunks
+        with torch.no_grad():
+            V = min(emb(src).shape[0], emb(tgt).shape[0])
+            hs, ht = emb(src).shape[1], emb(tgt).shape[1]
+            Gss, Gtt, Gts = np.zeros((hs, hs)), np.zeros((ht, ht)), np.zeros((ht, hs))
+            for a in range(0, V, 8192):
+                Es = emb(src)[a:min(a + 8192, V)].double().cpu().numpy()
+                Et = emb(tgt)[a:min(a + 8192, V)].double().cpu().numpy()
+                Gss += Es.T @ Es
+                Gtt += Et.T @ Et
+                Gts += Et.T @ Es
+
+        def _solve(G, R):
+            return np.linalg.solve(G + 1e-3 * float(np.diag(G).mean()) * np.eye(G.shape[0]), R)
+
+        base = {"q0": _solve(Gtt, Gts), "r0": _solve(Gss, Gts.T)}
 
     out = {"res_out": base["r0"], "_base": base}
     for key, name in (("attn_in", "input_layernorm"), ("mlp_in", "post_attention_layernorm")):
-        gs, gt = gains(ls, name), gains(lt, name)
+        gs, gt = gains(src, i, name), gains(tgt, j, name)
         gt = np.where(np.abs(gt) < 1e-8, 1e-8, gt)
         out[key] = (1.0 / gt)[:, None] * base["q0"] * gs[None, :]
     return out
@@ -366,16 +455,80 @@ def teacher_logprobs(source_model, adapter_dir, seqs) -> list:
     return out
 
 
+def teacher_logprobs_streamed(sm, adapter_dir, seqs):
+    """`teacher_logprobs` with the source streamed: the adapter's LoRA applied as forward hooks on each loaded
+    layer. None when the adapter has modules a hook cannot apply (the caller then uses the whole model)."""
+    from .stream import adapter_layer_factors, forward_layers, lora_hooks, streamed_final
+
+    fac, bad = adapter_layer_factors(adapter_dir)
+    if bad:
+        return None
+    hooks = []
+
+    def before(i, layer):
+        hooks.extend(lora_hooks(layer, fac.get(i, {})))
+
+    def after(i, layer):
+        for h in hooks:
+            h.remove()
+        hooks.clear()
+
+    return streamed_final(sm, forward_layers(sm, seqs, before_layer=before, after_layer=after))
+
+
+def gain_search_streamed(sm, adapter_dir, teacher_logp, seqs, gammas=GAMMAS) -> tuple[float, dict]:
+    """`gain_search` with the target streamed: one pass over the layers runs every gamma (the sequences are
+    repeated once per gamma; the hooks scale B by the gamma of the sequence being run)."""
+    import torch
+
+    from .stream import adapter_layer_factors, forward_layers, lora_hooks
+
+    fac, bad = adapter_layer_factors(adapter_dir)
+    if bad:
+        raise ValueError(f"adapter modules not applicable as hooks: {bad[:3]}")
+    gammas = list(gammas)
+    runs = [s for _ in gammas for s in seqs]
+    state = {"k": 0, "hooks": []}
+
+    def before(i, layer):
+        state["k"] = 0
+        state["hooks"] = lora_hooks(layer, fac.get(i, {}), gamma=lambda: gammas[state["k"] // len(seqs)])
+
+    def on_layer(i, layer, k, h_in, h_out):
+        state["k"] = k + 1
+
+    def after(i, layer):
+        for h in state["hooks"]:
+            h.remove()
+
+    hs = forward_layers(sm, runs, on_layer, before_layer=before, after_layer=after)
+    norm, head = sm.final_norm(), sm.lm_head()
+    res = {}
+    with torch.no_grad():
+        for gi, g in enumerate(gammas):
+            tot, n = 0.0, 0
+            for q, lp_t in enumerate(teacher_logp):
+                h = hs[gi * len(seqs) + q]
+                lp = torch.log_softmax(torch.nn.functional.linear(norm(h), head)[0].float(), -1).cpu()
+                tot += float((lp_t.exp() * (lp_t - lp)).sum())
+                n += lp.shape[0]
+            res[g] = tot / max(n, 1)
+    best = min(res, key=res.get)
+    return best, {str(k): round(v, 6) for k, v in res.items()}
+
+
 # --------------------------------------------------------------------------- the method
 def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=None, *, mlp: str = "map",
                     lam: float = 1e-6, calibrate_scale: bool = True, gain: str | float = "auto",
                     rope_safe: bool = True, use_cka: bool = True, use_priors: bool = True, max_tokens: int = 4096,
                     force: bool = False,
-                    show_progress: bool = True, fit: str = "procrustes") -> Report:
+                    show_progress: bool = True, fit: str = "procrustes", stream: bool = True) -> Report:
     """Project ``adapter_dir`` (trained on ``source_dir``) onto ``target_dir``; write a PEFT LoRA to ``out_dir``.
 
     ``calib_texts``: generic unlabelled text (list of str, or of token-id lists); None -> weight-only fallback
     (flagged). ``mlp``: "map" or "skip". ``gain``: "auto" (search, same vocabulary), a number, or "off".
+    ``stream``: read both models layer by layer from their safetensors (default; peak memory ~ one decoder layer
+    + the calibration activations + the embeddings) instead of loading them whole (the reference path).
     """
     t0 = time.perf_counter()
     reset_peak_rss()
@@ -384,7 +537,15 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
     spec, factors, skipped = read_factors(adapter_dir)
     if spec.use_dora:
         rep.flags.append("DoRA magnitudes are not projected (dropped)")
-    src, tgt = load_model(source_dir), load_model(target_dir)
+    mem = PhaseMemory(carry=0.0)
+    if stream:
+        from .stream import StreamedModel
+
+        src, tgt = StreamedModel(source_dir), StreamedModel(target_dir)
+        cap = capture_streamed
+    else:
+        src, tgt = load_model(source_dir), load_model(target_dir)
+        cap = capture
     a_s, a_t = _arch(src), _arch(tgt)
     if a_s["moe"]:
         rep.notes.append("MoE source: expert LoRA has no dense equivalent; attention projected only, expert "
@@ -405,8 +566,10 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
                 pp = [paired_positions(a[1], b[1]) for a, b in zip(seqs_s, seqs_t)]
                 pos_s, pos_t = [p[0] for p in pp], [p[1] for p in pp]
                 seqs_s, seqs_t = [a[0] for a in seqs_s], [b[0] for b in seqs_t]
-            acts_s = capture(src, seqs_s, pos_s, do_mlp, prog, "source activations")
-            acts_t = capture(tgt, seqs_t, pos_t, do_mlp, prog, "target activations")
+            with mem.phase("source activations"):
+                acts_s = cap(src, seqs_s, pos_s, do_mlp, prog, "source activations")
+            with mem.phase("target activations"):
+                acts_t = cap(tgt, seqs_t, pos_t, do_mlp, prog, "target activations")
             n_tok = next(iter(acts_s.values())).shape[0]
             rep.details["calibration"] = {"mode": mode, "sequences": len(seqs_s), "paired_tokens": n_tok}
         else:
@@ -415,7 +578,8 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
             V = min(a_s["vocab"], a_t["vocab"])
             rng = np.random.default_rng(0)
             ids = sorted(rng.choice(V, size=min(V, 20000), replace=False).tolist())
-            acts_s, acts_t = weight_only_acts(src, ids, do_mlp), weight_only_acts(tgt, ids, do_mlp)
+            with mem.phase("weight-only activations"):
+                acts_s, acts_t = weight_only_acts(src, ids, do_mlp), weight_only_acts(tgt, ids, do_mlp)
             mode = "weight-only"
         # layer map
         if calib_texts and use_cka:
@@ -440,6 +604,8 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         out_factors, per_layer, scales = {}, {}, {}
         prior_base = None
         task = prog.add_task("projecting layers", total=a_t["layers"])
+        proj_phase = mem.phase("maps")
+        proj_phase.__enter__()
         for j, i in enumerate(lmap):
             prog.update(task, advance=1)
             if i is None or i not in by_layer:
@@ -464,6 +630,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
                     c = float(np.clip(rs / rt, 0.25, 4.0)) if rt > 0 else 1.0
                     scales[module_name(j, role)] = round(c, 4)
                 out_factors[module_name(j, role)] = (At, Bt * c, f.scale)
+        proj_phase.__exit__(None, None, None)
         rep.details["layers"] = per_layer
         rep.details["scale_calibration"] = scales if scales else "off"
         rep.details["skipped_modules"] = skipped
@@ -482,8 +649,17 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
             write_lora(tmp, spec, out_factors, target_dir, {}, force=True)
             try:
                 seqs = seqs_s[:16]
-                t_lp = teacher_logprobs(src, adapter_dir, seqs)
-                gamma, table = gain_search(tgt, tmp, t_lp, seqs)
+                with mem.phase("gain search"):
+                    t_lp = teacher_logprobs_streamed(src, adapter_dir, seqs) if stream else None
+                    if t_lp is None:
+                        if stream:
+                            rep.notes.append("gain search on whole models (the adapter has modules the streamed "
+                                             "forward cannot apply as hooks)")
+                        t_lp = teacher_logprobs(load_model(source_dir) if stream else src, adapter_dir, seqs)
+                        gamma, table = gain_search(load_model(target_dir) if stream else tgt, tmp, t_lp, seqs)
+                    else:
+                        gamma, table = gain_search_streamed(tgt, tmp, t_lp, seqs)
+                    del t_lp
                 rep.details["gain_search"] = {"kl_by_gamma": table, "gamma": gamma}
             finally:
                 import shutil
@@ -498,7 +674,14 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         rep.details["gamma"] = gamma
         rep.details["modules_written"] = len(out_factors)
         rep.seconds = round(time.perf_counter() - t0, 3)
-        rep.peak_rss_mb = peak_rss_mb()
+        if stream:
+            src.free()
+            tgt.free()
+        rep.peak_rss_mb = max(mem.peak(), peak_rss_mb())
+        rep.details["memory"] = mem.to_dict(
+            "streamed" if stream else "whole models",
+            "layer-streamed: one decoder layer of one model at a time + calibration activations (float64, every "
+            "layer) + embeddings" if stream else "both models loaded whole")
         rep.out = str(out_dir)
         write_lora(out_dir, spec, out_factors, target_dir, report_dict(), force=force)
     return rep
