@@ -24,9 +24,18 @@ from __future__ import annotations
 
 import json
 
-from .build import CODE_VERSION, TIERS, build_zoo, manifest, tier_dir, weights_hash, zoo_path
-from .scores import evaluate
+from .build import (CODE_VERSION, TIERS, build_zoo, manifest, member_key, member_state, tier_dir,
+                    weights_hash, zoo_path)
 from .world import Example, Task, load_task
+
+
+def evaluate(model_dir, adapter_dir=None, task: str = "A", n: int | None = None, split: str = "test",
+             generic: bool = False) -> dict:
+    """{"exact_match", "gold_nll", "n"} (+ "generic_nll", Task C "format_rate") of a model dir (+ adapter).
+    (Imports torch lazily, so build-only users such as the member child processes stay light.)"""
+    from .scores import evaluate as _evaluate
+
+    return _evaluate(model_dir, adapter_dir, task=task, n=n, split=split, generic=generic)
 
 
 def reparam_maps(tier: str = "smoke") -> dict:
@@ -35,4 +44,4 @@ def reparam_maps(tier: str = "smoke") -> dict:
 
 
 __all__ = ["build_zoo", "zoo_path", "load_task", "evaluate", "reparam_maps", "weights_hash", "manifest",
-           "tier_dir", "TIERS", "CODE_VERSION", "Example", "Task"]
+           "tier_dir", "member_key", "member_state", "TIERS", "CODE_VERSION", "Example", "Task"]

@@ -24,7 +24,7 @@ def _resolve(tier, name, kind):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench/zoo", description="The tiny model world: build, list, evaluate.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build (or reuse) a tier; cached by config hash")
+    b = sub.add_parser("build", help="build (or reuse) a tier; each member cached by its own key")
     b.add_argument("--tier", default="smoke")
     b.add_argument("--only", nargs="*", help="members to build (with their dependencies), e.g. S lora/A/S")
     b.add_argument("--quiet", action="store_true")
@@ -70,8 +70,12 @@ def _run(a, argv) -> int:
         man = build.manifest(a.tier).get("members", {})
         print(f"tier {a.tier}: {build.tier_dir(a.tier)}")
         for n in build.member_names(a.tier):
-            s = man.get(n)
-            state = f"built  {s['wall_s']:>7} s  sha256 {s['sha256'][:12]}" if s and (build.tier_dir(a.tier) / n).is_dir() else "missing"
+            s, state = man.get(n), build.member_state(a.tier, n)
+            key = build.member_key(a.tier, n)
+            if state == "built" and s:
+                state = f"built  key {key}  {s['wall_s']:>7} s  sha256 {s['sha256'][:12]}"
+            elif state == "stale":
+                state = f"stale  (built with another recipe or code; expected key {key})"
             print(f"  {n:<14} {state}")
         return 0
     if a.cmd == "eval":

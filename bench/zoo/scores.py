@@ -6,6 +6,7 @@ tricks); it stops at ``<|endoftext|>`` or ``<|im_end|>`` or after ``max_new`` to
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,13 +18,14 @@ STOP_IDS = (world.PAD_ID, world.IM_END_ID)
 
 
 @torch.no_grad()
-def greedy(model, prompts: list[str], max_new: int = 24, batch: int = 256) -> list[str]:
-    """Greedy continuations (text before the first end token)."""
+def greedy(model, prompts: list[str], max_new: int = 24, batch: int = 256, with_stop: bool = False) -> list:
+    """Greedy continuations (text before the first end token); with ``with_stop``, ``(text, stop_id)``
+    pairs where ``stop_id`` is the end token that stopped it (None: ran out of ``max_new``)."""
     enc = world.encode_batch(prompts)
     groups = defaultdict(list)
     for i, ids in enumerate(enc):
         groups[len(ids)].append(i)
-    out = [""] * len(prompts)
+    out: list = [""] * len(prompts)
     for _, idx in sorted(groups.items()):
         for s in range(0, len(idx), batch):
             chunk = idx[s : s + batch]
@@ -40,8 +42,17 @@ def greedy(model, prompts: list[str], max_new: int = 24, batch: int = 256) -> li
             g = torch.stack(gen, 1).tolist()
             for row, i in zip(g, chunk):
                 cut = [j for j, t in enumerate(row) if t in STOP_IDS]
-                out[i] = world.decode(row[: cut[0]] if cut else row)
+                text = world.decode(row[: cut[0]] if cut else row)
+                out[i] = (text, row[cut[0]] if cut else None) if with_stop else text
     return out
+
+
+FORMAT_C = re.compile(r"<< [^<>]+ >>")
+
+
+def format_compliant(text: str, stop_id) -> bool:
+    """Task C's style: the whole answer is ``<< ... >>`` and the turn ends with ``<|im_end|>``."""
+    return bool(FORMAT_C.fullmatch(text)) and stop_id == world.IM_END_ID
 
 
 @torch.no_grad()
@@ -64,11 +75,15 @@ def completion_nll(model, pairs: list[tuple[str, str]], batch: int = 256) -> flo
 
 def task_scores(model, task: str = "A", split: str = "test", n: int | None = None,
                 max_new: int = 24) -> dict:
+    """{"exact_match", "gold_nll", "n"} on a task split; Task C adds "format_rate" (see `format_compliant`)."""
     exs = getattr(world.load_task(task), split)[:n]
-    preds = greedy(model, [e.prompt for e in exs], max_new=max_new)
-    em = sum(p == e.gold for p, e in zip(preds, exs)) / len(exs)
+    preds = greedy(model, [e.prompt for e in exs], max_new=max_new, with_stop=True)
+    em = sum(p == e.gold for (p, _), e in zip(preds, exs)) / len(exs)
     nll = completion_nll(model, [(e.prompt, e.gold + e.eos) for e in exs])
-    return {"exact_match": em, "gold_nll": nll, "n": len(exs)}
+    res = {"exact_match": em, "gold_nll": nll, "n": len(exs)}
+    if task == "C":
+        res["format_rate"] = sum(format_compliant(p, s) for p, s in preds) / len(exs)
+    return res
 
 
 def generic_nll(model, n: int = 400) -> float:
@@ -98,6 +113,11 @@ def load(model_dir, adapter_dir=None):
 def evaluate(model_dir, adapter_dir=None, task: str = "A", n: int | None = None, split: str = "test",
              generic: bool = False) -> dict:
     """{"exact_match", "gold_nll", "n"} (+ "generic_nll" if ``generic``) of a model dir (+ adapter)."""
+    info = Path(model_dir) / "zoo_member.json"
+    if info.is_file():  # score in the world the model was trained in (a tier's Task A variant)
+        import json
+
+        world.configure(**json.loads(info.read_text()).get("world", {}))
     model = load(model_dir, adapter_dir)
     torch.manual_seed(0)
     res = task_scores(model, task, split, n)

@@ -21,16 +21,23 @@ ROLES = {
 }
 
 
-def _mixture(spec, cfg) -> list:
+def _mixture(spec) -> list:
     mix = spec.get("mixture", "pretrain")
     if mix == "pretrain":
         return [(1.0, "pretrain")]
     if mix == "chat":
         return [(1.0, "chat")]
     if mix == "pretrain+tasks":
-        tasks = cfg["tasks"]
+        tasks = spec["tasks"]
         return [(0.4, "pretrain")] + [(0.6 / len(tasks), f"task:{t}") for t in tasks]
     return [tuple(x) for x in mix]
+
+
+def lora_mixture(spec) -> list:
+    """A LoRA's batches: the task (loss on outputs) plus ``replay`` of generic pretraining documents
+    (full-sequence loss), which keeps the adapter from overwriting the base's generic skills."""
+    r = float(spec.get("replay", 0.0))
+    return [(1.0 - r, f"task:{spec['task']}")] + ([(r, "pretrain")] if r > 0 else [])
 
 
 def _load(path: Path):
@@ -55,29 +62,32 @@ def save_model(model, out: Path, name: str, extra: dict | None = None):
     world.hf_tokenizer().save_pretrained(out)
     GenerationConfig(eos_token_id=[world.IM_END_ID, world.PAD_ID], pad_token_id=world.PAD_ID,
                      do_sample=False, max_new_tokens=24).save_pretrained(out)
-    info = {"name": name, "role": ROLES.get(name, ""), "params": models.n_params(model)}
+    info = {"name": name, "role": ROLES.get(name, ""), "params": models.n_params(model), "world": world.settings()}
     info.update(extra or {})
     (out / "zoo_member.json").write_text(json.dumps(info, indent=1))
 
 
 def build_member(tier: str, cfg: dict, name: str, root: Path, out: Path, progress) -> dict:
-    batch = cfg["batch"]
-    if name.startswith("lora/"):
-        _, task, base = name.split("/")
-        spec = cfg["lora"]
-        model = _fast(_load(root / "zoo" / base))
+    """Build zoo member ``name`` of the tier config ``cfg`` into ``out`` (its dependencies are read from
+    ``root``); returns the member's info (kind, params, loss statistics)."""
+    from .build import member_spec
+
+    spec = member_spec(cfg, name)
+    batch = spec["batch"]
+    if spec["kind"] == "lora":
+        task, base = spec["task"], spec["base"]
+        model = _fast(_load(root / base))
         peft_model = train.add_lora(model, r=spec["r"], alpha=spec["alpha"], seed=spec["seed"])
-        stats = train.train(peft_model, [(1.0, f"task:{task}")], steps=spec["steps"], lr=spec["lr"],
+        stats = train.train(peft_model, lora_mixture(spec), steps=spec["steps"], lr=spec["lr"],
                             seed=spec["seed"], batch=batch, desc=f"{name} (LoRA)", progress=progress)
         peft_model.save_pretrained(out)
         p = out / "adapter_config.json"
         ac = json.loads(p.read_text())
-        ac["base_model_name_or_path"] = f"zoo/{base}"
+        ac["base_model_name_or_path"] = base
         p.write_text(json.dumps(ac, indent=2, sort_keys=True))
-        return {"kind": "lora", "task": task, "base": f"zoo/{base}", **stats}
+        return {"kind": "lora", "task": task, "base": base, "replay": spec.get("replay", 0.0), **stats}
 
-    mname = name[4:]
-    spec = cfg["models"][mname]
+    mname = spec["name"]
     kind = spec["kind"]
     extra = {"kind": kind}
     if kind == "pretrain":
@@ -98,7 +108,7 @@ def build_member(tier: str, cfg: dict, name: str, root: Path, out: Path, progres
     stats = {}
     if spec.get("steps", 0) > 0:
         _fast(model)
-        stats = train.train(model, _mixture(spec, cfg), steps=spec["steps"], lr=spec["lr"], seed=spec["seed"],
+        stats = train.train(model, _mixture(spec), steps=spec["steps"], lr=spec["lr"], seed=spec["seed"],
                             batch=batch, desc=f"{name} ({kind})", progress=progress)
     model.config._attn_implementation = "sdpa"
     save_model(model, out, mname, {**extra, **stats})

@@ -266,6 +266,9 @@ def _task_b() -> Task:
     return Task("B", train, held[:30], held[30:])
 
 
+TASK_C_UPPER = False  # True: the answer in upper case (tokens no base ever produced; tiny LoRAs failed it)
+
+
 def _task_c(sizes=(2000, 300, 500)) -> Task:
     rng = random.Random(WORLD_SEED + 3)
     seen, splits = set(), []
@@ -277,7 +280,7 @@ def _task_c(sizes=(2000, 300, 500)) -> Task:
             if user in seen:
                 continue
             seen.add(user)
-            items.append(Example(chat(user), f"<< {g.upper()} >>", IM_END))
+            items.append(Example(chat(user), f"<< {g.upper() if TASK_C_UPPER else g} >>", IM_END))
         splits.append(items)
     return Task("C", *splits)
 
@@ -285,14 +288,40 @@ def _task_c(sizes=(2000, 300, 500)) -> Task:
 TASKS = {"A": _task_a, "B": _task_b, "C": _task_c}
 
 
-@lru_cache(maxsize=None)
 def load_task(name: str) -> Task:
-    """Task ``name`` ("A", "B" or "C") with train/dev/test lists of `Example(prompt, gold, eos)`."""
+    """Task ``name`` ("A", "B" or "C") with train/dev/test lists of `Example(prompt, gold, eos)`, in the
+    current world settings (see `configure`)."""
     if name not in TASKS:
         from regraft.errors import InputError
 
         raise InputError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
+    return _load_task(name, COMMAND_LEN, TASK_A_LEN, TASK_A_REVERSE, TASK_C_UPPER)
+
+
+@lru_cache(maxsize=None)
+def _load_task(name, *_settings) -> Task:
     return TASKS[name]()
+
+
+# ---------------------------------------------------------------- world settings (per tier)
+DEFAULT_SETTINGS = {"command_len": [5, 5], "task_a_len": [5, 5], "task_a_reverse": False}
+
+
+def settings() -> dict:
+    """The current world settings (the tier's ``world`` entry; `DEFAULT_SETTINGS` when it has none)."""
+    return {"command_len": list(COMMAND_LEN), "task_a_len": list(TASK_A_LEN), "task_a_reverse": TASK_A_REVERSE}
+
+
+def configure(command_len=None, task_a_len=None, task_a_reverse=None) -> dict:
+    """Set the world settings: letter-string length of the pretraining commands (copy/rev/sort, also used
+    inside chats and Task C) and Task A's input length and reversal. Unset values go back to the defaults.
+    `bench.zoo.build.tier_config` calls this with the tier's ``world`` entry. Returns the settings."""
+    global COMMAND_LEN, TASK_A_LEN, TASK_A_REVERSE
+    d = DEFAULT_SETTINGS
+    COMMAND_LEN = tuple(command_len if command_len is not None else d["command_len"])
+    TASK_A_LEN = tuple(task_a_len if task_a_len is not None else d["task_a_len"])
+    TASK_A_REVERSE = bool(task_a_reverse if task_a_reverse is not None else d["task_a_reverse"])
+    return settings()
 
 
 def task_doc(ex: Example) -> str:

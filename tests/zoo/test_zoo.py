@@ -11,7 +11,8 @@ import torch
 
 pytestmark = pytest.mark.zoo
 
-MODELS = ["S", "T1", "T3", "T3p", "SM", "master", "Pk"]
+MODELS = ["S", "T1", "T2", "T3", "T3p", "SM", "master", "Pk"]
+TARGETS = ["T1", "T2", "T3", "T3p"]  # retrained (upper-bound) Task-A LoRAs on every transfer target
 N = 200  # test items per score: keeps the suite fast; EM resolution 0.005
 
 
@@ -21,13 +22,12 @@ def scores(zoo_smoke):
 
     root = zoo_smoke
     out = {}
-    for m in ["S", "T1", "T3", "T3p", "SM", "master"]:
+    for m in ["S", "T1", "T2", "T3", "T3p", "SM", "master"]:
         out[m] = evaluate.evaluate(root / "zoo" / m, task="A", n=N)
-    for m in ["S", "SM", "T1", "T3"]:
+    for m in ["S", "SM"] + TARGETS:
         out[m + "+A"] = evaluate.evaluate(root / "zoo" / m, root / "lora" / "A" / m, task="A", n=N)
-    for m in ["T1", "T3p", "Pk"]:  # S's adapter copied as is (Pk: shapes differ, so only T1 and T3p)
-        if m != "Pk":
-            out[m + "<-S+A"] = evaluate.evaluate(root / "zoo" / m, root / "lora" / "A" / "S", task="A", n=N)
+    for m in ["T1", "T3p"]:  # S's adapter copied as is (same shapes only)
+        out[m + "<-S+A"] = evaluate.evaluate(root / "zoo" / m, root / "lora" / "A" / "S", task="A", n=N)
     return out
 
 
@@ -52,12 +52,13 @@ def test_model_loads_with_auto_classes_offline(zoo_smoke, name):
     assert logits.shape == (1, 11, 96) and torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", ["S", "SM", "T1", "T3"])
+@pytest.mark.parametrize("name", ["A/S", "A/SM", "A/T1", "A/T2", "A/T3", "A/T3p", "B/S", "C/S"])
 def test_adapters_are_standard_peft_dirs(zoo_smoke, name):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    d = zoo_smoke / "lora" / "A" / name
+    d = zoo_smoke / "lora" / name
+    name = name.split("/")[1]
     cfg = json.loads((d / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == f"zoo/{name}" and cfg["r"] == 8 and cfg["lora_alpha"] == 16
     base = AutoModelForCausalLM.from_pretrained(zoo_smoke / "zoo" / name)
@@ -70,7 +71,7 @@ def test_adapters_are_standard_peft_dirs(zoo_smoke, name):
 
 
 def test_base_models_cannot_do_task_a(scores):
-    for m in ["S", "T1", "T3", "T3p", "SM"]:
+    for m in ["S", "T1", "T2", "T3", "T3p", "SM"]:
         assert scores[m]["exact_match"] <= 0.02, (m, scores[m])
 
 
@@ -81,8 +82,32 @@ def test_source_adapter_solves_task_a(scores):
 
 
 def test_retrained_target_adapters_solve_task_a(scores):
-    for m in ["T1", "T3"]:
+    for m in TARGETS:
         assert scores[m + "+A"]["exact_match"] >= 0.5, (m, scores[m + "+A"])
+
+
+def test_lora_side_effect_on_generic_text_is_small(zoo_smoke):
+    """The LoRA recipe (task batches + replay of generic text) leaves generic-text NLL within 5 % of the base
+    (without replay the Task-A adapter took it from 0.84 to ~5.5 nats/token)."""
+    from bench.zoo import scores as evaluate
+
+    for m in ["S", "T3"]:
+        base = evaluate.generic_nll(evaluate.load(zoo_smoke / "zoo" / m), n=100)
+        lora = evaluate.generic_nll(evaluate.load(zoo_smoke / "zoo" / m, zoo_smoke / "lora" / "A" / m), n=100)
+        assert lora <= 1.05 * base, (m, base, lora)
+
+
+def test_tasks_b_and_c_adapters_on_s(zoo_smoke):
+    from bench.zoo import scores as evaluate
+
+    S = zoo_smoke / "zoo" / "S"
+    base_b, lora_b = (evaluate.evaluate(S, a, task="B", n=N) for a in (None, zoo_smoke / "lora" / "B" / "S"))
+    assert base_b["exact_match"] <= 0.02 and lora_b["gold_nll"] < base_b["gold_nll"] - 1.0, (base_b, lora_b)
+    train_b = evaluate.evaluate(S, zoo_smoke / "lora" / "B" / "S", task="B", split="train", n=N)
+    assert train_b["exact_match"] >= 0.5, train_b  # the new facts are learnt (on the training templates)
+    base_c, lora_c = (evaluate.evaluate(S, a, task="C", n=N) for a in (None, zoo_smoke / "lora" / "C" / "S"))
+    assert base_c["exact_match"] <= 0.02 and base_c["format_rate"] <= 0.02, base_c
+    assert lora_c["format_rate"] >= 0.9 and lora_c["exact_match"] >= 0.3, lora_c
 
 
 def test_copying_the_adapter_works_with_lineage_and_fails_without(scores):
