@@ -13,7 +13,7 @@ agreement/KL with the teacher (source+adapter greedy completions of the test pro
 
     python bench/transfer.py --tier smoke                  # the CI tier, 1 seed
     python bench/transfer.py --tier smoke --seeds 3        # 3 seeds with CIs
-    python bench/transfer.py --tier standard --seeds 3 --jobs 2   # seeds split over 2 processes
+    python bench/transfer.py --tier standard --seeds 3 --jobs 2   # (pair, seed) units, 2 processes at a time
     python bench/transfer.py --tier smoke --task C --tag _C       # another task (the zoo's task-C adapters)
 Writes bench/results/transfer_<tier>.{json,md,png}.
 """
@@ -135,7 +135,12 @@ def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
     ac["base_model_name_or_path"] = str(model_dir)
     p.write_text(json.dumps(ac, indent=2))
     d.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, d)
+    try:
+        os.replace(tmp, d)
+    except OSError:  # another unit of a --jobs run trained it first: same recipe, same seed
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return d
 
 
@@ -300,39 +305,52 @@ def adapter_for(args, cfg, model, model_dir, ztrain, zoo_path, task, seed=0):
 
 
 def run_parallel(args, argv):
-    """Seeds split over ``--jobs`` child processes (1 torch thread each); their raw results merged in order."""
+    """One child process (1 torch thread) per (pair, seed) unit, ``--jobs`` at a time; the raw results are merged
+    in pair and seed order. The seed-0 unit of a pair also measures its seed-free conditions."""
     import subprocess
 
-    seeds = list(range(args.seeds))
-    groups = [seeds[i::args.jobs] for i in range(args.jobs) if seeds[i::args.jobs]]
+    cfg = __import__("bench.zoo.build", fromlist=["tier_config"]).tier_config(args.tier)
+    pairs = [p for p in (args.pairs or PAIRS) if PAIRS[p][0] in cfg["models"] and PAIRS[p][1] in cfg["models"]]
+    units = [(p, s) for s in range(args.seeds) for p in pairs]  # seed 0 of every pair first (the longest units)
     tmp = Path(tempfile.mkdtemp(prefix="regraft-transfer-jobs-"))
-    procs = []
-    for i, g in enumerate(groups):
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--jobs", "1", "--raw", "--out-dir",
-               str(tmp / str(i)), "--seed-list", *map(str, g)]
-        log = open(tmp / f"{i}.log", "w")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO)), log, i))
-        print(f"job {i}: seeds {g} (log {tmp / f'{i}.log'})", flush=True)
     t0 = time.perf_counter()
-    for p, log, i in procs:
-        if p.wait() != 0:
-            raise SystemExit(f"transfer bench job {i} failed (exit {p.returncode}); see {tmp / f'{i}.log'}")
-        log.close()
-    parts = [json.loads(next((tmp / str(i)).glob("transfer_*.json")).read_text()) for i in range(len(groups))]
-    res = parts[0]
-    for part in parts[1:]:
-        for pname, P in part["pairs"].items():
-            C = res["pairs"][pname]["conditions"]
+    running, done = [], []
+    while units or running:
+        while units and len(running) < args.jobs:
+            (p, s), units = units[0], units[1:]
+            i = len(done) + len(running)
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--jobs", "1", "--raw", "--out-dir",
+                   str(tmp / str(i)), "--seed-list", str(s), "--pairs", p]
+            log = open(tmp / f"{i}.log", "w")
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO)), log, i, p, s))
+            print(f"unit {i}: {p} seed {s} (log {tmp / f'{i}.log'})", flush=True)
+        time.sleep(1.0)
+        for u in [u for u in running if u[0].poll() is not None]:
+            running.remove(u)
+            u[1].close()
+            if u[0].returncode != 0:
+                for v in running:
+                    v[0].kill()
+                raise SystemExit(f"transfer bench unit {u[3]} seed {u[4]} failed (exit {u[0].returncode}); "
+                                 f"see {tmp / f'{u[2]}.log'}")
+            done.append(u)
+            print(f"  done {u[3]} seed {u[4]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    parts = {(u[3], u[4]): json.loads(next((tmp / str(u[2])).glob("transfer_*.json")).read_text()) for u in done}
+    res = dict(parts[(pairs[0], 0)])
+    res["pairs"] = {}
+    for p in pairs:
+        for s in range(args.seeds):
+            P = parts[(p, s)]["pairs"][p]
+            if p not in res["pairs"]:
+                res["pairs"][p] = {k: v for k, v in P.items() if k != "conditions"} | {"conditions": {}}
+            C = res["pairs"][p]["conditions"]
             for name, c in P["conditions"].items():
                 C.setdefault(name, {"runs": []})["runs"].extend(c["runs"])
-    for P in res["pairs"].values():
-        for c in P["conditions"].values():
-            c["runs"].sort(key=lambda r: r.get("seed", 0))
-    res["seed_list"] = seeds
+    res["seed_list"] = list(range(args.seeds))
     res["jobs"] = args.jobs
     res["command"] = " ".join(["python", "bench/transfer.py"] + argv)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
-    res["cpu_wall_s_per_job"] = [p.get("wall_s") for p in parts]
+    res["unit_wall_s"] = {f"{p} seed {s}": v.get("wall_s") for (p, s), v in parts.items()}
     _summarise(res)
     _save(res, args)
     return res
@@ -506,14 +524,14 @@ def main(argv=None):
     ap.add_argument("--adapters", default="zoo", choices=("zoo", "bench"),
                     help="source adapters and retrained upper bounds: the zoo's (default) or trained here by "
                          "bench_adapter with the zoo's recipe (one retrained bound per seed)")
-    ap.add_argument("--jobs", type=int, default=1, help="split the seeds over N child processes")
+    ap.add_argument("--jobs", type=int, default=1, help="run the (pair, seed) units in N child processes at a time")
     ap.add_argument("--seed-list", type=int, nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the result files (transfer_<tier><tag>.*)")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
-    if args.jobs > 1 and args.seeds > 1 and args.seed_list is None:
+    if args.jobs > 1 and args.seed_list is None:
         res = run_parallel(args, list(sys.argv[1:] if argv is None else argv))
     else:
         res = run(args)
