@@ -119,14 +119,16 @@ def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
     """A LoRA on zoo model ``name`` with the zoo's recipe (r, alpha, steps, lr, batch, seed), trained by
     `train_lora_on` (SFT loss only, no replay) and cached next to the zoo. Used with ``--adapters bench``, and when
     the zoo has no adapter for a model (e.g. a retrained upper bound the tier does not build)."""
-    from bench.zoo.build import tier_dir
+    from bench.zoo.build import lora_recipe, member_key, tier_dir
 
-    lc = cfg["lora"]
-    d = tier_dir(tier).with_name(tier_dir(tier).name + "-transfer") / f"lora-{task}-{name}-s{seed}"
+    lc = lora_recipe(cfg, task)
+    d = (tier_dir(tier).with_name(tier_dir(tier).name + "-transfer")
+         / f"lora-{task}-{name}-s{seed}-{member_key(tier, f'zoo/{name}')[:8]}")  # rebuilt when the base changes
     if (d / "adapter_config.json").exists():
         return d
     load_task = __import__("bench.zoo", fromlist=["load_task"]).load_task
-    pm = train_lora_on(model_dir, load_task(task).train, lc["steps"], lc["lr"], cfg["batch"], lc["seed"] + seed,
+    pm = train_lora_on(model_dir, load_task(task).train, lc["steps"], lc["lr"], lc.get("batch", cfg["batch"]),
+                       lc["seed"] + seed,
                        lc["r"], lc["alpha"], ztrain)
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")
     pm.save_pretrained(tmp)
@@ -176,7 +178,7 @@ def run(args):
     cfg = tier_config(args.tier)
     members = set(cfg["models"])
     pairs = [p for p in (args.pairs or PAIRS) if PAIRS[p][0] in members and PAIRS[p][1] in members]
-    lora_cfg = cfg["lora"]
+    lora_cfg = __import__("bench.zoo.build", fromlist=["lora_recipe"]).lora_recipe(cfg, args.task)
     task = args.task
     seed_list = args.seed_list if args.seed_list is not None else list(range(args.seeds))
     main_proc = 0 in seed_list  # the seed-free conditions (base, source+adapter, copy, project, retrained)
@@ -199,7 +201,6 @@ def run(args):
         src, tgt, _ = PAIRS[pname]
         print(f"== {pname}", flush=True)
         S_dir, T_dir = zoo_path(args.tier, src), zoo_path(args.tier, tgt)
-        tk = task
         A_dir = adapter_for(args, cfg, src, S_dir, ztrain, zoo_path, task)
         tok = tok or load_tokenizer(S_dir)
         P = {"source": src, "target": tgt, "conditions": {}}
@@ -280,7 +281,8 @@ def run(args):
                 t0 = time.perf_counter()
                 peak_reset()
                 m = train_lora_on(T_dir, T.train[:k] if seed == 0 else random.Random(seed).sample(T.train, k),
-                                  args.steps, lora_cfg["lr"], cfg["batch"], 1000 + seed, lora_cfg["r"],
+                                  args.steps, lora_cfg["lr"], lora_cfg.get("batch", cfg["batch"]), 1000 + seed,
+                                  lora_cfg["r"],
                                   lora_cfg["alpha"], ztrain)
                 record(f"lora-{k}", m, seed, None, time.perf_counter() - t0, peak())
         _save(res, args)  # partial results survive an interrupted run
