@@ -8,7 +8,7 @@ from functools import cached_property
 from regraft.checks.lora_map import Match, match_adapter, uncovered_layers
 from regraft.inspection.adapter import AdapterModule, AdapterSpec
 from regraft.inspection.model import ModelSpec
-from regraft.inspection.safetensors_header import TensorInfo
+from regraft.inspection.safetensors_header import TensorInfo, total_bytes
 
 DRIFT_AUTO_BYTES = 4 * 2**30  # `check` streams weights for lineage only when both checkpoints are small
 USUAL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -29,7 +29,7 @@ class LoraContext:
         s, t = self.source, self.target
         if not s or s.path is None or t.path is None or not s.tensors or not t.tensors:
             return None
-        return sum(x.nbytes for x in s.tensors.values()) + sum(x.nbytes for x in t.tensors.values())
+        return total_bytes(s.tensors) + total_bytes(t.tensors)
 
     @cached_property
     def weight_drift(self):

@@ -153,19 +153,24 @@ class Architecture:
         name = template if layer is None else self.data["layer_prefix"].format(i=layer) + template
         if expert is not None:
             name = name.replace("{e}", str(expert))
-        shape, unknown = None, []
-        try:
-            shape = tuple(evaluate(d, self.values) for d in entry["shape"])
-        except UnknownField as e:
-            unknown.append(e.args[0])
-        bias = entry.get("bias", False)
-        if isinstance(bias, str):
-            bias = self.values.get(bias)
-        tied = None
-        if entry.get("tied_to") and self.values.get(entry.get("tie_key", "tie_word_embeddings")):
-            tied = entry["tied_to"]
+        key = ("module", id(entry))
+        cached = self._cache.get(key)
+        if cached is None or cached[0] is not entry:  # shape, bias and tying depend on the entry and config only
+            shape, unknown = None, []
+            try:
+                shape = tuple(evaluate(d, self.values) for d in entry["shape"])
+            except UnknownField as e:
+                unknown.append(e.args[0])
+            bias = entry.get("bias", False)
+            if isinstance(bias, str):
+                bias = self.values.get(bias)
+            tied = None
+            if entry.get("tied_to") and self.values.get(entry.get("tie_key", "tie_word_embeddings")):
+                tied = entry["tied_to"]
+            cached = self._cache[key] = (entry, shape, tuple(unknown), bias, tied)
+        _, shape, unknown, bias, tied = cached
         return ModuleInfo(name, template, entry["role"], entry["kind"], shape, layer, expert,
-                          entry.get("namespace", "both"), bias, tuple(unknown), tied)
+                          entry.get("namespace", "both"), bias, unknown, tied)
 
     def globals(self, namespace: str = "both") -> list[ModuleInfo]:
         return [self._module(e, None) for e in self.data["globals"] if _in_ns(e, namespace)]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from regraft.inspection.arch import Architecture
-from regraft.inspection.safetensors_header import TensorInfo
+from regraft.inspection.safetensors_header import TensorInfo, tensor_dtypes, total_bytes
 
 # Fields a complete config of a decoder LLM has; a partial catalog entry lists which of them are unknown.
 CORE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -26,7 +27,8 @@ class ModelSpec:
     generation_config: dict | None = None
     tokenizer_config: dict | None = None
     chat_template: str | None = None
-    tensors: dict[str, TensorInfo] | None = None  # from safetensors headers, when the weights are local
+    # from safetensors headers, when the weights are local (a TensorTable for a folder, a dict from the Hub)
+    tensors: Mapping[str, TensorInfo] | None = None
     bytes_read: int = 0
 
     @property
@@ -97,8 +99,8 @@ class ModelSpec:
         card["chat_template"] = bool(self.chat_template)
         card["weights"] = None
         if self.tensors is not None:
-            card["weights"] = {"tensors": len(self.tensors), "bytes": sum(t.nbytes for t in self.tensors.values()),
-                               "dtypes": sorted({t.dtype for t in self.tensors.values()})}
+            card["weights"] = {"tensors": len(self.tensors), "bytes": total_bytes(self.tensors),
+                               "dtypes": sorted(tensor_dtypes(self.tensors))}
         if a and a.num_layers:
             per_layer = {}
             for m in a.layer_modules(0, "both"):

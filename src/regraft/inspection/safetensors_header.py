@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from itertools import chain, islice, repeat
+from math import prod
+from operator import itemgetter, le, mul, sub
 from pathlib import Path
+from typing import NamedTuple
 
 from regraft.errors import FileFormatError, InputError
 
@@ -34,6 +38,99 @@ class TensorInfo(NamedTuple):  # a NamedTuple: a 235B header has 36k of them, an
     nbytes: int
 
 
+class _Part:
+    """The tensors of one validated header, as columns (no object per tensor)."""
+
+    __slots__ = ("dtypes", "file", "names", "nbytes", "shapes")
+
+    def __init__(self, file: str, names: list[str], dtypes: list[str], shapes: list[list[int]], nbytes: list[int]):
+        self.file, self.names, self.dtypes, self.nbytes = file, names, dtypes, nbytes
+        self.shapes = shapes  # the lists the header holds
+
+
+class TensorTable(Mapping):
+    """name -> TensorInfo over the headers of one model folder (read-only).
+
+    Built from columns; the TensorInfo objects are made on first use of the Mapping interface. The checks read
+    :attr:`shapes` (name -> shape as a list), :attr:`total_bytes` and :meth:`dtypes` instead, which need no object
+    per tensor (a 235B checkpoint has 36k tensors). Like ``dict.update`` over the shards, a name in two shards keeps the later one.
+    """
+
+    __slots__ = ("_infos", "_parts", "shapes")
+
+    def __init__(self, parts: list[_Part] = ()):
+        self._parts: list[_Part] = []
+        self.shapes: dict[str, list[int]] = {}  # name -> shape, the list the header holds (do not modify)
+        self._infos: dict[str, TensorInfo] | None = None
+        for part in parts:
+            self.add(part)
+
+    def add(self, part: _Part) -> None:
+        self._parts.append(part)
+        self.shapes.update(zip(part.names, part.shapes))
+        self._infos = None
+
+    def _all(self) -> dict[str, TensorInfo]:
+        if self._infos is None:
+            infos: dict[str, TensorInfo] = {}
+            for p in self._parts:
+                infos.update(zip(p.names, map(TensorInfo, p.names, p.dtypes, map(tuple, p.shapes), repeat(p.file),
+                                                      p.nbytes)))
+            self._infos = infos
+        return self._infos
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        return self._all()[name]
+
+    def get(self, name, default=None):
+        return self._all().get(name, default)
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __contains__(self, name) -> bool:
+        return name in self.shapes
+
+    def keys(self):
+        return self.shapes.keys()
+
+    def values(self):
+        return self._all().values()
+
+    def items(self):
+        return self._all().items()
+
+    def __repr__(self) -> str:
+        return f"TensorTable({len(self)} tensors in {len(self._parts)} files)"
+
+    @property
+    def total_bytes(self) -> int:
+        if sum(len(p.names) for p in self._parts) == len(self.shapes):  # no name in two shards
+            return sum(sum(p.nbytes) for p in self._parts)
+        return sum(t.nbytes for t in self._all().values())
+
+    def dtypes(self) -> set[str]:
+        if sum(len(p.names) for p in self._parts) == len(self.shapes):
+            return set().union(*(p.dtypes for p in self._parts))
+        return {t.dtype for t in self._all().values()}
+
+
+def total_bytes(tensors: Mapping[str, TensorInfo]) -> int:
+    """Bytes of all tensors of a TensorTable or a plain {name: TensorInfo}."""
+    if isinstance(tensors, TensorTable):
+        return tensors.total_bytes
+    return sum(t.nbytes for t in tensors.values())
+
+
+def tensor_dtypes(tensors: Mapping[str, TensorInfo]) -> set[str]:
+    if isinstance(tensors, TensorTable):
+        return tensors.dtypes()
+    return {t.dtype for t in tensors.values()}
+
+
 @dataclass(frozen=True)
 class Header:
     tensors: dict[str, TensorInfo]
@@ -41,28 +138,25 @@ class Header:
     bytes_read: int
 
 
-def read_header(path: str | os.PathLike) -> Header:
-    """Parse and validate the header of one .safetensors file. Raises FileFormatError with one clear line."""
-    path = Path(path)
+def _bad(where: str, reason: str) -> FileFormatError:
+    return FileFormatError(f"Cannot read safetensors header of {where}: {reason}. "
+                           "The file is probably truncated or not a safetensors file; re-download or re-save it.")
+
+
+def _read_part(path: Path) -> tuple[_Part, dict[str, str], int]:
+    """Read and validate one .safetensors header: (tensors as columns, __metadata__, bytes read)."""
     where = f"'{path.name}' (in {path.parent})"
-
-    def bad(reason: str) -> FileFormatError:
-        return FileFormatError(
-            f"Cannot read safetensors header of {where}: {reason}. "
-            "The file is probably truncated or not a safetensors file; re-download or re-save it."
-        )
-
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
-                raise bad(f"file is {size} bytes, shorter than the 8-byte length prefix")
+                raise _bad(where, f"file is {size} bytes, shorter than the 8-byte length prefix")
             (n,) = struct.unpack("<Q", prefix)
             if n > MAX_HEADER:
-                raise bad(f"declared header length {n} is larger than the limit of {MAX_HEADER} bytes")
+                raise _bad(where, f"declared header length {n} is larger than the limit of {MAX_HEADER} bytes")
             if n > size - 8:
-                raise bad(f"declared header length {n} is larger than the rest of the file ({size - 8} bytes)")
+                raise _bad(where, f"declared header length {n} is larger than the rest of the file ({size - 8} bytes)")
             raw = f.read(n)
     except FileNotFoundError:
         raise InputError(f"Cannot read {where}: no such file.") from None
@@ -71,32 +165,104 @@ def read_header(path: str | os.PathLike) -> Header:
     except PermissionError:
         raise InputError(f"Cannot read {where}: permission denied.") from None
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        doc = json.loads(text)
     except (ValueError, RecursionError) as e:  # also integers over Python's 4300-digit limit
-        raise bad(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
+        raise _bad(where, f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict):
-        raise bad(f"header is a JSON {type(doc).__name__}, expected an object")
+        raise _bad(where, f"header is a JSON {type(doc).__name__}, expected an object")
     metadata = doc.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise bad("__metadata__ must map strings to strings")
-    tensors = parse_header_doc(doc, path.name, size - 8 - n, where)
-    return Header(tensors, metadata, 8 + n)
+        raise _bad(where, "__metadata__ must map strings to strings")
+    # No '-' anywhere (a memchr): no number in the header is negative, so the sign checks can be skipped.
+    return _validate(doc, path.name, size - 8 - n, where, unsigned="-" not in text), metadata, 8 + n
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """Parse and validate the header of one .safetensors file. Raises FileFormatError with one clear line."""
+    part, metadata, nbytes = _read_part(Path(path))
+    return Header(TensorTable([part])._all(), metadata, nbytes)
 
 
 def parse_header_doc(doc: dict, file: str, data_size: int | None, where: str) -> dict[str, TensorInfo]:
     """Validate a parsed header; ``data_size`` None skips the bounds check (remote headers)."""
+    return TensorTable([_validate(doc, file, data_size, where)])._all()
+
+
+# Dtypes whose byte size is count x element size (the packed F4/F6 ones go through the exact per-tensor pass).
+_WHOLE_BYTES = frozenset(k for k in DTYPE_BYTES if k not in ("F4", "F6_E2M3", "F6_E3M2"))
+_DTYPE, _SHAPE, _OFFSETS = itemgetter("dtype"), itemgetter("shape"), itemgetter("data_offsets")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
+def _validate(doc: dict, file: str, data_size: int | None, where: str, unsigned: bool = False) -> _Part:
+    """Validate every tensor entry of a parsed header and return it as columns.
+
+    A 235B checkpoint declares 36k tensors, so the usual case is checked in whole-column passes that run in C
+    (types, dtypes, dims, spans in the data region, byte sizes, overlaps); any failure there, or a case that pass
+    does not cover, goes to the exact per-tensor pass, which names the first bad tensor. Both accept the same
+    headers. ``unsigned``: the caller knows that no number in the header is negative.
+    """
+    names = list(doc)
+    infos = list(doc.values())
+    if "__metadata__" in doc:
+        i = names.index("__metadata__")
+        del names[i], infos[i]
+    part = _validate_columns(names, infos, file, data_size, unsigned)
+    return part if part is not None else _validate_each(names, infos, file, data_size, where)
+
+
+def _validate_columns(names: list[str], infos: list, file: str, data_size: int | None,
+                      unsigned: bool) -> _Part | None:
+    """The bulk pass; None when anything is off or not covered (then the per-tensor pass decides)."""
+    if not infos:
+        return _Part(file, [], [], [], [])
+    try:  # TypeError/KeyError: an entry is not an object, or lacks a key; a dtype is unhashable
+        dtypes = list(map(_DTYPE, infos))
+        shapes = list(map(_SHAPE, infos))
+        offsets = list(map(_OFFSETS, infos))
+        kinds = set(dtypes)
+    except (TypeError, KeyError):
+        return None
+    if not kinds <= _WHOLE_BYTES or set(map(type, shapes)) != {list}:
+        return None
+    try:  # offsets: pairs of ints (a str or object pair passes len() but yields str items, refused below)
+        if set(map(len, offsets)) != {2}:
+            return None
+        flat = list(chain.from_iterable(offsets))
+    except TypeError:  # a number has no len()
+        return None
+    if not set(map(type, chain.from_iterable(shapes))) <= {int} or set(map(type, flat)) != {int}:
+        return None  # (bools, floats, None, strings...; and a str dim would make prod() repeat it)
+    begins, ends = flat[0::2], flat[1::2]
+    if not unsigned and (min(chain.from_iterable(shapes), default=0) < 0 or min(begins) < 0):
+        return None
+    nbytes = list(map(sub, ends, begins))
+    if len(kinds) == 1:
+        expected = list(map(mul, map(prod, shapes), repeat(DTYPE_BYTES[next(iter(kinds))])))
+    else:
+        expected = list(map(mul, map(prod, shapes), map(DTYPE_BYTES.__getitem__, dtypes)))
+    if nbytes != expected or (data_size is not None and max(ends) > data_size):
+        return None  # also begin > end: a negative byte count differs from a count of non-negative dims
+    # Overlaps. Headers list their tensors in file order, so spans sorted by begin that each end before the next
+    # begins are disjoint; otherwise sort them (by begin, then end) and check neighbours, like the exact pass.
+    if not (all(map(le, begins, islice(begins, 1, None))) and all(map(le, ends, islice(begins, 1, None)))):
+        spans = sorted(zip(begins, ends))
+        if not all(map(le, map(_SECOND, spans), map(_FIRST, islice(spans, 1, None)))):
+            return None
+    return _Part(file, names, dtypes, shapes, nbytes)
+
+
+def _validate_each(names: list[str], infos: list, file: str, data_size: int | None, where: str) -> _Part:
+    """The exact pass: one tensor at a time, raising FileFormatError that names the first bad one."""
 
     def bad(reason: str) -> FileFormatError:
-        return FileFormatError(f"Cannot read safetensors header of {where}: {reason}. "
-                               "The file is probably truncated or not a safetensors file; re-download or re-save it.")
+        return _bad(where, reason)
 
-    tensors: dict[str, TensorInfo] = {}
-    spans = []
     sizes = DTYPE_BYTES
-    # Hot loop (36k tensors on a 235B checkpoint): plain type checks, no generators.
-    for name, info in doc.items():
-        if name == "__metadata__":
-            continue
+    spans = []
+    dtypes, shapes, nbytes = [], [], []
+    for name, info in zip(names, infos):
         if type(info) is not dict:
             raise bad(f"entry {name!r} is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
@@ -122,16 +288,32 @@ def parse_header_doc(doc: dict, file: str, data_size: int | None, where: str) ->
         if end - begin != expected:
             raise bad(f"tensor {name!r} ({dtype} {shape}) needs {expected} bytes but spans {end - begin}")
         spans.append((begin, end, name))
-        tensors[name] = TensorInfo(name, dtype, tuple(shape), file, end - begin)
+        dtypes.append(dtype)
+        shapes.append(shape)
+        nbytes.append(end - begin)
     spans.sort()
     for (b1, e1, n1), (b2, e2, n2) in zip(spans, spans[1:]):
         if b2 < e1:
             raise bad(f"tensors {n1!r} and {n2!r} overlap (bytes {b1}..{e1} and {b2}..{e2})")
-    return tensors
+    return _Part(file, names, dtypes, shapes, nbytes)
 
 
-def read_folder_tensors(folder: Path, index_name: str, single_name: str) -> tuple[dict[str, TensorInfo], int] | None:
+def read_folder_tensors(folder: Path, index_name: str, single_name: str) -> tuple[TensorTable, int] | None:
     """Headers of a model folder: a sharded index (weight_map -> shard files) or a single file; None if neither."""
+    import gc
+
+    # Parsing a 235B checkpoint's headers makes ~200k JSON objects and no reference cycles: the cyclic collector
+    # would only walk them again and again while they are built.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_folder_tensors(folder, index_name, single_name)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _read_folder_tensors(folder: Path, index_name: str, single_name: str) -> tuple[TensorTable, int] | None:
     from regraft.inspection.files import read_json
 
     index = _inside(folder, index_name, folder / index_name)
@@ -140,26 +322,26 @@ def read_folder_tensors(folder: Path, index_name: str, single_name: str) -> tupl
         wmap = doc.get("weight_map")
         if not isinstance(wmap, dict):
             raise FileFormatError(f"Cannot read '{index.name}' (in {folder}): no 'weight_map' object. Expected a safetensors index.")
-        bad_shard = next((v for v in wmap.values() if not isinstance(v, str)), None)
-        if bad_shard is not None:
+        if set(map(type, wmap.values())) - {str}:
+            bad_shard = next(v for v in wmap.values() if not isinstance(v, str))
             raise FileFormatError(f"Cannot read '{index.name}' (in {folder}): 'weight_map' maps a tensor to "
                                   f"{bad_shard!r:.60}, expected a shard file name.")
-        tensors: dict[str, TensorInfo] = {}
+        tensors = TensorTable()
         read = 0
         for shard in sorted(set(wmap.values())):
             shard_path = _inside(folder, shard, index)
-            h = read_header(shard_path)
-            tensors.update(h.tensors)
-            read += h.bytes_read
-        missing = sorted(set(wmap) - set(tensors))
-        if missing:
+            part, _, n = _read_part(shard_path)
+            tensors.add(part)
+            read += n
+        if not all(map(tensors.shapes.__contains__, wmap)):
+            missing = wmap.keys() - tensors.shapes.keys()
             raise FileFormatError(f"'{index.name}' (in {folder}) lists {len(missing)} tensors not found in their shards, "
-                                  f"e.g. {missing[0]!r}. The download is incomplete.")
+                                  f"e.g. {min(missing)!r}. The download is incomplete.")
         return tensors, read + index.stat().st_size
     single = _inside(folder, single_name, folder / single_name)
     if single.is_file():
-        h = read_header(single)
-        return h.tensors, h.bytes_read
+        part, _, n = _read_part(single)
+        return TensorTable([part]), n
     return None
 
 

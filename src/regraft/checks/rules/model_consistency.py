@@ -5,38 +5,77 @@ from __future__ import annotations
 from regraft.checks.context import LoraContext
 from regraft.checks.finding import Severity, Verdict
 from regraft.checks.registry import rule
+from regraft.inspection.safetensors_header import TensorTable
 
 
 def header_disagreements(spec) -> tuple[list[str], list[str]]:
-    """(missing, wrong-shape) tensor names: what config.json implies vs what the safetensors headers hold."""
+    """(missing, wrong-shape) tensor names: what config.json implies vs what the safetensors headers hold.
+
+    Every tensor is compared, but without an object per tensor: a layer's modules are derived once per kind of
+    layer (their shapes depend on the config only), and the experts of one module are checked together (36k
+    tensors on a 235B checkpoint); only a group with a missing or differently shaped expert is walked one by one.
+    """
     arch, tensors = spec.arch, spec.tensors
     if arch is None or not tensors or arch.num_layers is None:
         return [], []
-    missing, wrong = [], []
-    expected: dict[str, tuple] = {}
+    shapes = tensors.shapes if isinstance(tensors, TensorTable) else {n: list(t.shape) for n, t in tensors.items()}
+    get = shapes.get
+    missing: list[str] = []
+    wrong: list[str] = []
+    seen: set[str] = set()
+
+    def compare(names: list[str], shape: tuple) -> None:
+        got = list(map(get, names))
+        shape = list(shape)  # the headers' shapes are lists
+        if got.count(shape) == len(got):
+            return
+        for name, have in zip(names, got):
+            if have is None:
+                missing.append(name)
+            elif list(have) != shape:
+                wrong.append(f"{name} {list(have)} (config implies {shape})")
+
+    def expect(name: str, shape: tuple) -> None:
+        if name not in seen:
+            seen.add(name)
+            compare([name], shape)
+
     for m in arch.globals("disk"):
         if not m.tied_to and m.shape:
             for name in m.param_names():
-                expected[name] = m.shape if not name.endswith(".bias") else (m.shape[0],)
-    n_exp = arch.num_experts or 0
+                expect(name, tuple(m.shape) if not name.endswith(".bias") else (m.shape[0],))
+    experts = [str(e) for e in range(arch.num_experts or 0)]
+    # (layer type, sparse) -> [(layer-relative names: one, or one per expert; shape)]
+    kinds: dict[tuple, list[tuple[list[str], tuple]]] = {}
     for i in range(arch.num_layers):
-        for m in arch.layer_modules(i, "disk"):
-            if m.shape is None:
-                continue
-            for name in m.param_names():
-                shape = m.shape if not name.endswith(".bias") else (m.shape[0],)
-                if "{e}" in name:
-                    for e in range(n_exp):
-                        expected[name.replace("{e}", str(e))] = shape
-                else:
-                    expected[name] = shape
-    for name, shape in expected.items():
-        t = tensors.get(name)
-        if t is None:
-            missing.append(name)
-        elif tuple(t.shape) != tuple(shape):
-            wrong.append(f"{name} {list(t.shape)} (config implies {list(shape)})")
+        prefix = arch.data["layer_prefix"].format(i=i)
+        key = (arch.layer_type(i), arch.is_sparse(i))
+        rel = kinds.get(key)
+        if rel is None:
+            full = _layer_expected(arch, i)
+            if all(name.startswith(prefix) for name, _ in full):
+                rel = kinds[key] = [(_expand(name[len(prefix):], experts), shape) for name, shape in full]
+            else:  # names not under the layer prefix: use them as they are, uncached
+                rel, prefix = [(_expand(name, experts), shape) for name, shape in full], ""
+        for names, shape in rel:
+            if len(names) == 1 and "{e}" not in names[0]:
+                expect(prefix + names[0], shape)
+            else:
+                compare(list(map(prefix.__add__, names)), shape)  # all experts of one module, unique per layer
     return missing, wrong
+
+
+def _expand(name: str, experts: list[str]) -> list[str]:
+    return [name.replace("{e}", e) for e in experts] if "{e}" in name else [name]
+
+
+def _layer_expected(arch, i: int) -> list[tuple[str, tuple]]:
+    out = []
+    for m in arch.layer_modules(i, "disk"):
+        if m.shape is not None:
+            for name in m.param_names():
+                out.append((name, tuple(m.shape) if not name.endswith(".bias") else (m.shape[0],)))
+    return out
 
 
 @rule("RG113", "config-weights-disagree", area="lora", severity=Severity.ERROR, verdict=Verdict.UNKNOWN)
