@@ -44,6 +44,12 @@ def test_distill_to_other_shapes_moves_the_student_to_the_teacher(world):
     cfg = json.loads((d / "dist" / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and cfg["lora_alpha"] == 8 and cfg["base_model_name_or_path"] == str(Tg)
     assert rep.peak_rss_mb > 0
+    # the source is streamed (teacher) and freed before the target is loaded; peak RSS reported per phase
+    assert rep.details["teacher"]["kind"] == "StreamedTeacher"
+    mem = rep.details["memory"]
+    assert mem["mode"] == "source streamed, target resident"
+    assert {"teacher", "student (target resident, training)"} <= set(mem["peak_rss_mb_by_phase"])
+    assert mem["peak_rss_mb"] == rep.peak_rss_mb
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from regraft.transfer.project import capture, capture_streamed, project_adapter, weight_only_acts
+from regraft.transfer.project import LazyActs, capture, capture_streamed, project_adapter, weight_only_acts
 from regraft.transfer.stream import StreamedModel
 
 from . import _tiny as T
@@ -33,10 +33,16 @@ def test_streamed_capture_equals_whole_model(tmp_path, model_type, over):
         assert a.keys() == b.keys()
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)
+        lazy = LazyActs(sm, seqs, pos)  # what project_adapter uses: block rows now, module rows per layer
+        for k in a:
+            np.testing.assert_allclose(a[k], lazy[k], rtol=1e-6, atol=1e-6)
+            lazy.evict(k[0])
     if model_type != "qwen3_moe":
-        a, b = weight_only_acts(m, list(range(30))), weight_only_acts(sm, list(range(30)))
+        ids = list(range(30))
+        a, b, lazy = weight_only_acts(m, ids), weight_only_acts(sm, ids), LazyActs(sm, ids=ids)
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(a[k], lazy[k], rtol=1e-6, atol=1e-6)
 
 
 def test_streamed_projection_equals_whole_model_projection(tmp_path):
@@ -70,9 +76,10 @@ from regraft.transfer.project import project_adapter
 S, A, out, stream, wS, wA = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5], sys.argv[6]
 calib = [[(7 * i + 3 * j) % 64 for j in range(16)] for i in range(4)]
 # warm-up on a tiny model: lazy imports and first-use allocations are not counted
-project_adapter(wA, wS, wS, out + "-warm", calib_texts=calib, show_progress=False, stream=stream, mlp="skip")
+project_adapter(wA, wS, wS, out + "-warm", calib_texts=calib, show_progress=False, stream=stream, mlp="skip",
+                force=True)
 r0 = rss_mb()
-rep = project_adapter(A, S, S, out, calib_texts=calib, show_progress=False, stream=stream, mlp="skip")
+rep = project_adapter(A, S, S, out, calib_texts=calib, show_progress=False, stream=stream, mlp="skip", force=True)
 print(json.dumps({"rss0": r0, "peak": rep.peak_rss_mb, "growth": rep.peak_rss_mb - r0,
                   "phases": rep.details["memory"]["peak_rss_mb_by_phase"]}))
 """
@@ -109,8 +116,8 @@ def fat_model(path: Path, layers: int = 16, hidden: int = 512, ffn: int = 4096) 
 @pytest.mark.slow
 def test_streamed_projection_peak_memory_is_about_one_layer(tmp_path):
     """Source = target = a 16-layer, ~0.45 GB model: whole models would add ~0.9 GB; streamed stays at about one
-    layer plus the calibration activations (float64, ~40 MB per model here) and the map fits (measured 2026-11-29:
-    streamed +148 MB, whole models +996 MB for this 424 MB model; see docs/transfer.md)."""
+    layer plus the stored calibration hidden states and the map fits (measured 2026-11-29: streamed +105 MB, whole
+    models +996 MB for this 424 MB model; see docs/transfer.md)."""
     torch.set_num_threads(1)
     S, size = fat_model(tmp_path / "fat")
     model_mb, layer_mb = size / 2 ** 20, size / 16 / 2 ** 20
@@ -118,3 +125,23 @@ def test_streamed_projection_peak_memory_is_about_one_layer(tmp_path):
     res = measure_peak(S, A, tmp_path / "out", stream=True)
     print(f"model {model_mb:.0f} MB ({layer_mb:.0f} MB/layer); streamed peak RSS growth {res['growth']:.0f} MB")
     assert res["growth"] < 0.4 * model_mb, res  # two whole models would be > 2x model_mb
+
+
+def test_streamed_teacher_labels_equal_local_teacher(tmp_path):
+    from regraft.transfer import prompts as P
+    from regraft.transfer.teacher import LocalTeacher, StreamedTeacher
+
+    torch.set_num_threads(1)
+    S = T.make_model(tmp_path / "S")
+    T.save_tokenizer(S)
+    A = T.adapter(S, tmp_path / "A", std=0.5)
+    tok = T.tokenizer()
+    ps = P.from_seeds(["q: abc = ", "q: hello = ", "q: zzyx = "], 24, 1)
+    assert StreamedTeacher.usable(A)
+    a = LocalTeacher(S, A, tok, stop_ids=[tok.eos_token_id]).label(ps)
+    b = StreamedTeacher(S, A, tok, stop_ids=[tok.eos_token_id]).label(ps)
+    assert [x.comp_ids for x in a] == [x.comp_ids for x in b] and len(a) == 24
+    for x, y in zip(a, b):
+        assert torch.equal(x.top_idx, y.top_idx)
+        torch.testing.assert_close(x.top_logp, y.top_logp, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x.base_logp, y.base_logp, rtol=1e-5, atol=1e-5)

@@ -45,10 +45,10 @@ def decide(adapter_dir, source_dir, target_dir) -> dict:
     return out
 
 
-def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, exclude, teacher=None):
+def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, exclude, teacher=None, stream=True):
     """Teacher-labelled held-out synthetic prompts (another seed than training) for the label-free checks."""
     from . import prompts as P
-    from .teacher import LocalTeacher
+    from .teacher import LocalTeacher, StreamedTeacher
 
     if prompts is None:
         sp = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds or [])
@@ -56,9 +56,18 @@ def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, excl
                                                                                              exclude=exclude)
     else:
         ps = list(prompts)[-n:]
-    t = teacher or LocalTeacher(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id,
-                                                                                   tok.pad_token_id) if i is not None])
-    return t.label(ps)
+    cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
+    t = teacher or cls(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id, tok.pad_token_id)
+                                                               if i is not None])
+    items = t.label(ps)
+    if teacher is None:  # free the source before the target is loaded for the checks
+        if hasattr(t, "free"):
+            t.free()
+        del t
+        import gc
+
+        gc.collect()
+    return items
 
 
 def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
@@ -73,7 +82,9 @@ def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
 def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
               calib_texts=None, n_prompts: int = 256, loss: str = "logit", force: bool = False,
               show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(),
-              refresh_below: float = 0.9, **distill_kw) -> Report:
+              refresh_below: float = 0.9, stream: bool = True, **distill_kw) -> Report:
+    """``stream``: project and the in-process teacher read the source/target layer by layer (see
+    docs/transfer.md, memory); the label-free checks load the target whole (with the adapter, in PEFT)."""
     t0 = time.perf_counter()
     reset_peak_rss()
     d = decide(adapter_dir, source_dir, target_dir)
@@ -99,7 +110,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
 
             tok = load_tokenizer(target_dir)
             items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
-                                 teacher)
+                                 teacher, stream)
             f = _ac(target_dir, tmp, items, [])
             refresh = {"copy_agreement": f["agreement"], "threshold": refresh_below}
             rep.details["copy_check"] = refresh
@@ -110,7 +121,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
                 rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                                       template=template, n_prompts=n_prompts, loss=loss, init=tmp,
                                       calib_texts=calib_texts, force=force, show_progress=show_progress,
-                                      teacher=teacher, exclude=exclude, **distill_kw)
+                                      teacher=teacher, exclude=exclude, stream=stream, **distill_kw)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             rep.method = "auto"
@@ -126,31 +137,40 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                               template=template, n_prompts=n_prompts, loss=loss, init="project",
                               calib_texts=calib_texts, force=force, show_progress=show_progress, teacher=teacher,
-                              exclude=exclude, **distill_kw)
+                              exclude=exclude, stream=stream, **distill_kw)
         rep.method = "auto"
         rep.details["decision"] = {**d, "method": "project+distill"}
     else:
         from .project import project_adapter
 
         rep = project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=calib_texts, force=force,
-                              show_progress=show_progress)
+                              show_progress=show_progress, stream=stream)
         rep.method = "auto"
         d = {**d, "method": "project (no prompts: distillation skipped)"}
         rep.details["decision"] = d
         rep.flags.append("UNVERIFIED: shapes/lineage call for distillation; give --prompts seeds.jsonl")
     # label-free checks, always
     from .checks import adapter_checks
+    from .common import PhaseMemory
 
+    mem = PhaseMemory()
     tok = load_tokenizer(target_dir)
     items = getattr(rep, "items_val", None)
-    if (not items) and have_prompts and tok is not None:
-        items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude, teacher)
-    rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [],
-                                                        _generic_seqs(calib_texts, tok) if tok or calib_texts else [])}
+    with mem.phase("checks (teacher labels, streamed source)"):
+        if (not items) and have_prompts and tok is not None:
+            items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
+                                 teacher, stream)
+    with mem.phase("checks (target + adapter resident)"):
+        rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [], _generic_seqs(
+            calib_texts, tok) if tok or calib_texts else [])}
+    m = rep.details.setdefault("memory", {"mode": "streamed" if stream else "whole models",
+                                          "peak_rss_mb_by_phase": {}})
+    m["peak_rss_mb_by_phase"].update(mem.phases)
     if not items:
         rep.notes.append("teacher agreement/KL not measured (no prompts)")
     rep.seconds = round(time.perf_counter() - t0, 3)
-    rep.peak_rss_mb = max(rep.peak_rss_mb, peak_rss_mb())
+    rep.peak_rss_mb = max(rep.peak_rss_mb, mem.peak(), peak_rss_mb())
+    m["peak_rss_mb"] = rep.peak_rss_mb
     _rewrite_report(out_dir, rep)
     return rep
 
@@ -206,5 +226,10 @@ def render(rep: Report) -> str:
                  f"NLL {c['generic_nll_base']:.4f} -> {c['generic_nll_adapted']:.4f}")
     if "loads_in_peft" in c:
         L.append("  loads in PEFT on the target: yes")
-    L.append(f"  wall {rep.seconds:.1f}s, peak RSS {rep.peak_rss_mb:.0f} MB (whole models in memory; see docs/transfer.md)")
+    mem = rep.details.get("memory") or {}
+    if mem.get("peak_rss_mb_by_phase"):
+        L.append("  peak RSS by phase: " + ", ".join(f"{k} {v['peak_mb']:.0f} MB"
+                                                    for k, v in mem["peak_rss_mb_by_phase"].items()))
+    L.append(f"  wall {rep.seconds:.1f}s, peak RSS {rep.peak_rss_mb:.0f} MB ({mem.get('mode', 'whole models')}; "
+             "see docs/transfer.md)")
     return "\n".join(L)

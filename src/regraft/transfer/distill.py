@@ -83,20 +83,29 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     steps: int = 300, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
                     eval_every: int = 25, patience: int = 4, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True,
-                    force: bool = False, show_progress: bool = True, work_dir=None) -> Report:
+                    force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> Report:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
     Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``.
     ``n_prompts`` prompts are used for training (a pool of n_prompts/keep is labelled, the top ``keep`` by excess
     kept). ``init``: "project" (project first, with ``calib_texts``), a projected adapter folder, or None.
     ``exclude``: known test prompts (leakage guard; a no-op in production).
+    ``stream``: the in-process teacher reads the source layer by layer (`teacher.StreamedTeacher`) and the
+    projection init streams both models; the source is freed before the student's target is loaded, so source
+    and target are never in memory together. The target is resident (whole) during training. Peak RSS per phase
+    goes to ``details["memory"]``.
     """
     from accelerate import Accelerator
 
     from .common import read_factors
 
+    import gc
+
+    from .common import PhaseMemory
+
     t0 = time.perf_counter()
     reset_peak_rss()
+    mem = PhaseMemory(carry=peak_rss_mb())
     rng = random.Random(seed)
     torch.manual_seed(seed)
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -135,18 +144,29 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         if exclude:
             rep.details["leakage"] = P.leakage(prompts, list(exclude))
         # 2. teacher
+        own_teacher = teacher is None
+        phase = mem.phase("teacher")
+        phase.__enter__()
         if teacher is None:
-            from .teacher import LocalTeacher
+            from .teacher import LocalTeacher, StreamedTeacher
 
             stop = [tok.eos_token_id, tok.pad_token_id]
-            teacher = LocalTeacher(source_dir, adapter_dir, tok, stop_ids=[s for s in stop if s is not None], k=k,
-                                   dev=dev)
+            cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
+            if stream and cls is LocalTeacher:
+                rep.notes.append("teacher loads the source whole (adapter modules a streamed forward cannot apply)")
+            teacher = cls(source_dir, adapter_dir, tok, stop_ids=[s for s in stop if s is not None], k=k, dev=dev)
         t1 = time.perf_counter()
         items = teacher.label(prompts, max_new=max_new, prog=prog)
         rep.details["teacher"] = {"kind": type(teacher).__name__, "calls": getattr(teacher, "calls", None),
                                   "labelled": len(items), "seconds": round(time.perf_counter() - t1, 2)}
-        if hasattr(teacher, "model"):
-            del teacher.model
+        if own_teacher:  # free the source before the target is loaded
+            if hasattr(teacher, "free"):
+                teacher.free()
+            if hasattr(teacher, "model"):
+                del teacher.model
+            teacher = None
+            gc.collect()
+        phase.__exit__(None, None, None)
         # 3. selection
         exc = [float(it.excess.mean()) for it in items]
         sel = P.select_by_excess(exc, keep) if keep < 1 else list(range(len(items)))
@@ -165,8 +185,9 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             wd = Path(work_dir) if work_dir else out_dir.parent
             init_dir = wd / f".{out_dir.name}.proj-init"
             try:
-                prep = project_adapter(adapter_dir, source_dir, target_dir, init_dir, calib_texts=calib_texts,
-                                       force=True, show_progress=show_progress)
+                with mem.phase("projection init"):
+                    prep = project_adapter(adapter_dir, source_dir, target_dir, init_dir, calib_texts=calib_texts,
+                                           force=True, show_progress=show_progress, stream=stream)
                 rep.details["projection_init"] = {"flags": prep.flags, "gamma": prep.details.get("gamma"),
                                                   "layer_map": prep.details["layer_map"]["target_to_source"]}
             except Exception as e:  # projection is optional: fall back to standard init, say why
@@ -174,6 +195,8 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                 init_dir = None
         elif init:
             init_dir = Path(init)
+        phase = mem.phase("student (target resident, training)")
+        phase.__enter__()
         student, roles, init_note = make_student(target_dir, spec, init_dir, dev)
         if init_dir is not None and val and gate_init:
             # label-free gate: keep the projection as init only if it is closer to the teacher than the bare
@@ -184,6 +207,8 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     kl_b = teacher_fidelity(student, val)["kl"]
             rep.details["init_gate"] = {"kl_projection": kl_p, "kl_target_base": kl_b, "kept": kl_p < kl_b}
             if not kl_p < kl_b:
+                del student  # never two targets at once
+                gc.collect()
                 student, roles, _ = make_student(target_dir, spec, None, dev)
                 init_note = (f"standard init: the projection was rejected by the label-free gate (teacher KL "
                              f"{kl_p:.4f} >= {kl_b:.4f} of the bare target on synthetic val)")
@@ -271,8 +296,14 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                                    "train_tokens": sum(len(it.prompt_ids) + len(it.comp_ids) for it in train),
                                    "accelerate": {"device": str(dev), "processes": acc.num_processes}}
         rep.checks = {"teacher_val": teacher_fidelity(model, val) if val else {}}
+        phase.__exit__(None, None, None)
         rep.seconds = round(time.perf_counter() - t0, 3)
-        rep.peak_rss_mb = peak_rss_mb()
+        rep.peak_rss_mb = max(mem.peak(), peak_rss_mb())
+        rep.details["memory"] = mem.to_dict(
+            "source streamed, target resident" if stream else "whole models (source freed before the target)",
+            "the source (teacher) is read layer by layer and freed before the student's target model is "
+            "loaded; the target is whole during training (accelerate places it)" if stream else
+            "source whole for the teacher, freed, then the target whole for training")
         rep.out = str(out_dir)
         _save(model, out_dir, target_dir, spec, {"regraft": "port lora --method distill", **rep.to_dict()}, force,
               [adapter_dir, source_dir])

@@ -218,6 +218,124 @@ def capture_streamed(sm, seqs, positions=None, with_mlp: bool = True, prog=None,
     return acts
 
 
+class LazyActs:
+    """The activations dict of `capture` / `weight_only_acts`, computed one layer at a time from a `StreamedModel`.
+
+    Calibration mode: one streamed pass keeps each layer's input hidden states (all positions, float32: needed to
+    re-run a layer) and the block input/output rows (float64, for CKA). A projection key ``(i, role, io)`` loads
+    layer ``i`` alone, re-runs it on its stored input with the capture hooks and caches that layer's module
+    activations until `evict(i)`. Weight-only mode: every layer is applied to the token embeddings, so a layer's
+    activations need that layer only. Values are those of the whole-model functions (the tests compare)."""
+
+    def __init__(self, sm, seqs=None, positions=None, with_mlp: bool = True, prog=None, desc: str = "capture",
+                 ids=None):
+        import torch
+
+        from .stream import forward_layers
+
+        self.sm, self.positions, self.with_mlp = sm, positions, with_mlp
+        self.arch = _arch(sm)
+        self.layer_acts: dict[int, dict] = {}
+        self.blocks: dict = {}
+        self.ids = ids
+        self.n_rows = 0
+        if ids is not None:
+            self.n_rows = len(ids)
+            return
+        self.hidden: list[list] = []  # per layer: input hidden states per sequence (float32, all positions)
+
+        def on_layer(i, layer, k, h_in, h_out):
+            if k == 0:
+                self.hidden.append([])
+            self.hidden[i].append(h_in)
+            if i == 0:
+                self.blocks[(0, "layer", "in", k)] = self._rows(h_in, k)
+            self.blocks[(i, "layer", "out", k)] = self._rows(h_out, k)
+
+        forward_layers(sm, seqs, on_layer, prog=prog, desc=desc)
+        n = len(seqs)
+        cat = {}
+        for i in range(self.arch["layers"]):
+            if i == 0:
+                cat[(0, "layer", "in")] = torch.cat([self.blocks.pop((0, "layer", "in", k)) for k in range(n)]).numpy()
+            cat[(i, "layer", "out")] = torch.cat([self.blocks.pop((i, "layer", "out", k)) for k in range(n)]).numpy()
+            if i + 1 < self.arch["layers"]:
+                cat[(i + 1, "layer", "in")] = cat[(i, "layer", "out")]  # the same rows: stored once
+        self.blocks = cat
+        self.n_rows = cat[(0, "layer", "in")].shape[0]
+
+    def _rows(self, t, k):
+        import torch
+
+        t = t.detach().reshape(-1, t.shape[-1])
+        if self.positions is not None:
+            t = t[torch.tensor(self.positions[k], dtype=torch.long, device=t.device)]
+        return t.double().cpu()
+
+    def _load(self, i: int) -> dict:
+        import torch
+
+        if i in self.layer_acts:
+            return self.layer_acts[i]
+        sm, arch = self.sm, self.arch
+        if self.ids is not None:
+            acts: dict = {}
+            with torch.no_grad():
+                e = sm.embedding()[torch.tensor(self.ids, device=sm.dev)].float()
+                layer = sm.layer(i)
+                try:
+                    _weight_only_layer(layer, e, arch, self.with_mlp, i, acts, len(self.ids))
+                finally:
+                    sm.drop(i)
+            self.layer_acts[i] = {k: v.double().cpu().numpy() for k, v in acts.items()}
+            return self.layer_acts[i]
+        roles = ATTN + (MLP if self.with_mlp and not arch["moe"] else ())
+        store: dict = {}
+        state = {"k": 0}
+        layer = sm.layer(i)
+        hooks = []
+        try:
+            for role in roles:
+                mod = layer.get_submodule(("self_attn." if role in ATTN else "mlp.") + role)
+
+                def h(m, args, out, role=role):
+                    store.setdefault((i, role, "in"), []).append(self._rows(args[0], state["k"]))
+                    store.setdefault((i, role, "out"), []).append(self._rows(out, state["k"]))
+
+                hooks.append(mod.register_forward_hook(h))
+            lt = sm.layer_type(i)
+            with torch.no_grad():
+                for k, h_in in enumerate(self.hidden[i]):
+                    state["k"] = k
+                    pos = torch.arange(h_in.shape[1], device=sm.dev).unsqueeze(0)
+                    layer(h_in, attention_mask=sm.masks(h_in, pos)[lt], position_embeddings=sm.rotary(h_in, pos),
+                          position_ids=pos)
+            acts = {k: torch.cat(v).numpy() for k, v in store.items()}
+            for role in roles:
+                b = _bias(layer.get_submodule(("self_attn." if role in ATTN else "mlp.") + role))
+                if b is not None:
+                    acts[(i, role, "out")] = acts[(i, role, "out")] - b
+        finally:
+            for hk in hooks:
+                hk.remove()
+            sm.drop(i)
+        self.layer_acts[i] = acts
+        return acts
+
+    def __getitem__(self, key):
+        if key in self.blocks:
+            return self.blocks[key]
+        return self._load(key[0])[key]
+
+    def evict(self, i: int) -> None:
+        self.layer_acts.pop(i, None)
+
+    def free(self) -> None:
+        self.layer_acts.clear()
+        self.blocks = {}
+        self.hidden = []
+
+
 def _weight_only_layer(layer, e, arch, with_mlp, i, acts, n) -> None:
     """One layer of the weight-only fallback applied to the embeddings ``e`` (see `weight_only_acts`)."""
     rep = arch["nq"] // arch["nkv"]
@@ -542,7 +660,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         from .stream import StreamedModel
 
         src, tgt = StreamedModel(source_dir), StreamedModel(target_dir)
-        cap = capture_streamed
+        cap = LazyActs  # block states now, each layer's module activations when its maps are fitted
     else:
         src, tgt = load_model(source_dir), load_model(target_dir)
         cap = capture
@@ -570,7 +688,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
                 acts_s = cap(src, seqs_s, pos_s, do_mlp, prog, "source activations")
             with mem.phase("target activations"):
                 acts_t = cap(tgt, seqs_t, pos_t, do_mlp, prog, "target activations")
-            n_tok = next(iter(acts_s.values())).shape[0]
+            n_tok = acts_s.n_rows if stream else next(iter(acts_s.values())).shape[0]
             rep.details["calibration"] = {"mode": mode, "sequences": len(seqs_s), "paired_tokens": n_tok}
         else:
             rep.flags.append("weight-only fallback (no calibration text): token embeddings pushed through each "
@@ -579,7 +697,10 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
             rng = np.random.default_rng(0)
             ids = sorted(rng.choice(V, size=min(V, 20000), replace=False).tolist())
             with mem.phase("weight-only activations"):
-                acts_s, acts_t = weight_only_acts(src, ids, do_mlp), weight_only_acts(tgt, ids, do_mlp)
+                if stream:  # computed layer by layer when the maps ask for them
+                    acts_s, acts_t = LazyActs(src, ids=ids, with_mlp=do_mlp), LazyActs(tgt, ids=ids, with_mlp=do_mlp)
+                else:
+                    acts_s, acts_t = weight_only_acts(src, ids, do_mlp), weight_only_acts(tgt, ids, do_mlp)
             mode = "weight-only"
         # layer map
         if calib_texts and use_cka:
@@ -630,6 +751,9 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
                     c = float(np.clip(rs / rt, 0.25, 4.0)) if rt > 0 else 1.0
                     scales[module_name(j, role)] = round(c, 4)
                 out_factors[module_name(j, role)] = (At, Bt * c, f.scale)
+            if stream:  # this layer pair is done: its module activations go
+                acts_s.evict(i)
+                acts_t.evict(j)
         proj_phase.__exit__(None, None, None)
         rep.details["layers"] = per_layer
         rep.details["scale_calibration"] = scales if scales else "off"
@@ -680,8 +804,9 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         rep.peak_rss_mb = max(mem.peak(), peak_rss_mb())
         rep.details["memory"] = mem.to_dict(
             "streamed" if stream else "whole models",
-            "layer-streamed: one decoder layer of one model at a time + calibration activations (float64, every "
-            "layer) + embeddings" if stream else "both models loaded whole")
+            "layer-streamed: one decoder layer of one model at a time + the calibration hidden states (every "
+            "layer's input, float32) and block rows (float64, for CKA) + one layer pair's module activations + "
+            "both embedding matrices" if stream else "both models loaded whole, every layer's activations kept")
         rep.out = str(out_dir)
         write_lora(out_dir, spec, out_factors, target_dir, report_dict(), force=force)
     return rep

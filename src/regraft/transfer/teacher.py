@@ -187,3 +187,124 @@ class EndpointTeacher:
             if task is not None:
                 prog.update(task, advance=1)
         return items
+
+
+class StreamedTeacher(LocalTeacher):
+    """`LocalTeacher` with the source read layer by layer (`stream.StreamedModel`) and the adapter applied as
+    forward hooks: the source is never whole in memory (peak ~ one decoder layer + the batch's hidden states).
+    Greedy decoding recomputes the prefix at every step (no KV cache) and runs one pass over the layers per step
+    for all prompt-length groups together; slower than `LocalTeacher`, bounded in memory. Same labels (the tests
+    compare). `usable(adapter_dir)` says whether every adapter module can be applied as a hook (dense LoRA in
+    decoder layers, no DoRA); otherwise use `LocalTeacher`."""
+
+    def __init__(self, source_dir, adapter_dir, tokenizer, stop_ids=(), k: int = 20, dev=None):
+        from .stream import StreamedModel, adapter_layer_factors
+
+        self.sm = StreamedModel(source_dir, dev)
+        self.factors, bad = adapter_layer_factors(adapter_dir)
+        if bad:
+            raise ValueError(f"adapter modules that a streamed forward cannot apply: {bad[:3]}")
+        self.tok = tokenizer
+        self.k = k
+        self.stop = set(stop_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+        self.calls = 0
+
+    @staticmethod
+    def usable(adapter_dir) -> bool:
+        from .stream import adapter_layer_factors
+
+        try:
+            return not adapter_layer_factors(adapter_dir)[1]
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _final_hidden(self, batches, masks=None, adapter: bool = True):
+        from .stream import forward_layers, lora_hooks
+
+        hooks = []
+
+        def before(i, layer):
+            if adapter:
+                hooks.extend(lora_hooks(layer, self.factors.get(i, {})))
+
+        def after(i, layer):
+            for h in hooks:
+                h.remove()
+            hooks.clear()
+
+        hs = forward_layers(self.sm, batches, attention_masks=masks, before_layer=before, after_layer=after)
+        norm = self.sm.final_norm()
+        return [norm(h) for h in hs]
+
+    def _logits(self, h):
+        return torch.nn.functional.linear(h, self.sm.lm_head())
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128) -> list[list[int]]:
+        enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        groups = defaultdict(list)
+        for i, e in enumerate(enc):
+            groups[len(e)].append(i)
+        chunks = [idx[s:s + batch] for _, idx in sorted(groups.items()) for s in range(0, len(idx), batch)]
+        xs = [torch.tensor([enc[i] for i in ch]) for ch in chunks]
+        gens = [[] for _ in chunks]
+        done = [torch.zeros(len(ch), dtype=torch.bool) for ch in chunks]
+        for _ in range(max_new):
+            live = [c for c in range(len(chunks)) if not bool(done[c].all())]
+            if not live:
+                break
+            hs = self._final_hidden([xs[c] for c in live])
+            for c, h in zip(live, hs):
+                nxt = self._logits(h[:, -1:])[:, 0].argmax(-1).cpu()
+                gens[c].append(nxt)
+                for t in self.stop:
+                    done[c] |= nxt == t
+                xs[c] = torch.cat([xs[c], nxt[:, None]], 1)
+        out = [None] * len(prompts)
+        for c, ch in enumerate(chunks):
+            rows = torch.stack(gens[c], 1).tolist()
+            for r, i in zip(rows, ch):
+                cut = next((j for j, t in enumerate(r) if t in self.stop), None)
+                out[i] = r[:cut + 1] if cut is not None else r
+        self.calls += len(prompts)
+        return out
+
+    @torch.no_grad()
+    def label(self, prompts: list[str], max_new: int = 24, batch: int = 64, prog=None) -> list[TeacherItem]:
+        comps = self.generate(prompts, max_new)
+        task = prog.add_task("teacher log-probs (streamed)", total=len(prompts)) if prog is not None else None
+        chunks, xs, ms, pids = [], [], [], []
+        for s in range(0, len(prompts), batch):
+            chunk = [i for i in range(s, min(s + batch, len(prompts))) if comps[i]]
+            if not chunk:
+                continue
+            p_ids = {i: self.tok(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk}
+            seqs = [p_ids[i] + comps[i] for i in chunk]
+            L = max(map(len, seqs))
+            x = torch.zeros((len(seqs), L), dtype=torch.long)
+            m = torch.zeros((len(seqs), L), dtype=torch.long)
+            for r, q in enumerate(seqs):
+                x[r, :len(q)], m[r, :len(q)] = torch.tensor(q), 1
+            chunks.append(chunk)
+            xs.append(x)
+            ms.append(m)
+            pids.append(p_ids)
+        HA = self._final_hidden(xs, ms, adapter=True)
+        HB = self._final_hidden(xs, ms, adapter=False)
+        items = {}
+        for chunk, p_ids, ha, hb in zip(chunks, pids, HA, HB):
+            LP = torch.log_softmax(self._logits(ha).float(), -1).cpu()
+            LB = torch.log_softmax(self._logits(hb).float(), -1).cpu()
+            for r, i in enumerate(chunk):
+                c, n = comps[i], len(p_ids[i])
+                lp, lb = LP[r, n - 1:n - 1 + len(c)], LB[r, n - 1:n - 1 + len(c)]
+                tv, ti = lp.topk(min(self.k, lp.shape[-1]), -1)
+                ct = torch.tensor(c)
+                exc = lp.gather(1, ct[:, None])[:, 0] - lb.gather(1, ct[:, None])[:, 0]
+                items[i] = TeacherItem(prompts[i], p_ids[i], c, ti, tv, lb.gather(1, ti), exc)
+            if task is not None:
+                prog.update(task, advance=len(chunk))
+        return [items[i] for i in sorted(items)]
+
+    def free(self) -> None:
+        self.sm.free()
