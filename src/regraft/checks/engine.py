@@ -89,6 +89,19 @@ def summary(ctx: LoraContext, verdict: Verdict) -> str:
 def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None = None,
           runtime: str = "peft", select=None, ignore=None, options: dict | None = None) -> Report:
     """Check an adapter (or, without one, a LoRA on SOURCE's usual target modules) against each target."""
+    import gc
+
+    paused = gc.isenabled()  # the rules make many short-lived objects and no cycles worth collecting meanwhile
+    gc.disable()
+    try:
+        return _check(source, targets, adapter, runtime, select, ignore, options)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None, runtime: str, select,
+           ignore, options: dict | None) -> Report:
     rd = runtime_data(runtime)
     if rd is None:
         raise InputError(f"Unknown runtime '{runtime}'. Known: {', '.join(runtime_names())}.")

@@ -6,7 +6,6 @@ A rule is a pure function ``rule(ctx) -> Iterable[Finding]``; ``ctx`` is the are
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -57,6 +56,8 @@ def get_rule(code_or_name: str) -> Rule:
     for r in RULES.values():
         if code_or_name.upper() == r.code or code_or_name == r.name:
             return r
+    import difflib
+
     from regraft.errors import InputError
 
     near = difflib.get_close_matches(code_or_name, [r.code for r in RULES.values()] + [r.name for r in RULES.values()], 3)

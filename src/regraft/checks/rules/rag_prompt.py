@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from regraft.checks.finding import Severity, Verdict
 from regraft.checks.registry import rule
-from regraft.rag.tokenizer import special_strings
+
+
+def special_strings(text: str) -> list[str]:
+    """regraft.rag.tokenizer.special_strings, imported when a RAG rule runs (`check` without --rag never does)."""
+    from regraft.rag.tokenizer import special_strings as find
+
+    return find(text)
 
 
 @rule("RG710", "rag-template", area="rag", severity=Severity.ERROR, verdict=Verdict.NEEDS_PORT)
