@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     b.add_argument("--quiet", action="store_true")
     b.add_argument("--jobs", type=int, default=None, help="parallel member builds (default min(4, cores))")
     b.add_argument("--report", action="store_true", help="then write bench/results/zoo_<tier>.md/.json")
+    b.add_argument("--n", type=int, default=None, help="with --report: first N test items per score (default all)")
     e = sub.add_parser("eval", help="exact match and gold NLL of MODEL (+ADAPTER) on a task's test split")
     e.add_argument("model", help="zoo name (S, T1, ...) or a model directory")
     e.add_argument("--adapter", help="zoo name (lora/A/S or S+A) or an adapter directory")
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="write the sanity table bench/results/zoo_<tier>.md/.json")
     r.add_argument("--tier", default="smoke")
     r.add_argument("--n", type=int, default=None)
+    r.add_argument("--jobs", type=int, default=None, help="scoring processes (default min(4, cores))")
     a = ap.parse_args(argv)
 
     from regraft.errors import RegraftError
@@ -63,7 +65,8 @@ def _run(a, argv) -> int:
         if a.report:
             from . import report
 
-            print(report.write(a.tier, None, f"python -m bench.zoo build --tier {a.tier} --report"))
+            cmd = f"python -m bench.zoo build --tier {a.tier} --report" + (f" --n {a.n}" if a.n else "")
+            print(report.write(a.tier, a.n, cmd, a.jobs))
         return 0
     if a.cmd == "list":
         build.tier_config(a.tier)
@@ -93,7 +96,8 @@ def _run(a, argv) -> int:
         from . import report
 
         build._setup_torch()
-        print(report.write(a.tier, a.n, f"python -m bench.zoo report --tier {a.tier}"))
+        cmd = f"python -m bench.zoo report --tier {a.tier}" + (f" --n {a.n}" if a.n else "")
+        print(report.write(a.tier, a.n, cmd, a.jobs))
         return 0
     return 2
 

@@ -323,6 +323,9 @@ def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = 
                      and all(d in done or _fresh(root, d, member_key(tier, d, cfg)) for d in _deps(tier, n, cfg))]
             while ready and len(running) < jobs:
                 n = ready.pop(0)
+                if _fresh(root, n, keys[n]):  # built meanwhile (e.g. adopted by hand); nothing to do
+                    done.add(n)
+                    continue
                 running[n] = _spawn(cfg_file, n, root, quiet)
             time.sleep(0.2)
             for n, (proc, tmp, out) in list(running.items()):

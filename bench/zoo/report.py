@@ -35,36 +35,52 @@ def _scores(model, t, n):
     return r
 
 
-def sanity(tier: str, n: int | None = None) -> dict:
+def _model_row(tier: str, m: str, n: int | None) -> dict:
+    """Scores of model ``m``: base and +LoRA per task, side effects, S's adapter copied (same shapes)."""
+    build._setup_torch()
+    cfg = build.tier_config(tier)
+    root = build.tier_dir(tier)
+    man = build.manifest(tier)
+    torch.manual_seed(0)
+    mdir = root / "zoo" / m
+    base = evaluate.load(mdir)
+    row = {"model": m, "params": man["members"][f"zoo/{m}"]["params"], "generic_nll": evaluate.generic_nll(base),
+           "tasks": {}}
+    for t in cfg["tasks"]:
+        r = {"base": _scores(base, t, n)}
+        if m in cfg["adapters"].get(t, []):
+            lm = evaluate.load(mdir, root / "lora" / t / m)
+            r["lora"] = _scores(lm, t, n)
+            r["lora_generic_nll"] = evaluate.generic_nll(lm)
+            r["lora_role"] = "source adapter" if m in ("S", "SM") else "retrained on target (upper bound)"
+        if m in ("T1", "T3p") and "S" in cfg["adapters"].get(t, []):
+            r["copy_of_S_adapter"] = _scores(evaluate.load(mdir, root / "lora" / t / "S"), t, n)
+        row["tasks"][t] = r
+    return row
+
+
+def sanity(tier: str, n: int | None = None, jobs: int | None = None) -> dict:
+    """The sanity table of ``tier`` (built first); models are scored in ``jobs`` 1-thread processes."""
     cfg = build.tier_config(tier)
     root = build.build_zoo(tier)
     man = build.manifest(tier)
-    torch.manual_seed(0)
-    rows = []
     t0 = time.perf_counter()
-    for m in cfg["models"]:
-        mdir = root / "zoo" / m
-        base = evaluate.load(mdir)
-        row = {"model": m, "params": man["members"][f"zoo/{m}"]["params"],
-               "generic_nll": evaluate.generic_nll(base), "tasks": {}}
-        for t in cfg["tasks"]:
-            r = {"base": _scores(base, t, n)}
-            if m in cfg["adapters"].get(t, []):
-                lm = evaluate.load(mdir, root / "lora" / t / m)
-                r["lora"] = _scores(lm, t, n)
-                r["lora_generic_nll"] = evaluate.generic_nll(lm)
-                r["lora_role"] = "source adapter" if m in ("S", "SM") else "retrained on target (upper bound)"
-            if m in ("T1", "T3p") and "S" in cfg["adapters"].get(t, []):
-                r["copy_of_S_adapter"] = _scores(evaluate.load(mdir, root / "lora" / t / "S"), t, n)
-            row["tasks"][t] = r
-        rows.append(row)
+    jobs = max(1, jobs or build.default_jobs())
+    if jobs == 1:
+        rows = [_model_row(tier, m, n) for m in cfg["models"]]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            rows = list(ex.map(_model_row, [tier] * len(cfg["models"]), list(cfg["models"]), [n] * len(cfg["models"])))
     drifts = {f"S~{m}": drift(root / "zoo" / "S", root / "zoo" / m) for m in ("T1", "T3p") if m in cfg["models"]}
     return {"tier": tier, "hash": build.tier_hash(tier), "code_version": build.CODE_VERSION, "dir": str(root),
-            "eval_n": n or "full test split", "models": rows, "drift": drifts,
+            "eval_n": n or "full test split", "models": rows, "drift": drifts, "world": cfg.get("world", {}),
             "keys": {k: build.member_key(tier, k) for k in build.member_names(tier)},
             "build_steps": {k: v for k, v in man["members"].items() if k in build.member_names(tier)},
             "builds": man.get("builds", []), "eval_wall_s": round(time.perf_counter() - t0, 1),
-            "cost": cost(tier, man), "config": cfg}
+            "eval_jobs": jobs, "cost": cost(tier, man), "config": cfg}
 
 
 def cost(tier: str, man: dict | None = None) -> dict:
@@ -95,7 +111,8 @@ def to_markdown(res: dict, command: str) -> str:
     L = [f"# Zoo sanity table — tier `{res['tier']}` (tier hash {res['hash']}, {res['code_version']})", "",
          f"Produced by `{command}`. Test split of each task (n = {res['eval_n']}), greedy exact match (EM) and "
          "gold NLL in nats/token; generic NLL on 400 held-out pretraining-mixture documents, for the base model "
-         "and with the LoRA loaded (the adapter's side effect).", ""]
+         "and with the LoRA loaded (the adapter's side effect). World settings: "
+         f"{res.get('world') or 'default (Task A: 5 letters, not reversed)'}.", ""]
     for t in res["config"]["tasks"]:
         extra_h, extra_s = "", ""
         if t == "B":
@@ -134,7 +151,7 @@ def to_markdown(res: dict, command: str) -> str:
     L += ["", f"Cost (load-independent, from the manifest's `cpu_s`: user+sys CPU of each 1-thread member process "
           f"including imports): {c['cpu_s_total']} CPU-s in all, critical path {c['critical_path_cpu_s']} CPU-s, "
           f"so ≈ {c['est_wall_s_2_cores']} s wall on 2 idle cores; largest peak RSS {c['peak_rss_mb_max']} MB. "
-          f"Evaluation for this table: {res['eval_wall_s']} s.", ""]
+          f"Evaluation for this table: {res['eval_wall_s']} s wall ({res.get('eval_jobs', 1)} processes).", ""]
     for b in res.get("builds", []):
         L.append(f"* Build run{' ' + b['finished'] if b.get('finished') else ''}: {len(b['members'])} members, "
                  f"{b['jobs']} parallel jobs, {b['wall_s']} s wall (load average during the run: {b.get('load', 'n/a')}).")
@@ -142,8 +159,8 @@ def to_markdown(res: dict, command: str) -> str:
     return "\n".join(L)
 
 
-def write(tier: str, n: int | None, command: str) -> Path:
-    res = sanity(tier, n)
+def write(tier: str, n: int | None, command: str, jobs: int | None = None) -> Path:
+    res = sanity(tier, n, jobs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"zoo_{tier}.json").write_text(json.dumps(res, indent=1, sort_keys=True))
     p = RESULTS / f"zoo_{tier}.md"
