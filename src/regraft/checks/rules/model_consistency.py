@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from regraft.checks.context import LoraContext
 from regraft.checks.finding import Severity, Verdict
 from regraft.checks.registry import rule
@@ -25,10 +27,14 @@ def header_disagreements(spec) -> tuple[list[str], list[str]]:
     seen: set[str] = set()
 
     def compare(names: list[str], shape: tuple) -> None:
-        got = list(map(get, names))
         shape = list(shape)  # the headers' shapes are lists
-        if got.count(shape) == len(got):
-            return
+        if len(names) > 1:
+            try:
+                if itemgetter(*names)(shapes).count(shape) == len(names):  # all present (else KeyError), all equal
+                    return
+            except KeyError:
+                pass
+        got = list(map(get, names))
         for name, have in zip(names, got):
             if have is None:
                 missing.append(name)
