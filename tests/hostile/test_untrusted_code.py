@@ -143,12 +143,20 @@ def test_chat_template_sandbox_escape_fails_cleanly(tmp_path, template):
         assert not marker.exists(), name
 
 
-def test_contract_template_check_is_sandboxed(tmp_path):
-    """The runtime's contract check renders the small model's template: same sandbox."""
-    contract = pytest.importorskip("regraft.runtime.contract")
-    text = (SRC / "runtime" / "contract.py").read_text()
-    assert "ImmutableSandboxedEnvironment" in text and "Environment(" not in text.replace("SandboxedEnvironment(", "")
-    del contract
+@pytest.mark.parametrize("template", ESCAPES)
+def test_contract_template_check_is_sandboxed(tmp_path, template):
+    """The runtime's contract check renders the endpoint model's template with `check --rag`'s sandbox: no
+    escape runs, the caller's messages are not changed, any failure is an ordinary exception."""
+    from regraft.runtime.contract import PROBE_MESSAGES, render_chat
+
+    marker = tmp_path / "PWNED"
+    msgs = json.loads(json.dumps(PROBE_MESSAGES))
+    try:
+        render_chat(template.replace("{m}", str(marker)), msgs)
+    except Exception as e:  # noqa: BLE001 - refusal is fine; what matters is what did not happen
+        assert not isinstance(e, (SystemExit, KeyboardInterrupt))
+    assert not marker.exists()
+    assert msgs == PROBE_MESSAGES
 
 
 def test_check_rag_renders_hostile_target_template_cleanly(tmp_path, capsys):
