@@ -32,9 +32,10 @@ def peak_rss_mb() -> float:
 
 def rss_mb() -> float:
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return 0.0

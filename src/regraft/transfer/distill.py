@@ -95,13 +95,11 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     and target are never in memory together. The target is resident (whole) during training. Peak RSS per phase
     goes to ``details["memory"]``.
     """
-    from accelerate import Accelerator
-
-    from .common import read_factors
-
     import gc
 
-    from .common import PhaseMemory
+    from accelerate import Accelerator
+
+    from .common import PhaseMemory, read_factors
 
     t0 = time.perf_counter()
     reset_peak_rss()
