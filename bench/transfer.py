@@ -268,7 +268,7 @@ def run(args):
                                       init="project" if args.init == "project" else None, calib_texts=calib,
                                       steps=args.steps, seed=seed, exclude=test_prompts, show_progress=False,
                                       lr=lora_cfg["lr"] if args.lr is None else args.lr,
-                                      force=True, work_dir=work)
+                                      force=True, work_dir=work, keep_generic=args.keep_generic)
                 tr = rep.details["training"]
                 record(f"distill-{N}", PeftModel.from_pretrained(load_model(T_dir), str(out)).eval(), seed,
                        {"steps_run": tr["steps_run"], "best_step": tr["best_step"],
@@ -337,24 +337,46 @@ def run_parallel(args, argv):
                                  f"see {tmp / f'{u[2]}.log'}")
             done.append(u)
             print(f"  done {u[3]} seed {u[4]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    parts = {(u[3], u[4]): json.loads(next((tmp / str(u[2])).glob("transfer_*.json")).read_text()) for u in done}
-    res = dict(parts[(pairs[0], 0)])
+    res = merge_units(tmp)
+    res["jobs"] = args.jobs
+    res["command"] = " ".join(["python", "bench/transfer.py"] + argv)
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    _summarise(res)
+    _save(res, args)
+    return res
+
+
+def merge_units(tmp: Path) -> dict:
+    """Merge the raw results of the finished (pair, seed) units under ``tmp`` (a --jobs run's directory, also after
+    an interrupted run: ``--merge DIR``), in pair order of the first unit and seed order."""
+    parts = {}
+    for f in sorted(Path(tmp).glob("*/transfer_*.json")):
+        r = json.loads(f.read_text())
+        if "wall_s" not in r:  # the unit did not finish
+            continue
+        for p in r["pairs"]:
+            parts[(p, r["seed_list"][0])] = r
+    if not parts:
+        raise SystemExit(f"no finished units under {tmp}")
+    order = list(dict.fromkeys(p for p, _ in sorted(parts, key=lambda k: (k[1], list(PAIRS).index(k[0])))))
+    seeds = sorted({s for _, s in parts})
+    res = dict(parts[min(parts, key=lambda k: (k[1], list(PAIRS).index(k[0])))])
     res["pairs"] = {}
-    for p in pairs:
-        for s in range(args.seeds):
+    for p in order:
+        if (p, 0) not in parts:  # the seed-free conditions live in the seed-0 unit
+            continue
+        for s in seeds:
+            if (p, s) not in parts:
+                continue
             P = parts[(p, s)]["pairs"][p]
             if p not in res["pairs"]:
                 res["pairs"][p] = {k: v for k, v in P.items() if k != "conditions"} | {"conditions": {}}
             C = res["pairs"][p]["conditions"]
             for name, c in P["conditions"].items():
                 C.setdefault(name, {"runs": []})["runs"].extend(c["runs"])
-    res["seed_list"] = list(range(args.seeds))
-    res["jobs"] = args.jobs
-    res["command"] = " ".join(["python", "bench/transfer.py"] + argv)
-    res["wall_s"] = round(time.perf_counter() - t0, 1)
-    res["unit_wall_s"] = {f"{p} seed {s}": v.get("wall_s") for (p, s), v in parts.items()}
-    _summarise(res)
-    _save(res, args)
+    res["seed_list"] = seeds
+    res["seeds"] = len(seeds)
+    res["units"] = {f"{p} seed {s}": v.get("wall_s") for (p, s), v in sorted(parts.items())}
     return res
 
 
@@ -522,6 +544,7 @@ def main(argv=None):
     ap.add_argument("--n-calib", type=int, default=200)
     ap.add_argument("--lr", type=float, help="distillation lr (default: the zoo's LoRA lr, as for lora-k)")
     ap.add_argument("--no-distill", action="store_true")
+    ap.add_argument("--keep-generic", type=float, default=0.0, help="distill's side-effect guard weight (0: off)")
     ap.add_argument("--task", default="A", choices=("A", "B", "C"))
     ap.add_argument("--adapters", default="zoo", choices=("zoo", "bench"),
                     help="source adapters and retrained upper bounds: the zoo's (default) or trained here by "
@@ -532,8 +555,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the result files (transfer_<tier><tag>.*)")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--merge", metavar="DIR", help="merge the finished units of an interrupted --jobs run's DIR "
+                    "(regraft-transfer-jobs-*) and write the results")
     args = ap.parse_args(argv)
-    if args.jobs > 1 and args.seed_list is None:
+    if args.merge:
+        res = merge_units(Path(args.merge))
+        res["command"] += f"  (merged from the finished units: {', '.join(res['units'])})"
+        _summarise(res)
+        _save(res, args)
+    elif args.jobs > 1 and args.seed_list is None:
         res = run_parallel(args, list(sys.argv[1:] if argv is None else argv))
     else:
         res = run(args)

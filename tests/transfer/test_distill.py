@@ -131,3 +131,35 @@ def test_cli_project_and_auto(world, tmp_path, capsys):
     assert rep["details"]["decision"]["method"] == "project+distill" and rep["checks"]["loads_in_peft"]
     # --method copy keeps issue 5's behaviour: other shapes are refused
     assert main(["port", "lora", str(A), "--to", str(Tg), "--out", str(tmp_path / "c")]) == 1
+
+
+def test_keep_generic_guards_side_effects(world):
+    """The side-effect guard (KL to the bare target on generic text) keeps the student closer to the target off
+    the task, on held-out generic sequences, while it still learns from the teacher."""
+    from peft import PeftModel
+
+    from regraft.transfer.checks import _pad
+
+    d, S, Pk, Tg, A = world
+    g = torch.Generator().manual_seed(5)
+    vocab = T.load(Tg).config.vocab_size
+    generic = [torch.randint(3, vocab, (24,), generator=g).tolist() for _ in range(160)]
+    calib, held = generic[:128], generic[128:]
+    side, learnt = {}, {}
+    for w in (0.0, 1.0):
+        out = d / f"dist-keep{w}"
+        rep = distill_adapter(A, S, Tg, out, seeds=SEEDS, n_prompts=48, init=None, steps=60, lr=5e-3,
+                              eval_every=20, batch=16, show_progress=False, calib_texts=calib, keep_generic=w)
+        h = rep.details["training"]
+        learnt[w] = h["best_val"] / h["history"][0]["kl"]
+        base = T.load(Tg).eval()
+        pm = PeftModel.from_pretrained(T.load(Tg), str(out)).eval()
+        ids, mask = _pad(held)
+        with torch.no_grad():
+            p = torch.log_softmax(base(input_ids=ids, attention_mask=mask).logits, -1)
+            q = torch.log_softmax(pm(input_ids=ids, attention_mask=mask).logits, -1)
+        side[w] = float((p.exp() * (p - q)).sum(-1)[mask.bool()].mean())
+        if w:
+            assert rep.details["keep_generic"] == {"weight": 1.0, "texts": 128}
+    assert side[1.0] < 0.5 * side[0.0], side
+    assert learnt[1.0] < 0.8, learnt  # still at least -20% teacher KL on synthetic val

@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
                    help="distillation loss: logit KD (same vocabulary), sequence KD, or the delta teacher")
     g.add_argument("--steps", type=int, default=300, help="max distillation steps (early stop on synthetic val)")
     g.add_argument("--mlp", choices=("map", "skip"), default="map", help="project MLP modules or skip them")
+    g.add_argument("--keep-generic", type=float, default=0.0, metavar="W",
+                   help="side-effect guard for distill/auto: add W x KL(target || student) on the --calib text to the "
+                        "loss, so the student changes the target only where the teacher asks (default 0: off)")
     g.add_argument("--teacher-url", help="OpenAI-compatible endpoint serving source+adapter (vLLM/SGLang); "
                                          "default: the teacher runs in process")
     g.add_argument("--teacher-model", help="served name of source+adapter at --teacher-url")
@@ -75,13 +78,13 @@ def run(args, emit) -> int:
 
         rep = distill_adapter(args.adapter, source.path, target.path, args.out, seeds=args.prompts,
                               template=args.template, n_prompts=args.n_prompts, loss=args.loss, calib_texts=calib,
-                              steps=args.steps, teacher=teacher, force=args.force)
+                              steps=args.steps, teacher=teacher, force=args.force, keep_generic=args.keep_generic)
     else:
         from .auto import auto_port
 
         rep = auto_port(args.adapter, source.path, target.path, args.out, seeds=args.prompts, template=args.template,
                         calib_texts=calib, n_prompts=args.n_prompts, loss=args.loss, force=args.force,
-                        teacher=teacher, steps=args.steps)
+                        teacher=teacher, steps=args.steps, keep_generic=args.keep_generic)
     if args.method != "auto":
         from .auto import _generic_seqs, _rewrite_report
         from .checks import adapter_checks

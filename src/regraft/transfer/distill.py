@@ -82,7 +82,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     init: str | Path | None = "project", calib_texts=None, teacher=None, max_new: int = 24,
                     steps: int = 300, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
                     eval_every: int = 25, patience: int = 4, seed: int = 0, exclude=(), k: int = 20,
-                    gate_init: bool = True,
+                    gate_init: bool = True, keep_generic: float = 0.0,
                     force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> Report:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
@@ -90,6 +90,9 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     ``n_prompts`` prompts are used for training (a pool of n_prompts/keep is labelled, the top ``keep`` by excess
     kept). ``init``: "project" (project first, with ``calib_texts``), a projected adapter folder, or None.
     ``exclude``: known test prompts (leakage guard; a no-op in production).
+    ``keep_generic``: weight of a side-effect guard: KL(target base || student) on ``calib_texts`` (generic text,
+    top-``k`` of the bare target, a quarter batch per step) added to the loss, so the student changes the target
+    only where the teacher asks it to (a label-free replay). 0 = off.
     ``stream``: the in-process teacher reads the source layer by layer (`teacher.StreamedTeacher`) and the
     projection init streams both models; the source is freed before the student's target is loaded, so source
     and target are never in memory together. The target is resident (whole) during training. Peak RSS per phase
@@ -223,6 +226,25 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             with torch.no_grad(), student.disable_adapter():
                 tbs = [lp.gather(-1, it.top_idx) for it, lp in zip(items, student_logp(student, items))]
             tb_of = {id(it): t for it, t in zip(items, tbs)}
+        gen = None
+        if keep_generic > 0 and calib_texts:  # the bare target's own top-k on generic text: what to keep
+            from .auto import _generic_seqs
+
+            gseqs = [q for q in _generic_seqs(calib_texts, tok, n=128, L=64) if len(q) > 1]
+            if gseqs:
+                gids, gmask = _pad(gseqs, tok.pad_token_id or 0)
+                tv, ti = [], []
+                with torch.no_grad(), student.disable_adapter():
+                    for c in range(0, len(gids), 8):  # top-k only: full-vocab log-probs of 8 rows at a time
+                        glp = torch.log_softmax(student(input_ids=gids[c:c + 8].to(dev),
+                                                        attention_mask=gmask[c:c + 8].to(dev)).logits.float(), -1)
+                        top = glp.topk(k, -1)
+                        tv.append(top.values.cpu())
+                        ti.append(top.indices.cpu())
+                gen = {"ids": gids, "mask": gmask, "v": torch.cat(tv), "i": torch.cat(ti)}
+            rep.details["keep_generic"] = {"weight": keep_generic, "texts": len(gseqs)}
+        elif keep_generic > 0:
+            rep.notes.append("keep_generic needs calib_texts (generic text): side-effect guard off")
         if lr is None:  # research 6.4: 1e-4 without warm-up from a projection, 2e-4 with a short warm-up otherwise
             lr = 1e-4 if init_dir is not None else 2e-4
         params = [p for p in student.parameters() if p.requires_grad]
@@ -265,6 +287,13 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             m = P.token_mask(torch.cat(exs), token_frac).to(lt.device) if token_frac < 1 else torch.ones_like(
                 lt, dtype=torch.bool)
             loss_v = lt[m].mean()
+            if gen is not None:
+                gi = torch.tensor(rng.sample(range(len(gen["ids"])), min(len(gen["ids"]), max(1, batch // 4))))
+                glp = torch.log_softmax(student(input_ids=gen["ids"][gi].to(dev),
+                                                attention_mask=gen["mask"][gi].to(dev)).logits.float(), -1)
+                gkl = topk_kl(gen["v"][gi].to(dev), gen["i"][gi].to(dev), glp)
+                gm = gen["mask"][gi].to(dev).bool()
+                loss_v = loss_v + keep_generic * gkl[gm].mean()
             acc.backward(loss_v)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
