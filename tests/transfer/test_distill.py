@@ -129,6 +129,7 @@ def test_cli_project_and_auto(world, tmp_path, capsys):
                  str(tmp_path / "a"), "--format", "json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["details"]["decision"]["method"] == "project+distill" and rep["checks"]["loads_in_peft"]
+    assert rep["details"]["keep_generic"]["weight"] == 1.0  # the side-effect guard is on by default with --calib
     # --method copy keeps issue 5's behaviour: other shapes are refused
     assert main(["port", "lora", str(A), "--to", str(Tg), "--out", str(tmp_path / "c")]) == 1
 
