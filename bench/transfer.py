@@ -377,6 +377,8 @@ def merge_units(tmp: Path) -> dict:
     res["seed_list"] = seeds
     res["seeds"] = len(seeds)
     res["units"] = {f"{p} seed {s}": v.get("wall_s") for (p, s), v in sorted(parts.items())}
+    res["command"] = res["command"].split(" --jobs 1 --raw")[0]  # the parent's command, not the unit's
+    res["wall_s"] = round(sum(res["units"].values()), 1)  # CPU-side: the sum over units (they ran in parallel)
     return res
 
 
@@ -560,7 +562,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.merge:
         res = merge_units(Path(args.merge))
-        res["command"] += f"  (merged from the finished units: {', '.join(res['units'])})"
+        res["command"] += f" # merged with --merge from the finished units: {', '.join(res['units'])}; total s = sum over units"
         _summarise(res)
         _save(res, args)
     elif args.jobs > 1 and args.seed_list is None:
