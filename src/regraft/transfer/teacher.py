@@ -19,6 +19,12 @@ from dataclasses import dataclass
 import torch
 
 
+def _cut_at_stop(row: list[int], stop) -> list[int]:
+    """A greedy completion up to and including its first stop token (all of it when none)."""
+    cut = next((j for j, t in enumerate(row) if t in stop), None)
+    return row[:cut + 1] if cut is not None else row
+
+
 @dataclass
 class TeacherItem:
     prompt: str
@@ -69,10 +75,8 @@ class LocalTeacher:
                     x = torch.cat([x, nxt[:, None]], 1)
                     if bool(done.all()):
                         break
-                rows = torch.stack(gen, 1).tolist()
-                for r, i in zip(rows, ch):
-                    cut = next((j for j, t in enumerate(r) if t in self.stop), None)
-                    out[i] = r[:cut + 1] if cut is not None else r
+                for r, i in zip(torch.stack(gen, 1).tolist(), ch):
+                    out[i] = _cut_at_stop(r, self.stop)
         self.calls += len(prompts)
         return out
 
@@ -262,10 +266,8 @@ class StreamedTeacher(LocalTeacher):
                 xs[c] = torch.cat([xs[c], nxt[:, None]], 1)
         out = [None] * len(prompts)
         for c, ch in enumerate(chunks):
-            rows = torch.stack(gens[c], 1).tolist()
-            for r, i in zip(rows, ch):
-                cut = next((j for j, t in enumerate(r) if t in self.stop), None)
-                out[i] = r[:cut + 1] if cut is not None else r
+            for r, i in zip(torch.stack(gens[c], 1).tolist(), ch):
+                out[i] = _cut_at_stop(r, self.stop)
         self.calls += len(prompts)
         return out
 
