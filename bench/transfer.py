@@ -266,7 +266,8 @@ def run(args):
                 out = work / f"{pname}-distill{N}-{seed}"
                 rep = distill_adapter(A_dir, S_dir, T_dir, out, seeds=seeds5, n_prompts=N, loss=args.loss,
                                       init="project" if args.init == "project" else None, calib_texts=calib,
-                                      steps=args.steps, seed=seed, exclude=test_prompts, show_progress=False,
+                                      steps=args.distill_steps or args.steps, seed=seed, patience=args.patience,
+                                      token_frac=args.token_frac, gate_min_gain=args.gate_min_gain, exclude=test_prompts, show_progress=False,
                                       lr=lora_cfg["lr"] if args.lr is None else args.lr,
                                       force=True, work_dir=work, keep_generic=args.keep_generic)
                 tr = rep.details["training"]
@@ -538,6 +539,11 @@ def main(argv=None):
     ap.add_argument("--budgets", type=int, nargs="*", default=[64, 256, 1024])
     ap.add_argument("--baselines", type=int, nargs="*", default=[5, 100])
     ap.add_argument("--steps", type=int, default=300, help="optimiser steps for distill and the lora-k baselines")
+    ap.add_argument("--distill-steps", type=int, help="optimiser steps for distill (default: --steps)")
+    ap.add_argument("--patience", type=int, default=4, help="distill early-stop patience (evaluations, every 25 steps)")
+    ap.add_argument("--token-frac", type=float, default=0.7, help="distill: top fraction of tokens by excess in the loss")
+    ap.add_argument("--gate-min-gain", type=float, default=0.2,
+                    help="distill: keep the projection init only if it closes this fraction of the teacher KL")
     ap.add_argument("--loss", default="logit", choices=("logit", "seq", "delta"))
     ap.add_argument("--init", default="project", choices=("project", "none"))
     ap.add_argument("--n-test", type=int, default=500)
