@@ -113,12 +113,22 @@ def test_synthetic_prompts_keep_the_seed_frame_and_guard_leakage():
     out = P.from_seeds(seeds, 200, seed=0, exclude=test)
     assert len(out) == 200 and len(set(out)) == 200
     assert all(p.startswith("T: ") and p.endswith(" = ") for p in out)
-    assert all(p[3:-3].isalpha() and p[3:-3].islower() and 5 <= len(p[3:-3]) <= 7 for p in out)
+    # seed middles of 5-7 letters: lengths 4-8 (the range widened by the expected sampling gap), all of them used
+    assert all(p[3:-3].isalpha() and p[3:-3].islower() and 4 <= len(p[3:-3]) <= 8 for p in out)
+    assert {len(p[3:-3]) for p in out} == {4, 5, 6, 7, 8}
     assert not set(out) & set(test)
     lk = P.leakage(out + test, test)
     assert lk["exact"] == 1
     t = P.from_template("mod {choice:7|10}: {digits:1-1}+{digits:1-1} = ", 30, seed=1)
     assert all(x.startswith("mod ") and x.endswith(" = ") for x in t)
+
+
+def test_length_range_widens_a_few_seeds_by_the_expected_gap():
+    assert P.length_range([6, 7, 8, 9, 10]) == (5, 11)  # five seeds that missed the 5-letter items
+    assert P.length_range([6, 9]) == (3, 12)
+    assert P.length_range([5, 5, 5]) == (5, 5)  # one length: a fixed-length format stays fixed
+    assert P.length_range([1, 2]) == (1, 3)  # never below one character
+    assert P.length_range([7]) == (7, 7)
 
 
 def test_excess_selection_and_token_mask():

@@ -4,7 +4,8 @@ Sources, any of:
 * ``seeds``: a few example prompts (seeds.jsonl: {"prompt": ...} or {"input": ...} or {"text": ...} per line).
   `from_seeds` infers the fixed frame (longest common prefix/suffix of the seeds) and varies the middle by
   character-class-preserving substitution (letters -> letters, digits -> digits, ...), with lengths drawn from the
-  seeds' range: the template is read off the seeds, never off test data.
+  seeds' range widened by the expected sampling gap (`length_range`): the template is read off the seeds, never
+  off test data.
 * ``template``: a string with slots ``{letters:5-10}``, ``{digits:1-3}``, ``{word}``, ``{choice:a|b|c}``.
 * ``sample_prompts``: free sampling from a model (the source+adapter, temperature 1, top-p 0.9) after the seeds'
   common prefix, kept when it ends with the seeds' common suffix.
@@ -68,10 +69,24 @@ def mutate(middle: str, rng: random.Random, lo: int, hi: int) -> str:
     return "".join(out)
 
 
+def length_range(lengths: list[int]) -> tuple[int, int]:
+    """The range of lengths to generate from a few seeds' lengths: the seeds' own range widened on each side by
+    ceil((max - min) / (n - 1)), the expected gap between a uniform sample's extremes and the true bounds. Five
+    seeds drawn from lengths 5-10 rarely include both 5 and 10; a student never shown a length fails on it
+    (measured: EM 0.00 on the 5-letter items when the 5 seeds spanned 6-10). Seeds of one length stay fixed."""
+    lo, hi, n = min(lengths), max(lengths), len(lengths)
+    if n < 2 or hi == lo:
+        return lo, hi
+    g = -(-(hi - lo) // (n - 1))
+    return max(1, lo - g), hi + g
+
+
 def from_seeds(seeds: list[str], n: int, seed: int = 0, exclude=()) -> list[str]:
+    """``n`` new prompts in the seeds' fixed frame, middles of the seeds' character classes and of lengths in
+    `length_range` of theirs."""
     pre, suf = common_frame(seeds)
     mids = [s[len(pre):len(s) - len(suf)] for s in seeds]
-    lo, hi = min(map(len, mids)), max(map(len, mids))
+    lo, hi = length_range([len(m) for m in mids])
     rng = random.Random(seed)
     out, seen, tries = [], set(exclude) | set(), 0
     while len(out) < n and tries < 50 * n:
