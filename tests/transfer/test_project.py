@@ -149,7 +149,7 @@ def test_projection_onto_a_sibling_is_close_to_a_copy(tmp_path):
     With orthogonal residual/head maps and permutation neuron maps the projection stays ~ identity."""
     S, T1 = _sibling(tmp_path)
     A = T.adapter(S, tmp_path / "A")
-    project_adapter(A, S, T1, tmp_path / "out", calib_texts=T.calib(), show_progress=False)
+    project_adapter(A, S, T1, tmp_path / "out", calib_texts=T.calib(), show_progress=False, siblings=False)
     e = _delta_errors(A, tmp_path / "out")
     assert len(e) == 14 and e.mean() < 0.035 and e.max() < 0.06, e
     # logits: target + projected stays near target + copied (relative to what the adapter does)
@@ -157,5 +157,31 @@ def test_projection_onto_a_sibling_is_close_to_a_copy(tmp_path):
     pj = T.logits(T.with_adapter(T1, tmp_path / "out"), IDS)
     assert float((pj - cp).abs().max()) < 0.35 * float((cp - t1).abs().max())
     # the pre-fix maps (ridge) are measurably further from the copy on the same pair
-    project_adapter(A, S, T1, tmp_path / "out-ridge", calib_texts=T.calib(), show_progress=False, fit="ridge")
+    project_adapter(A, S, T1, tmp_path / "out-ridge", calib_texts=T.calib(), show_progress=False, fit="ridge",
+                    siblings=False)
     assert _delta_errors(A, tmp_path / "out-ridge").mean() > e.mean()
+    # by default the drift check finds the siblings and the maps are the identity: every module's delta is the
+    # copy's, up to one scalar (scale calibration x gain)
+    rep = project_adapter(A, S, T1, tmp_path / "out-auto", calib_texts=T.calib(), show_progress=False)
+    sib = rep.details["siblings"]
+    assert sib["identity"] and 0 < sib["sigma"] < 0.05, sib
+    assert any(f.startswith("siblings") for f in rep.flags)
+    assert rep.details["layer_map"]["target_to_source"] == [0, 1]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(A / "adapter_model.safetensors")), load_file(str(tmp_path / "out-auto" /
+                                                                          "adapter_model.safetensors"))
+    for k in a:
+        if "lora_B" in k:
+            ka = k.replace("lora_B", "lora_A")
+            ds, dt = (a[k] @ a[ka]).flatten(), (b[k] @ b[ka]).flatten()
+            assert float(torch.nn.functional.cosine_similarity(ds, dt, 0)) > 0.9999, k
+
+
+def test_projection_between_unrelated_same_shape_models_fits_maps(pair, tmp_path):
+    """Same shapes, no lineage (Pk: a permuted, padded copy has other shapes, so use two independent inits)."""
+    S2 = T.make_model(tmp_path / "S2", seed=123)
+    d, S, _, A = pair
+    rep = project_adapter(A, S, S2, tmp_path / "out", calib_texts=T.calib(), show_progress=False, gain="off")
+    assert rep.details["siblings"]["identity"] is False and rep.details["siblings"]["sigma"] > 0.5
+    assert not any(f.startswith("siblings") for f in rep.flags)
