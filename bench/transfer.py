@@ -4,8 +4,9 @@ Pairs: Pk (exact reparametrisation of S: projection must recover it), S->T1 (bas
 S->T3 (independent, new shapes, Qwen2->Qwen3-like), S->T3p (independent, same shapes), SM->T3 (MoE -> dense);
 S->T2 (lineage upgrade) in the standard tier.
 Conditions: target base, source+adapter, copy (same shapes only), project, distill (N synthetic prompts from 5 seed
-train prompts, logit KD, projection init), lora-5 / lora-100 (fresh target LoRA on 5 / 100 real examples, same
-optimiser and step budget as distill), retrained (target LoRA on the full data: the zoo's recipe; upper bound).
+train prompts, logit KD, projection init behind its label-free gate, the side-effect guard on generic text at
+weight 1, up to 1500 steps with early stop on synthetic val), lora-5 / lora-100 (fresh target LoRA on 5 / 100 real
+examples, the zoo's optimiser, --steps 300), retrained (target LoRA on the full data: the zoo's recipe; upper bound).
 Metrics: exact match and gold NLL on Task A test, GR = (X - base) / (retrained - base) on EM (and on NLL),
 agreement/KL with the teacher (source+adapter greedy completions of the test prompts), generic-text NLL
 (side effects), wall seconds and peak RSS of each method. Seeds vary the distillation / baseline training seed
@@ -266,7 +267,7 @@ def run(args):
                 out = work / f"{pname}-distill{N}-{seed}"
                 rep = distill_adapter(A_dir, S_dir, T_dir, out, seeds=seeds5, n_prompts=N, loss=args.loss,
                                       init="project" if args.init == "project" else None, calib_texts=calib,
-                                      steps=args.distill_steps or args.steps, seed=seed, patience=args.patience,
+                                      steps=args.distill_steps, seed=seed, patience=args.patience,
                                       token_frac=args.token_frac, gate_min_gain=args.gate_min_gain, exclude=test_prompts, show_progress=False,
                                       lr=lora_cfg["lr"] if args.lr is None else args.lr,
                                       force=True, work_dir=work, keep_generic=args.keep_generic)
@@ -538,9 +539,10 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--budgets", type=int, nargs="*", default=[64, 256, 1024])
     ap.add_argument("--baselines", type=int, nargs="*", default=[5, 100])
-    ap.add_argument("--steps", type=int, default=300, help="optimiser steps for distill and the lora-k baselines")
-    ap.add_argument("--distill-steps", type=int, help="optimiser steps for distill (default: --steps)")
-    ap.add_argument("--patience", type=int, default=4, help="distill early-stop patience (evaluations, every 25 steps)")
+    ap.add_argument("--steps", type=int, default=300, help="optimiser steps for the lora-k baselines")
+    ap.add_argument("--distill-steps", type=int, default=1500,
+                    help="max optimiser steps for distill (early stop on its synthetic val; the library's default)")
+    ap.add_argument("--patience", type=int, default=10, help="distill early-stop patience (evaluations, every 25 steps)")
     ap.add_argument("--token-frac", type=float, default=0.7, help="distill: top fraction of tokens by excess in the loss")
     ap.add_argument("--gate-min-gain", type=float, default=0.2,
                     help="distill: keep the projection init only if it closes this fraction of the teacher KL")
@@ -552,7 +554,8 @@ def main(argv=None):
     ap.add_argument("--n-calib", type=int, default=200)
     ap.add_argument("--lr", type=float, help="distillation lr (default: the zoo's LoRA lr, as for lora-k)")
     ap.add_argument("--no-distill", action="store_true")
-    ap.add_argument("--keep-generic", type=float, default=0.0, help="distill's side-effect guard weight (0: off)")
+    ap.add_argument("--keep-generic", type=float, default=1.0,
+                    help="distill's side-effect guard weight (0: off; 1, the CLI's default with --calib)")
     ap.add_argument("--task", default="A", choices=("A", "B", "C"))
     ap.add_argument("--adapters", default="zoo", choices=("zoo", "bench"),
                     help="source adapters and retrained upper bounds: the zoo's (default) or trained here by "

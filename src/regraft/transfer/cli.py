@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
     g.add_argument("--n-prompts", type=int, default=256, help="synthetic prompts to train on (default 256)")
     g.add_argument("--loss", choices=("logit", "seq", "delta"), default="logit",
                    help="distillation loss: logit KD (same vocabulary), sequence KD, or the delta teacher")
-    g.add_argument("--steps", type=int, default=300, help="max distillation steps (early stop on synthetic val)")
+    g.add_argument("--steps", type=int, default=1500, help="max distillation steps (early stop on synthetic val)")
     g.add_argument("--mlp", choices=("map", "skip"), default="map", help="project MLP modules or skip them")
     g.add_argument("--keep-generic", type=float, default=1.0, metavar="W",
                    help="side-effect guard for distill/auto: add W x KL(target || student) on the --calib text to the "

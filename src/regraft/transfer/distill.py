@@ -80,8 +80,8 @@ def _loss(kind, lp, it, tb=None):
 def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
                     n_prompts: int = 256, keep: float = 0.5, token_frac: float = 0.7, loss: str = "logit",
                     init: str | Path | None = "project", calib_texts=None, teacher=None, max_new: int = 24,
-                    steps: int = 300, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
-                    eval_every: int = 25, patience: int = 4, seed: int = 0, exclude=(), k: int = 20,
+                    steps: int = 1500, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
+                    eval_every: int = 25, patience: int = 10, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True, gate_min_gain: float = 0.2, keep_generic: float = 0.0,
                     force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> Report:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
