@@ -15,10 +15,9 @@ from functools import cached_property
 from pathlib import Path
 
 from regraft.catalog import runtime_data
-from regraft.checks.engine import AREA_RUNNERS, _selected, fold
+from regraft.checks.engine import AREA_RUNNERS, run_rules
 from regraft.checks.finding import AreaResult, Verdict
-from regraft.checks.registry import rules_for
-from regraft.configs.facts import Facts, facts_for
+from regraft.configs.facts import PairFacts
 from regraft.configs.memory import MemoryEstimate, estimate, valid_tp_sizes
 from regraft.configs.model import ServingConfig
 from regraft.configs.readers import read_config
@@ -28,20 +27,12 @@ SERVING_RUNTIMES = ("vllm", "sglang", "llama.cpp", "ollama", "transformers")
 
 
 @dataclass
-class ConfigContext:
+class ConfigContext(PairFacts):
     source: ModelSpec | None
     target: ModelSpec
     cfg: ServingConfig
     runtime: str  # the serving runtime the config is for
     adapter: object | None = None  # the AdapterSpec of `check --adapter`, when the engine passes it in options
-
-    @cached_property
-    def tf(self) -> Facts:
-        return facts_for(self.target)
-
-    @cached_property
-    def sf(self) -> Facts | None:
-        return facts_for(self.source) if self.source is not None else None
 
     @property
     def requested_context(self) -> int | None:
@@ -171,8 +162,7 @@ def run_config(source: ModelSpec | None, target: ModelSpec, options: dict) -> Ar
     cfg = read_config(options["config"])
     ctx = ConfigContext(source, target, cfg, config_runtime(cfg, options), options.get("adapter"))
     select, ignore = options.get("select"), options.get("ignore")
-    findings = [f for r in rules_for("config") for f in r.func(ctx) if _selected(f, select, ignore)]
-    verdict = fold(findings)
+    findings, verdict = run_rules("config", ctx, select, ignore)
     changes = [f for f in findings if f.verdict in (Verdict.NEEDS_PORT, Verdict.NEEDS_RELAYOUT, Verdict.CANNOT)]
     if verdict is Verdict.LOADS:
         summary = f"{cfg.format} usable as is"

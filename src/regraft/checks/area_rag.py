@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from regraft.checks.engine import AREA_RUNNERS, _selected, fold
+from regraft.checks.engine import AREA_RUNNERS, run_rules
 from regraft.checks.finding import AreaResult, Verdict
-from regraft.checks.registry import rules_for
-from regraft.configs.facts import Facts, facts_for
+from regraft.configs.facts import PairFacts
 from regraft.inspection.model import ModelSpec
 from regraft.rag.budget import Budget, ChunkMeasure, chunk_tokens_on_target, worst_quality
 from regraft.rag.setup import RagSetup, fill, read_rag
@@ -34,18 +33,10 @@ class Rendered:
 
 
 @dataclass
-class RagContext:
+class RagContext(PairFacts):
     source: ModelSpec | None
     target: ModelSpec
     setup: RagSetup
-
-    @cached_property
-    def tf(self) -> Facts:
-        return facts_for(self.target)
-
-    @cached_property
-    def sf(self) -> Facts | None:
-        return facts_for(self.source) if self.source is not None else None
 
     @cached_property
     def tgt_tok(self) -> TokenCounter:
@@ -180,8 +171,7 @@ def run_rag(source: ModelSpec | None, target: ModelSpec, options: dict) -> AreaR
             src = None
     ctx = RagContext(src, target, setup)
     select, ignore = options.get("select"), options.get("ignore")
-    findings = [f for r in rules_for("rag") for f in r.func(ctx) if _selected(f, select, ignore)]
-    verdict = fold(findings)
+    findings, verdict = run_rules("rag", ctx, select, ignore)
     b = ctx.budget
     if b is not None:
         summary = f"{b.total:,}/{b.usable:,} tokens, margin {b.margin:,}" + (

@@ -42,9 +42,15 @@ def fold(findings: list[Finding]) -> Verdict:
     return worst(f.verdict for f in findings if f.verdict is not None)
 
 
+def run_rules(area: str, ctx, select=None, ignore=None) -> tuple[list[Finding], Verdict]:
+    """Every registered rule of ``area`` on ``ctx``, filtered by --select/--ignore code prefixes, and the worst
+    verdict among the findings."""
+    findings = [f for r in rules_for(area) for f in r.func(ctx) if _selected(f, select, ignore)]
+    return findings, fold(findings)
+
+
 def lora_area(ctx: LoraContext, select=None, ignore=None) -> AreaResult:
-    findings = [f for r in rules_for("lora") for f in r.func(ctx) if _selected(f, select, ignore)]
-    verdict = fold(findings)
+    findings, verdict = run_rules("lora", ctx, select, ignore)
     if not ctx.matches and ctx.target.arch is not None and ctx.effective_adapter is None:
         verdict = Verdict.UNKNOWN
     return AreaResult("lora", verdict, findings, rows(ctx), summary(ctx, verdict))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 
 
@@ -134,6 +134,18 @@ def family_ids() -> list[str]:
 
 
 _ORGS = ("Qwen", "meta-llama", "mistralai")
+
+
+class PairFacts:
+    """Mixin of the check contexts that hold a ``source`` (or None) and a ``target`` ModelSpec: their facts."""
+
+    @cached_property
+    def tf(self) -> Facts:
+        return facts_for(self.target)
+
+    @cached_property
+    def sf(self) -> Facts | None:
+        return facts_for(self.source) if self.source is not None else None
 
 
 def facts_for(spec) -> Facts:
