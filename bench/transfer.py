@@ -76,19 +76,13 @@ def peak():
 def score(model, zev, task, n_test, teacher_items, n_generic):
     from regraft.transfer.checks import teacher_fidelity
 
-    s = zev.task_scores(model, task, "test", n_test)
-    preds_correct = s.pop("_correct", None)
+    s = zev.task_scores(model, task, "test", n_test, with_items=True)
+    preds_correct = s.pop("_correct")
     out = {"em": s["exact_match"], "gold_nll": s["gold_nll"]}
     f = teacher_fidelity(model, teacher_items) if teacher_items else {}
     out["teacher_agreement"], out["teacher_kl"] = f.get("agreement"), f.get("kl")
     out["generic_nll"] = zev.generic_nll(model, n_generic)
     return out, preds_correct
-
-
-def em_items(model, zev, world, task, n_test):
-    exs = world.load_task(task).test[:n_test]
-    preds = zev.greedy(model, [e.prompt for e in exs])
-    return [int(p == e.gold) for p, e in zip(preds, exs)]
 
 
 def train_lora_on(model_dir, examples, steps, lr, batch, seed, r, alpha, ztrain):
@@ -213,16 +207,16 @@ def run(args):
         if src not in teacher_cache:
             t = LocalTeacher(S_dir, A_dir, tok, stop_ids=[0, 2])
             items = t.label(test_prompts[:args.n_teacher])
-            sc, _ = score(t.model, zev, task, args.n_test, items, args.n_generic)
-            sc["em_items"] = em_items(t.model, zev, world, task, args.n_test)
+            sc, correct = score(t.model, zev, task, args.n_test, items, args.n_generic)
+            sc["em_items"] = correct
             teacher_cache[src] = (items, sc)
             del t
         items, src_sc = teacher_cache[src]
         C = P["conditions"]
 
         def record(name, model, seed=0, extra=None, wall=None, mem=None):
-            s, _ = score(model, zev, task, args.n_test, items, args.n_generic)
-            s["em_items"] = em_items(model, zev, world, task, args.n_test)
+            s, correct = score(model, zev, task, args.n_test, items, args.n_generic)
+            s["em_items"] = correct
             s.update(extra or {})
             if wall is not None:
                 s["wall_s"] = round(wall, 2)

@@ -74,13 +74,16 @@ def completion_nll(model, pairs: list[tuple[str, str]], batch: int = 256) -> flo
 
 
 def task_scores(model, task: str = "A", split: str = "test", n: int | None = None,
-                max_new: int = 24) -> dict:
-    """{"exact_match", "gold_nll", "n"} on a task split; Task C adds "format_rate" (see `format_compliant`)."""
+                max_new: int = 24, with_items: bool = False) -> dict:
+    """{"exact_match", "gold_nll", "n"} on a task split; Task C adds "format_rate" (see `format_compliant`);
+    ``with_items`` adds "_correct": the per-item 0/1 exact matches (for bootstrap CIs)."""
     exs = getattr(world.load_task(task), split)[:n]
     preds = greedy(model, [e.prompt for e in exs], max_new=max_new, with_stop=True)
     em = sum(p == e.gold for (p, _), e in zip(preds, exs)) / len(exs)
     nll = completion_nll(model, [(e.prompt, e.gold + e.eos) for e in exs])
     res = {"exact_match": em, "gold_nll": nll, "n": len(exs)}
+    if with_items:
+        res["_correct"] = [int(p == e.gold) for (p, _), e in zip(preds, exs)]
     if task == "C":
         res["format_rate"] = sum(format_compliant(p, s) for p, s in preds) / len(exs)
     return res
