@@ -378,7 +378,20 @@ def merge_units(tmp: Path) -> dict:
     return res
 
 
+def _answer_lengths(res) -> list[int] | None:
+    """Task A: the gold answer length of each scored test item (the synthetic prompts' length coverage shows
+    there); None for the other tasks."""
+    if res.get("task") != "A":
+        return None
+    from bench.zoo import world
+    from bench.zoo.build import tier_config
+
+    tier_config(res["tier"])  # sets the tier's world (Task A lengths)
+    return [len(e.gold) for e in world.load_task("A").test[:res["n_test"]]]
+
+
 def _summarise(res):
+    lengths = _answer_lengths(res)
     for P in res["pairs"].values():
         C = P["conditions"]
         base = C["target base"]["runs"][0]
@@ -394,6 +407,12 @@ def _summarise(res):
             c["em_std"] = (sum((e - c["em"]) ** 2 for e in ems) / (len(ems) - 1)) ** 0.5 if len(ems) > 1 else None
             pooled = [x for r in runs for x in r.get("em_items", [])]
             c["em_ci95"] = bootstrap_ci(pooled)
+            if lengths and all(len(r.get("em_items", [])) == len(lengths) for r in runs):
+                by = {}
+                for r in runs:
+                    for n, x in zip(lengths, r["em_items"]):
+                        by.setdefault(n, []).append(x)
+                c["em_by_answer_length"] = {str(n): round(sum(v) / len(v), 3) for n, v in sorted(by.items())}
             c["gold_nll"] = sum(r["gold_nll"] for r in runs) / len(runs)
             c["generic_nll"] = sum(r["generic_nll"] for r in runs) / len(runs)
             ag = [r["teacher_agreement"] for r in runs if r.get("teacher_agreement") is not None]
@@ -480,6 +499,17 @@ def _save(res, args):
                      f"{_fmt(c.get('gr_nll'), 2)} | {_fmt(c['gold_nll'])} | {_fmt(c['teacher_agreement'])} | "
                      f"{_fmt(c['teacher_kl'])} | {_fmt(c['generic_nll'])} | {_fmt(c.get('wall_s'), 1)} | "
                      f"{_fmt(c.get('peak_rss_mb'), 0)} |")
+    lens = sorted({n for P in res["pairs"].values() for c in P["conditions"].values()
+                   for n in c.get("em_by_answer_length", {})}, key=int)
+    if lens:
+        L += ["", "## EM by answer length (task A; pooled over seeds)", "",
+              "| pair | condition | " + " | ".join(f"{n} letters" for n in lens) + " |",
+              "|" + "---|" * (2 + len(lens))]
+        for pname, P in res["pairs"].items():
+            for name, c in P["conditions"].items():
+                b = c.get("em_by_answer_length")
+                if b and name != "target base":
+                    L.append(f"| {pname} | {name} | " + " | ".join(_fmt(b.get(n), 2) for n in lens) + " |")
     L += ["", "## auto decisions", ""]
     for pname, P in res["pairs"].items():
         d = P.get("auto_decision", {})
@@ -511,7 +541,7 @@ def _plot(res, path):
             xs.append(i + k * w - 0.4 + w / 2)
             ys.append(cc["gr"])
             ci = cc.get("gr_ci95")
-            es.append([cc["gr"] - ci[0], ci[1] - cc["gr"]] if ci and None not in ci else [0, 0])
+            es.append([max(0.0, cc["gr"] - ci[0]), max(0.0, ci[1] - cc["gr"])] if ci and None not in ci else [0, 0])
         if xs:
             ax.bar(xs, ys, w, label=c, yerr=list(zip(*es)) if es else None, capsize=2)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
