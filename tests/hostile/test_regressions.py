@@ -254,13 +254,16 @@ def test_recipe_sections_of_the_wrong_type(tmp_path, text):
         read_config(p)
 
 
-def test_rag_setup_not_utf8(tmp_path):
-    from regraft.rag.setup import read_rag
+@pytest.mark.parametrize("reader,name,key", [("regraft.rag.setup:read_rag", "rag.yaml", b"top_k"),
+                                             ("regraft.runtime.policy:load_policy", "policy.yaml", b"escalate_if")])
+def test_yaml_inputs_not_utf8(tmp_path, reader, name, key):
+    import importlib
 
-    p = tmp_path / "rag.yaml"
-    p.write_bytes(b"top_k: \xff\xfe\n")
+    mod, fn = reader.split(":")
+    p = tmp_path / name
+    p.write_bytes(key + b": \xff\xfe\n")
     with pytest.raises(FileFormatError, match="UTF-8"):
-        read_rag(p)
+        getattr(importlib.import_module(mod), fn)(p)
 
 
 @pytest.mark.parametrize("meta", ['[1, 2]', '{"embedder": 3, "dim": 64}', '{"embedder": "hashing-64", "dim": "x"}',
@@ -417,15 +420,6 @@ def test_policy_format_must_be_a_safe_regex_string(tmp_path, fmt, match):
     p = tmp_path / "policy.json"
     p.write_text(json.dumps({"escalate_if": {"format": fmt}}))
     with pytest.raises(FileFormatError, match=match):
-        load_policy(p)
-
-
-def test_policy_not_utf8(tmp_path):
-    from regraft.runtime.policy import load_policy
-
-    p = tmp_path / "policy.yaml"
-    p.write_bytes(b"escalate_if: \xff\xfe\n")
-    with pytest.raises(FileFormatError, match="UTF-8"):
         load_policy(p)
 
 
