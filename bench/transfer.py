@@ -262,7 +262,8 @@ def run(args):
                 rep = distill_adapter(A_dir, S_dir, T_dir, out, seeds=seeds5, n_prompts=N, loss=args.loss,
                                       init="project" if args.init == "project" else None, calib_texts=calib,
                                       steps=args.distill_steps, seed=seed, patience=args.patience,
-                                      token_frac=args.token_frac, gate_min_gain=args.gate_min_gain, exclude=test_prompts, show_progress=False,
+                                      token_frac=args.token_frac, gate_min_gain=args.gate_min_gain,
+                                      sample_frac=args.sample_frac, exclude=test_prompts, show_progress=False,
                                       lr=lora_cfg["lr"] if args.lr is None else args.lr,
                                       force=True, work_dir=work, keep_generic=args.keep_generic)
                 tr = rep.details["training"]
@@ -570,6 +571,8 @@ def main(argv=None):
     ap.add_argument("--token-frac", type=float, default=0.7, help="distill: top fraction of tokens by excess in the loss")
     ap.add_argument("--gate-min-gain", type=float, default=0.2,
                     help="distill: keep the projection init only if it closes this fraction of the teacher KL")
+    ap.add_argument("--sample-frac", type=float, default=0.0,
+                    help="distill: fraction of the synthetic prompts sampled from the source+adapter (rest: seeds)")
     ap.add_argument("--loss", default="logit", choices=("logit", "seq", "delta"))
     ap.add_argument("--init", default="project", choices=("project", "none"))
     ap.add_argument("--n-test", type=int, default=500)

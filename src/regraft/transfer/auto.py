@@ -45,25 +45,32 @@ def decide(adapter_dir, source_dir, target_dir) -> dict:
     return out
 
 
-def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, exclude, teacher=None, stream=True):
-    """Teacher-labelled held-out synthetic prompts (another seed than training) for the label-free checks."""
+def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, exclude, teacher=None, stream=True,
+                 sample_frac: float = 0.0):
+    """Teacher-labelled held-out synthetic prompts (another seed than training) for the label-free checks; written
+    like the training prompts (seeds, template, and ``sample_frac`` of them sampled from the source+adapter)."""
     from . import prompts as P
     from .teacher import LocalTeacher, StreamedTeacher
 
+    own = teacher is None
+    if own:
+        cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
+        teacher = cls(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id, tok.pad_token_id)
+                                                              if i is not None])
     if prompts is None:
         sp = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds or [])
-        ps = (P.from_seeds(sp, n, seed=99, exclude=exclude) if sp else []) or P.from_template(template, n, seed=99,
-                                                                                             exclude=exclude)
+        ps = []
+        if sp and sample_frac > 0 and hasattr(teacher, "generate"):
+            ps = P.from_samples(teacher, sp, int(round(n * sample_frac)), seed=98, exclude=exclude)
+        ps += (P.from_seeds(sp, n - len(ps), seed=99, exclude=set(exclude) | set(ps)) if sp else []) or \
+            P.from_template(template, n - len(ps), seed=99, exclude=exclude)
     else:
         ps = list(prompts)[-n:]
-    cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
-    t = teacher or cls(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id, tok.pad_token_id)
-                                                               if i is not None])
-    items = t.label(ps)
-    if teacher is None:  # free the source before the target is loaded for the checks
-        if hasattr(t, "free"):
-            t.free()
-        del t
+    items = teacher.label(ps)
+    if own:  # free the source before the target is loaded for the checks
+        if hasattr(teacher, "free"):
+            teacher.free()
+        del teacher
         import gc
 
         gc.collect()
@@ -110,7 +117,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
 
             tok = load_tokenizer(target_dir)
             items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
-                                 teacher, stream)
+                                 teacher, stream, distill_kw.get("sample_frac", 0.0))
             f = _ac(target_dir, tmp, items, [])
             refresh = {"copy_agreement": f["agreement"], "threshold": refresh_below}
             rep.details["copy_check"] = refresh
@@ -159,7 +166,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
     with mem.phase("checks (teacher labels, streamed source)"):
         if (not items) and have_prompts and tok is not None:
             items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
-                                 teacher, stream)
+                                 teacher, stream, distill_kw.get("sample_frac", 0.0))
     with mem.phase("checks (target + adapter resident)"):
         rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [], _generic_seqs(
             calib_texts, tok) if tok or calib_texts else [])}

@@ -17,6 +17,11 @@ def add_arguments(p) -> None:
     g.add_argument("--prompts", metavar="SEEDS.jsonl",
                    help="a few example prompts, one JSON per line with a 'prompt' field: the seeds of the "
                         "synthetic prompts (distill/auto)")
+    g.add_argument("--sample-frac", type=float, default=0.0, metavar="F",
+                   help="fraction of the synthetic prompts written by the source+adapter itself (sampled after the "
+                        "seeds' common prefix, cut at their common suffix); use it when the seeds are words (chat "
+                        "turns, several commands), where the default character substitution makes gibberish "
+                        "(default 0; needs the in-process teacher)")
     g.add_argument("--template", help="prompt template with {letters:5-10} {digits:1-3} {word} {choice:a|b} slots")
     g.add_argument("--calib", metavar="FILE",
                    help="generic unlabelled text for the projection maps and side-effect checks (.txt: one text "
@@ -79,13 +84,15 @@ def run(args, emit) -> int:
 
         rep = distill_adapter(args.adapter, source.path, target.path, args.out, seeds=args.prompts,
                               template=args.template, n_prompts=args.n_prompts, loss=args.loss, calib_texts=calib,
-                              steps=args.steps, teacher=teacher, force=args.force, keep_generic=args.keep_generic)
+                              steps=args.steps, teacher=teacher, force=args.force, keep_generic=args.keep_generic,
+                              sample_frac=args.sample_frac)
     else:
         from .auto import auto_port
 
         rep = auto_port(args.adapter, source.path, target.path, args.out, seeds=args.prompts, template=args.template,
                         calib_texts=calib, n_prompts=args.n_prompts, loss=args.loss, force=args.force,
-                        teacher=teacher, steps=args.steps, keep_generic=args.keep_generic)
+                        teacher=teacher, steps=args.steps, keep_generic=args.keep_generic,
+                        sample_frac=args.sample_frac)
     if args.method != "auto":
         from .auto import _generic_seqs, _rewrite_report
         from .checks import adapter_checks

@@ -83,10 +83,13 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     steps: int = 1500, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
                     eval_every: int = 25, patience: int = 10, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True, gate_min_gain: float = 0.2, keep_generic: float = 0.0,
+                    sample_frac: float = 0.0,
                     force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> Report:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
-    Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``.
+    Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``;
+    ``sample_frac`` of the pool sampled from the source+adapter in the seeds' frame (`prompts.from_samples`; for
+    seeds in words, where character substitution makes gibberish), the rest from seeds/template.
     ``n_prompts`` prompts are used for training (a pool of n_prompts/keep is labelled, the top ``keep`` by excess
     kept). ``init``: "project" (project first, with ``calib_texts``), a projected adapter folder, or None.
     ``exclude``: known test prompts (leakage guard; a no-op in production).
@@ -127,14 +130,39 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     out_dir = Path(out_dir)
     pool_n = int(math.ceil(n_prompts / max(keep, 1e-6)))
     with progress(show_progress) as prog:
-        # 1. prompts
+        # 1. prompts (2. the teacher first when it writes some of them)
+        own_teacher = teacher is None
+        phase = mem.phase("teacher")
+        phase.__enter__()
+
+        def in_process_teacher():
+            from .teacher import LocalTeacher, StreamedTeacher
+
+            stop = [tok.eos_token_id, tok.pad_token_id]
+            cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
+            if stream and cls is LocalTeacher:
+                rep.notes.append("teacher loads the source whole (adapter modules a streamed forward cannot apply)")
+            return cls(source_dir, adapter_dir, tok, stop_ids=[s for s in stop if s is not None], k=k, dev=dev)
+
         seed_prompts = None
         if seeds is not None:
             seed_prompts = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds)
+        sampled = []
         if prompts is None:
             prompts = []
+            n_sample = int(round(pool_n * sample_frac)) if seed_prompts else 0
+            if n_sample:
+                teacher = teacher or in_process_teacher()
+                if hasattr(teacher, "generate"):
+                    sampled = P.from_samples(teacher, seed_prompts, n_sample, seed + 2, set(exclude))
+                    prompts += sampled
+                else:
+                    rep.notes.append("sampling prompts needs an in-process teacher (the endpoint teacher labels "
+                                     "only): seeds/template prompts only")
             if template:
-                prompts += P.from_template(template, pool_n if not seed_prompts else pool_n // 2, seed, exclude)
+                rest = pool_n - len(prompts)
+                prompts += P.from_template(template, rest if not seed_prompts else rest // 2, seed,
+                                           set(exclude) | set(prompts))
             if seed_prompts:
                 prompts += P.from_seeds(seed_prompts, pool_n - len(prompts), seed + 1, set(exclude) | set(prompts))
             if not prompts:
@@ -144,21 +172,13 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         prompts = [p for p in prompts if p not in set(exclude)][:pool_n]
         rep.details["prompts"] = {"pool": len(prompts), "source": "given" if seed_prompts is None and not template
                                   else ("seeds" if seed_prompts else "") + ("+template" if template else ""),
-                                  "seeds": len(seed_prompts or [])}
+                                  "seeds": len(seed_prompts or []), "sampled": len(sampled),
+                                  "sample_frac": sample_frac}
         if exclude:
             rep.details["leakage"] = P.leakage(prompts, list(exclude))
-        # 2. teacher
-        own_teacher = teacher is None
-        phase = mem.phase("teacher")
-        phase.__enter__()
+        # 2. teacher labels
         if teacher is None:
-            from .teacher import LocalTeacher, StreamedTeacher
-
-            stop = [tok.eos_token_id, tok.pad_token_id]
-            cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
-            if stream and cls is LocalTeacher:
-                rep.notes.append("teacher loads the source whole (adapter modules a streamed forward cannot apply)")
-            teacher = cls(source_dir, adapter_dir, tok, stop_ids=[s for s in stop if s is not None], k=k, dev=dev)
+            teacher = in_process_teacher()
         t1 = time.perf_counter()
         items = teacher.label(prompts, max_new=max_new, prog=prog)
         rep.details["teacher"] = {"kind": type(teacher).__name__, "calls": getattr(teacher, "calls", None),

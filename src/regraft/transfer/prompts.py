@@ -7,8 +7,9 @@ Sources, any of:
   seeds' range widened by the expected sampling gap (`length_range`): the template is read off the seeds, never
   off test data.
 * ``template``: a string with slots ``{letters:5-10}``, ``{digits:1-3}``, ``{word}``, ``{choice:a|b|c}``.
-* ``sample_prompts``: free sampling from a model (the source+adapter, temperature 1, top-p 0.9) after the seeds'
-  common prefix, kept when it ends with the seeds' common suffix.
+* ``from_samples``: the source+adapter (the teacher's model) samples the middle after the seeds' common prefix
+  (temperature 1, top-p 0.95), cut where the common suffix begins: for seeds in words (chat turns, several
+  commands), where character substitution makes gibberish.
 Filters: exact de-duplication, a leakage guard (``exclude``: items equal to a known test prompt are dropped and
 counted; max character-8-gram overlap is reported).
 """
@@ -127,36 +128,44 @@ def from_template(template: str, n: int, seed: int = 0, exclude=()) -> list[str]
     return out
 
 
-def sample_prompts(model, tokenizer, seeds: list[str], n: int, seed: int = 0, max_len: int = 48,
-                   temperature: float = 1.0, top_p: float = 0.9, exclude=()) -> list[str]:
-    """Free sampling after the seeds' common prefix; kept when the text ends with the seeds' common suffix."""
+def from_samples(teacher, seeds: list[str], n: int, seed: int = 0, exclude=(), temperature: float = 1.0,
+                 top_p: float = 0.95, rounds: int = 4, batch: int = 128) -> list[str]:
+    """``n`` prompts sampled from ``teacher`` (the source+adapter: a `LocalTeacher` / `StreamedTeacher`) after the
+    seeds' common prefix, cut where the seeds' common suffix begins (at its first line: a chat suffix
+    "<|im_end|>\n<|im_start|>assistant\n" begins at "<|im_end|>"), then the whole suffix appended as in the seeds.
+
+    For seeds whose middles are words, not character strings (chat turns, mixed commands), where
+    character-class substitution (`from_seeds`) makes gibberish: the adapter's own model writes the middles, so
+    they follow what it was trained on. A sample is kept when it reaches the suffix's beginning (or, with no
+    suffix, a line end) within 3x the longest seed middle, has no special token in it, is new and is not in ``exclude``.
+    Up to ``rounds`` x ``n`` samples are drawn; fewer than ``n`` may come back (the caller tops up from seeds)."""
     import torch
 
+    tok = teacher.tok
     pre, suf = common_frame(seeds)
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    longest = max(len(s) - len(pre) - len(suf) for s in seeds)
+    n_pre = len(tok(pre, add_special_tokens=False)["input_ids"])
+    max_new = max(8, 3 * max(len(tok(s, add_special_tokens=False)["input_ids"]) - n_pre for s in seeds))
+    specials = [t for t in (tok.all_special_tokens or []) if t]
+    head = (suf.split("\n")[0] or suf) if suf else "\n"  # where the suffix begins (its first line)
+    g = torch.Generator().manual_seed(seed)
     out, seen = [], set(exclude)
-    ids0 = tokenizer(pre, add_special_tokens=False)["input_ids"]
-    stop = max(len(s) for s in seeds) + 8
-    with torch.no_grad():
-        for _ in range(4 * n):
-            x = torch.tensor([ids0], device=model.device)
-            text = pre
-            for _ in range(max_len):
-                logits = model(input_ids=x).logits[0, -1].float() / max(temperature, 1e-5)
-                p = torch.softmax(logits, -1).cpu()
-                sp, si = p.sort(descending=True)
-                keep = (sp.cumsum(0) - sp) < top_p
-                sp = sp * keep
-                t = si[torch.multinomial(sp / sp.sum(), 1, generator=g)].item()
-                x = torch.cat([x, torch.tensor([[t]], device=model.device)], 1)
-                text = tokenizer.decode(x[0].tolist(), skip_special_tokens=False)
-                if (suf and text.endswith(suf)) or len(text) > stop:
+    for _ in range(rounds):
+        need = n - len(out)
+        if need <= 0:
+            break
+        for ids in teacher.generate([pre] * min(max(need * 2, 16), 4 * n), max_new, batch, temperature, top_p, g):
+            text = tok.decode(ids, skip_special_tokens=False)
+            cut = text.find(head)
+            mid = text[:cut] if cut > 0 else None
+            if not mid or len(mid) > 3 * max(longest, 1) or any(t in mid for t in specials):
+                continue
+            p = pre + mid + suf
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+                if len(out) >= n:
                     break
-            if (not suf or text.endswith(suf)) and text not in seen and len(text) > len(pre) + len(suf):
-                seen.add(text)
-                out.append(text)
-            if len(out) >= n:
-                break
     return out
 
 

@@ -25,6 +25,17 @@ def _cut_at_stop(row: list[int], stop) -> list[int]:
     return row[:cut + 1] if cut is not None else row
 
 
+def _pick(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, generator=None) -> torch.Tensor:
+    """Next token per row: argmax when ``temperature`` is 0, else a nucleus (top-p) sample at that temperature."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    p = torch.softmax(logits.float() / temperature, -1).cpu()
+    sp, si = p.sort(-1, descending=True)
+    sp = sp * ((sp.cumsum(-1) - sp) < top_p)  # keep the smallest prefix whose mass reaches top_p
+    pick = torch.multinomial(sp / sp.sum(-1, keepdim=True), 1, generator=generator)
+    return si.gather(-1, pick)[:, 0].to(logits.device)
+
+
 @dataclass
 class TeacherItem:
     prompt: str
@@ -55,7 +66,9 @@ class LocalTeacher:
         self.calls = 0
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128) -> list[list[int]]:
+    def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, generator=None) -> list[list[int]]:
+        """Completions (token ids, cut after the first stop token): greedy, or sampled with ``temperature`` > 0."""
         enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         groups = defaultdict(list)
         for i, e in enumerate(enc):
@@ -68,7 +81,7 @@ class LocalTeacher:
                 x = torch.tensor([enc[i] for i in ch], device=dev)
                 gen, done = [], torch.zeros(len(ch), dtype=torch.bool, device=dev)
                 for _ in range(max_new):
-                    nxt = self.model(input_ids=x).logits[:, -1].argmax(-1)
+                    nxt = _pick(self.model(input_ids=x).logits[:, -1], temperature, top_p, generator)
                     gen.append(nxt)
                     for t in self.stop:
                         done |= nxt == t
@@ -244,7 +257,8 @@ class StreamedTeacher(LocalTeacher):
         return torch.nn.functional.linear(h, self.sm.lm_head())
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128) -> list[list[int]]:
+    def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, generator=None) -> list[list[int]]:
         enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         groups = defaultdict(list)
         for i, e in enumerate(enc):
@@ -259,7 +273,7 @@ class StreamedTeacher(LocalTeacher):
                 break
             hs = self._final_hidden([xs[c] for c in live])
             for c, h in zip(live, hs):
-                nxt = self._logits(h[:, -1:])[:, 0].argmax(-1).cpu()
+                nxt = _pick(self._logits(h[:, -1:])[:, 0], temperature, top_p, generator).cpu()
                 gens[c].append(nxt)
                 for t in self.stop:
                     done[c] |= nxt == t
