@@ -379,6 +379,17 @@ def merge_units(tmp: Path) -> dict:
     return res
 
 
+def seed_ci(mean, std, n):
+    """95% t-interval of a mean over ``n`` seeds (Student t, n - 1 degrees of freedom); None for one seed. Over
+    seeds, not items: the spread that retraining with another seed gives."""
+    if n < 2 or std is None:
+        return None
+    from scipy.stats import t
+
+    h = float(t.ppf(0.975, n - 1)) * std / n ** 0.5
+    return [mean - h, mean + h]
+
+
 def _answer_lengths(res) -> list[int] | None:
     """Task A: the gold answer length of each scored test item (the synthetic prompts' length coverage shows
     there); None for the other tasks."""
@@ -406,6 +417,7 @@ def _summarise(res):
             ems = [r["em"] for r in runs]
             c["em"] = sum(ems) / len(ems)
             c["em_std"] = (sum((e - c["em"]) ** 2 for e in ems) / (len(ems) - 1)) ** 0.5 if len(ems) > 1 else None
+            c["em_seed_ci95"] = seed_ci(c["em"], c["em_std"], len(ems))
             pooled = [x for r in runs for x in r.get("em_items", [])]
             c["em_ci95"] = bootstrap_ci(pooled)
             if lengths and all(len(r.get("em_items", [])) == len(lengths) for r in runs):
@@ -428,6 +440,7 @@ def _summarise(res):
                 c["gr"] = gr(c["em"], base["em"], up_em)
                 c["gr_runs"] = [gr(e, base["em"], up_em) for e in ems]
                 c["gr_ci95"] = [gr(x, base["em"], up_em) for x in c["em_ci95"]] if c["em_ci95"] else None
+                c["gr_seed_ci95"] = [gr(x, base["em"], up_em) for x in c["em_seed_ci95"]] if c["em_seed_ci95"] else None
                 c["gr_nll"] = gr(c["gold_nll"], base["gold_nll"], up_nll)
         for c in C.values():
             for r in c["runs"]:
@@ -453,8 +466,10 @@ def _targets(res):
                        " lora-100 not measured in this run")
         else:
             met = g >= 0.8 and ds[best]["em"] > l100
+            sci = ds[best].get("gr_seed_ci95")
             verdict = (f"{'MET' if met else 'NOT MET'}: best {best} GR {g:.3f} (EM {ds[best]['em']:.3f} vs lora-100 "
-                       f"{l100:.3f})")
+                       f"{l100:.3f})" + (f"; seed 95% CI of GR {sci[0]:.2f}–{sci[1]:.2f}"
+                                         + (" (lower bound under 0.8)" if sci[0] < 0.8 else "") if sci else ""))
         out[f"distill GR >= 0.8 on {p}, beating lora-100"] = verdict
     C = res["pairs"].get("Pk", {}).get("conditions", {})
     g = C.get("project", {}).get("gr")
@@ -482,21 +497,24 @@ def _save(res, args):
     L = [f"# Transfer benchmark ({args.tier} tier, task {res['task']}, {res['seeds']} seed(s))", "",
          f"Command: `{res['command']}` ({res.get('wall_s')} s total, {res['threads']} thread(s), torch "
          f"{res['torch']}). GR = (EM_X - EM_target_base) / (EM_retrained - EM_target_base); "
-         "GR_nll the same on gold NLL. CI: 95% bootstrap over test items (pooled over seeds). "
+         "GR_nll the same on gold NLL. EM ± std over seeds. CI: 95% bootstrap over test items (pooled over seeds); "
+         "seed CI: 95% Student-t interval of the mean over seeds (the spread of retraining). "
          "Agreement/KL: teacher-forced on source+adapter's greedy completions of test prompts (measurement only).",
          "", "## Pre-registered targets", ""]
     for k, v in res["targets"].items():
         L.append(f"- {k}: **{v}**")
     L += ["", "## Results", "",
-          "| pair | condition | EM | EM 95% CI | GR | GR 95% CI | GR_nll | gold NLL | agree | KL | generic NLL | "
-          "wall s | peak MB |", "|" + "---|" * 13]
+          "| pair | condition | EM | EM 95% CI | GR | GR 95% CI | GR seed 95% CI | GR_nll | gold NLL | agree | KL | "
+          "generic NLL | wall s | peak MB |", "|" + "---|" * 14]
     for pname, P in res["pairs"].items():
         for name, c in P["conditions"].items():
             ci = c.get("em_ci95")
             gci = c.get("gr_ci95")
+            sci = c.get("gr_seed_ci95")
             L.append(f"| {pname} | {name} | {_fmt(c['em'])}{'' if c.get('em_std') is None else ' ± ' + _fmt(c['em_std'])}"
                      f" | {'-' if not ci else _fmt(ci[0]) + '–' + _fmt(ci[1])} | {_fmt(c.get('gr'), 2)} | "
                      f"{'-' if not gci or None in gci else _fmt(gci[0], 2) + '–' + _fmt(gci[1], 2)} | "
+                     f"{'-' if not sci or None in sci else _fmt(sci[0], 2) + '–' + _fmt(sci[1], 2)} | "
                      f"{_fmt(c.get('gr_nll'), 2)} | {_fmt(c['gold_nll'])} | {_fmt(c['teacher_agreement'])} | "
                      f"{_fmt(c['teacher_kl'])} | {_fmt(c['generic_nll'])} | {_fmt(c.get('wall_s'), 1)} | "
                      f"{_fmt(c.get('peak_rss_mb'), 0)} |")
@@ -541,7 +559,7 @@ def _plot(res, path):
                 continue
             xs.append(i + k * w - 0.4 + w / 2)
             ys.append(cc["gr"])
-            ci = cc.get("gr_ci95")
+            ci = cc.get("gr_seed_ci95") or cc.get("gr_ci95")
             es.append([max(0.0, cc["gr"] - ci[0]), max(0.0, ci[1] - cc["gr"])] if ci and None not in ci else [0, 0])
         if xs:
             ax.bar(xs, ys, w, label=c, yerr=list(zip(*es)) if es else None, capsize=2)
@@ -550,8 +568,9 @@ def _plot(res, path):
     ax.set_xticks(range(len(pairs)))
     ax.set_xticklabels(pairs)
     ax.set_ylabel("gap recovered (EM)")
-    ax.set_title(f"LoRA transfer, {res['tier']} tier, task {res['task']}: GR by pair and condition (95% CI)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(f"LoRA transfer, {res['tier']} tier, task {res['task']}: GR by pair and condition (95% CI: over "
+                 f"{'seeds' if res.get('seeds', 1) > 1 else 'test items'})")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
