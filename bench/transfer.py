@@ -111,20 +111,21 @@ def train_lora_on(model_dir, examples, steps, lr, batch, seed, r, alpha, ztrain)
 
 
 def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
-    """A LoRA on zoo model ``name`` with the zoo's recipe (r, alpha, steps, lr, batch, seed), trained by
-    `train_lora_on` (SFT loss only, no replay) and cached next to the zoo. Used with ``--adapters bench``, and when
-    the zoo has no adapter for a model (e.g. a retrained upper bound the tier does not build)."""
+    """A LoRA on zoo model ``name`` trained exactly as the zoo trains its adapters (r, alpha, steps, lr, batch,
+    seed and the generic-text replay: `bench.zoo.steps.lora_mixture`), cached next to the zoo. Used with
+    ``--adapters bench``, and when the zoo has no adapter for a model (e.g. Pk's retrained upper bound)."""
     from bench.zoo.build import lora_recipe, member_key, tier_dir
+    from bench.zoo.steps import lora_mixture
+    from regraft.transfer.common import load_model
 
     lc = lora_recipe(cfg, task)
-    d = (tier_dir(tier).with_name(tier_dir(tier).name + "-transfer")
-         / f"lora-{task}-{name}-s{seed}-{member_key(tier, f'zoo/{name}')[:8]}")  # rebuilt when the base changes
+    d = (tier_dir(tier).with_name(tier_dir(tier).name + "-transfer")  # rebuilt when the base changes
+         / f"lora-{task}-{name}-s{seed}-{member_key(tier, f'zoo/{name}')[:8]}-replay{lc.get('replay', 0.0)}")
     if (d / "adapter_config.json").exists():
         return d
-    load_task = __import__("bench.zoo", fromlist=["load_task"]).load_task
-    pm = train_lora_on(model_dir, load_task(task).train, lc["steps"], lc["lr"], lc.get("batch", cfg["batch"]),
-                       lc["seed"] + seed,
-                       lc["r"], lc["alpha"], ztrain)
+    pm = ztrain.add_lora(load_model(model_dir), r=lc["r"], alpha=lc["alpha"], seed=lc["seed"] + seed)
+    ztrain.train(pm, lora_mixture({**lc, "task": task}), steps=lc["steps"], lr=lc["lr"], seed=lc["seed"] + seed,
+                 batch=lc.get("batch", cfg["batch"]))
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")
     pm.save_pretrained(tmp)
     p = tmp / "adapter_config.json"
