@@ -375,7 +375,9 @@ def merge_units(tmp: Path) -> dict:
     res["seed_list"] = seeds
     res["seeds"] = len(seeds)
     res["units"] = {f"{p} seed {s}": v.get("wall_s") for (p, s), v in sorted(parts.items())}
-    res["command"] = res["command"].split(" --jobs 1 --raw")[0]  # the parent's command, not the unit's
+    # the parents' commands, not the units' (several when units of two runs were put in one folder to merge)
+    res["command"] = " ; ".join(dict.fromkeys(v["command"].split(" --jobs 1 --raw")[0]
+                                              for _, v in sorted(parts.items(), key=lambda kv: kv[0][1])))
     res["wall_s"] = round(sum(res["units"].values()), 1)  # CPU-side: the sum over units (they ran in parallel)
     return res
 
@@ -495,7 +497,11 @@ def _save(res, args):
     os.replace(tmp, stem.with_suffix(".json"))
     if "targets" not in res:
         return
-    L = [f"# Transfer benchmark ({args.tier} tier, task {res['task']}, {res['seeds']} seed(s))", "",
+    per_pair = {p: len({r["seed"] for c in P["conditions"].values() for r in c["runs"]})
+                for p, P in res["pairs"].items()}
+    seeds_txt = (f"{res['seeds']} seed(s)" if len(set(per_pair.values())) <= 1 else
+                 "seeds: " + ", ".join(f"{p} {n}" for p, n in per_pair.items()))
+    L = [f"# Transfer benchmark ({args.tier} tier, task {res['task']}, {seeds_txt})", "",
          f"Command: `{res['command']}` ({res.get('wall_s')} s total, {res['threads']} thread(s), torch "
          f"{res['torch']}). GR = (EM_X - EM_target_base) / (EM_retrained - EM_target_base); "
          "GR_nll the same on gold NLL. EM ± std over seeds. CI: 95% bootstrap over test items (pooled over seeds); "
