@@ -154,7 +154,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             if n_sample:
                 teacher = teacher or in_process_teacher()
                 if hasattr(teacher, "generate"):
-                    sampled = P.from_samples(teacher, seed_prompts, n_sample, seed + 2, set(exclude))
+                    sampled = P.from_samples(teacher, seed_prompts, n_sample, seed + 2, set(exclude), prog=prog)
                     prompts += sampled
                 else:
                     rep.notes.append("sampling prompts needs an in-process teacher (the endpoint teacher labels "

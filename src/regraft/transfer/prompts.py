@@ -129,7 +129,7 @@ def from_template(template: str, n: int, seed: int = 0, exclude=()) -> list[str]
 
 
 def from_samples(teacher, seeds: list[str], n: int, seed: int = 0, exclude=(), temperature: float = 1.0,
-                 top_p: float = 0.95, rounds: int = 4, batch: int = 128) -> list[str]:
+                 top_p: float = 0.95, rounds: int = 4, batch: int = 128, prog=None) -> list[str]:
     """``n`` prompts sampled from ``teacher`` (the source+adapter: a `LocalTeacher` / `StreamedTeacher`) after the
     seeds' common prefix, cut where the seeds' common suffix begins (at its first line: a chat suffix
     "<|im_end|>\n<|im_start|>assistant\n" begins at "<|im_end|>"), then the whole suffix appended as in the seeds.
@@ -150,10 +150,13 @@ def from_samples(teacher, seeds: list[str], n: int, seed: int = 0, exclude=(), t
     head = (suf.split("\n")[0] or suf) if suf else "\n"  # where the suffix begins (its first line)
     g = torch.Generator().manual_seed(seed)
     out, seen = [], set(exclude)
+    task = prog.add_task("sampling prompts (source+adapter)", total=n) if prog is not None else None
     for _ in range(rounds):
         need = n - len(out)
         if need <= 0:
             break
+        if task is not None:
+            prog.update(task, completed=len(out))
         for ids in teacher.generate([pre] * min(max(need * 2, 16), 4 * n), max_new, batch, temperature, top_p, g):
             text = tok.decode(ids, skip_special_tokens=False)
             cut = text.find(head)
@@ -166,6 +169,8 @@ def from_samples(teacher, seeds: list[str], n: int, seed: int = 0, exclude=(), t
                 out.append(p)
                 if len(out) >= n:
                     break
+    if task is not None:
+        prog.update(task, completed=n, description=f"sampled prompts: {len(out)} of {n}")
     return out
 
 
