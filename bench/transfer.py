@@ -476,7 +476,12 @@ def _targets(res):
         out[f"distill GR >= 0.8 on {p}, beating lora-100"] = verdict
     C = res["pairs"].get("Pk", {}).get("conditions", {})
     g = C.get("project", {}).get("gr")
-    out["project GR >= 0.95 on Pk"] = "not measured" if g is None else f"{'MET' if g >= 0.95 else 'NOT MET'}: GR {g:.3f}"
+    v = "not measured" if g is None else f"{'MET' if g >= 0.95 else 'NOT MET'}: GR {g:.3f}"
+    sg = C.get("source+adapter", {}).get("gr")
+    if g is not None and sg:  # an exact projection can only recover what the source's adapter itself recovers
+        v += (f" (source+adapter's own GR {sg:.3f}: the projection recovers {g / sg:.3f} of it; teacher agreement "
+              f"{_fmt(C['project'].get('teacher_agreement'))})")
+    out["project GR >= 0.95 on Pk"] = v
     return out
 
 
@@ -544,6 +549,9 @@ def _save(res, args):
     _plot(res, stem.with_suffix(".png"))
 
 
+YMAX = 1.3  # GR axis limit of the plot; larger values (a weak upper bound) are clipped and printed
+
+
 def _plot(res, path):
     import matplotlib
 
@@ -569,9 +577,15 @@ def _plot(res, path):
             ci = cc.get("gr_seed_ci95") or cc.get("gr_ci95")
             es.append([max(0.0, cc["gr"] - ci[0]), max(0.0, ci[1] - cc["gr"])] if ci and None not in ci else [0, 0])
         if xs:
-            ax.bar(xs, ys, w, label=c, yerr=list(zip(*es)) if es else None, capsize=2)
+            ax.bar(xs, [min(y, YMAX) for y in ys], w, label=c, capsize=2,
+                   yerr=[[min(e[0], max(0.0, YMAX - 0.02)) if y > YMAX else e[0] for e, y in zip(es, ys)],
+                         [0.0 if y > YMAX else e[1] for e, y in zip(es, ys)]] if es else None)
+            for x, y in zip(xs, ys):
+                if y > YMAX:  # a weak upper bound (e.g. T3p's retrained LoRA): clip, print the value
+                    ax.text(x, YMAX, f"{y:.1f}", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), YMAX + 0.15)
     ax.set_xticks(range(len(pairs)))
     ax.set_xticklabels(pairs)
     ax.set_ylabel("gap recovered (EM)")
