@@ -22,6 +22,25 @@ def test_verdicts(tiny, tmp_path):
     assert other.relation == "unrelated" and sib.relation == "sibling" and same.relation == "same"
 
 
+def test_drift_once_reads_a_pair_once_until_its_weights_change(tiny, tmp_path):
+    import shutil
+
+    import regraft.drift as D
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny["dense"], a)
+    shutil.copytree(tiny["sib"], b)
+    first = D.drift_once(a, b)
+    assert D.drift_once(a, b) is first  # the same report, not a second pass over both checkpoints
+    assert first.sigma == drift(a, b).sigma
+    for f in b.glob("*.safetensors"):  # other weights under the same names: measured again
+        f.unlink()
+    for f in tiny["other"].glob("*.safetensors"):
+        shutil.copy(f, b / f.name)
+    again = D.drift_once(a, b)
+    assert again is not first and again.verdict == "unrelated"
+
+
 def test_matches_a_direct_computation_in_bf16(tiny, tmp_path):
     import torch
     from safetensors.torch import load_file

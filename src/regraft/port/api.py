@@ -412,7 +412,7 @@ def drift_report(spec: AdapterSpec, target: ModelSpec, source: ModelSpec | None)
                 "weights (pass --from SOURCE)"}
     if Path(source.path).resolve() == Path(target.path).resolve():
         return {"measured": False, "why": "the target is the adapter's base"}
-    from regraft.drift import drift
+    from regraft.drift import drift_once
 
-    rep = drift(source.path, target.path, modules=None)
+    rep = drift_once(source.path, target.path)
     return {"measured": True, **rep.summary()}

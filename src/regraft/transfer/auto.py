@@ -32,9 +32,9 @@ def decide(adapter_dir, source_dir, target_dir) -> dict:
     if not exact:
         out.update(method="project+distill", why="shapes differ (no exact move for some adapter modules)")
         return out
-    from regraft.drift import COPY_MAX, drift
+    from regraft.drift import COPY_MAX, drift_once
 
-    rep = drift(source_dir, target_dir)
+    rep = drift_once(source_dir, target_dir)
     out["sigma"] = round(rep.sigma, 5)
     out["drift_verdict"] = rep.verdict
     if rep.copy_ok:
@@ -50,15 +50,13 @@ def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, excl
     """Teacher-labelled held-out synthetic prompts (another seed than training) for the label-free checks; written
     like the training prompts (seeds, template, and ``sample_frac`` of them sampled from the source+adapter)."""
     from . import prompts as P
-    from .teacher import LocalTeacher, StreamedTeacher
+    from .teacher import in_process
 
     own = teacher is None
     if own:
-        cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
-        teacher = cls(source_dir, adapter_dir, tok, stop_ids=[i for i in (tok.eos_token_id, tok.pad_token_id)
-                                                              if i is not None])
+        teacher, _ = in_process(source_dir, adapter_dir, tok, stream)
     if prompts is None:
-        sp = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds or [])
+        sp = P.seed_prompts(seeds)
         ps = []
         if sp and sample_frac > 0 and hasattr(teacher, "generate"):
             ps = P.from_samples(teacher, sp, int(round(n * sample_frac)), seed=98, exclude=exclude)

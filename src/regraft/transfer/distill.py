@@ -136,17 +136,14 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         phase.__enter__()
 
         def in_process_teacher():
-            from .teacher import LocalTeacher, StreamedTeacher
+            from .teacher import in_process
 
-            stop = [tok.eos_token_id, tok.pad_token_id]
-            cls = StreamedTeacher if stream and StreamedTeacher.usable(adapter_dir) else LocalTeacher
-            if stream and cls is LocalTeacher:
-                rep.notes.append("teacher loads the source whole (adapter modules a streamed forward cannot apply)")
-            return cls(source_dir, adapter_dir, tok, stop_ids=[s for s in stop if s is not None], k=k, dev=dev)
+            t, note = in_process(source_dir, adapter_dir, tok, stream, k, dev)
+            if note:
+                rep.notes.append(note)
+            return t
 
-        seed_prompts = None
-        if seeds is not None:
-            seed_prompts = [s["prompt"] for s in P.load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds)
+        seed_prompts = P.seed_prompts(seeds) if seeds is not None else None
         sampled = []
         if prompts is None:
             prompts = []

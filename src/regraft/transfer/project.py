@@ -527,9 +527,9 @@ def _siblings(mode, a_s: dict, a_t: dict, source_dir, target_dir) -> dict | None
         return None
     if mode is True:
         return {"identity": True, "why": "asked", "sigma": None}
-    from regraft.drift import COPY_MAX, drift
+    from regraft.drift import COPY_MAX, drift_once
 
-    d = drift(source_dir, target_dir)
+    d = drift_once(source_dir, target_dir)
     ok = bool(d.copy_ok)
     return {"identity": ok, "sigma": round(float(d.sigma), 5), "verdict": d.verdict,
             "why": f"drift sigma {d.sigma:.4f} {'<=' if ok else '>'} {COPY_MAX}"}

@@ -42,6 +42,13 @@ def load_seeds(path) -> list[dict]:
     return out
 
 
+def seed_prompts(seeds) -> list[str]:
+    """The prompts of ``seeds``: a seeds.jsonl path (`load_seeds`) or a list of prompt strings."""
+    if seeds is None:
+        return []
+    return [s["prompt"] for s in load_seeds(seeds)] if isinstance(seeds, (str, Path)) else list(seeds)
+
+
 def common_frame(seeds: list[str]) -> tuple[str, str]:
     import os
 

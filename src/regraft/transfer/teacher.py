@@ -324,3 +324,13 @@ class StreamedTeacher(LocalTeacher):
 
     def free(self) -> None:
         self.sm.free()
+
+
+def in_process(source_dir, adapter_dir, tok, stream: bool = True, k: int = 20, dev=None):
+    """(teacher, note): the source+adapter in this process, streamed layer by layer when every adapter module can
+    be applied as a hook (`StreamedTeacher`), else loaded whole (`LocalTeacher`, with a note saying so)."""
+    stop = [i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None]
+    if stream and StreamedTeacher.usable(adapter_dir):
+        return StreamedTeacher(source_dir, adapter_dir, tok, stop_ids=stop, k=k, dev=dev), None
+    note = ("teacher loads the source whole (adapter modules a streamed forward cannot apply)" if stream else None)
+    return LocalTeacher(source_dir, adapter_dir, tok, stop_ids=stop, k=k, dev=dev), note
