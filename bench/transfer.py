@@ -115,7 +115,7 @@ def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
     seed and the generic-text replay: `bench.zoo.steps.lora_mixture`), cached next to the zoo. Used with
     ``--adapters bench``, and when the zoo has no adapter for a model (e.g. Pk's retrained upper bound)."""
     from bench.zoo.build import lora_recipe, member_key, tier_dir
-    from bench.zoo.steps import lora_mixture
+    from bench.zoo.steps import train_lora
     from regraft.transfer.common import load_model
 
     lc = lora_recipe(cfg, task)
@@ -123,9 +123,7 @@ def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
          / f"lora-{task}-{name}-s{seed}-{member_key(tier, f'zoo/{name}')[:8]}-replay{lc.get('replay', 0.0)}")
     if (d / "adapter_config.json").exists():
         return d
-    pm = ztrain.add_lora(load_model(model_dir), r=lc["r"], alpha=lc["alpha"], seed=lc["seed"] + seed)
-    ztrain.train(pm, lora_mixture({**lc, "task": task}), steps=lc["steps"], lr=lc["lr"], seed=lc["seed"] + seed,
-                 batch=lc.get("batch", cfg["batch"]))
+    pm, _ = train_lora(load_model(model_dir), {**lc, "task": task}, lc.get("batch", cfg["batch"]), lc["seed"] + seed)
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")
     pm.save_pretrained(tmp)
     p = tmp / "adapter_config.json"

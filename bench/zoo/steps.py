@@ -40,6 +40,16 @@ def lora_mixture(spec) -> list:
     return [(1.0 - r, f"task:{spec['task']}")] + ([(r, "pretrain")] if r > 0 else [])
 
 
+def train_lora(model, spec: dict, batch: int, seed: int | None = None, desc: str = "LoRA", progress=None):
+    """(peft model, loss statistics): a LoRA of recipe ``spec`` (r, alpha, task, replay, steps, lr, seed; ``seed``
+    overrides it) trained on ``model`` the zoo's way: the task plus generic replay (`lora_mixture`)."""
+    s = spec["seed"] if seed is None else seed
+    pm = train.add_lora(model, r=spec["r"], alpha=spec["alpha"], seed=s)
+    stats = train.train(pm, lora_mixture(spec), steps=spec["steps"], lr=spec["lr"], seed=s, batch=batch, desc=desc,
+                        progress=progress)
+    return pm, stats
+
+
 def _load(path: Path):
     from transformers import AutoModelForCausalLM
 
@@ -77,9 +87,7 @@ def build_member(tier: str, cfg: dict, name: str, root: Path, out: Path, progres
     if spec["kind"] == "lora":
         task, base = spec["task"], spec["base"]
         model = _fast(_load(root / base))
-        peft_model = train.add_lora(model, r=spec["r"], alpha=spec["alpha"], seed=spec["seed"])
-        stats = train.train(peft_model, lora_mixture(spec), steps=spec["steps"], lr=spec["lr"],
-                            seed=spec["seed"], batch=batch, desc=f"{name} (LoRA)", progress=progress)
+        peft_model, stats = train_lora(model, spec, batch, desc=f"{name} (LoRA)", progress=progress)
         peft_model.save_pretrained(out)
         p = out / "adapter_config.json"
         ac = json.loads(p.read_text())
