@@ -14,7 +14,7 @@ one operating point is re-run end to end with route=auto to check the sweep. Mod
 (e.g. zoo members) or, by default, a pair trained here on the zoo's "chat" mixture (cached in bench/.cache/hybrid).
 
 Latency: ``regraft serve`` (a real process) in front of two fast fake OpenAI backends (real processes,
-``regraft.runtime.fake_backend``), so what is measured above the backends is regraft's own overhead. Reported:
+``regraft.hybrid.fake_backend``), so what is measured above the backends is regraft's own overhead. Reported:
 client-side p50/p95 and throughput at concurrency 1 and 32, the same load sent straight to the backend, and the
 per-request overhead = client latency - time regraft spent waiting on backends (from the trace).
 """
@@ -108,7 +108,7 @@ def serve_model(model_dir: str, port: int) -> None:
 
 # ------------------------------------------------------------------------------------------ helpers
 def _procs():
-    from tests.runtime import procs
+    from tests.hybrid import procs
 
     return procs
 
@@ -253,10 +253,10 @@ async def _collect(hybrid, items, route, conc=4):
 
 
 def routing(args) -> dict:
-    from regraft.runtime.backends import Backend
-    from regraft.runtime.contract import check_contract
-    from regraft.runtime.hybrid import Hybrid
-    from regraft.runtime.policy import Signals, decide, policy_from_dict
+    from regraft.hybrid.backends import Backend
+    from regraft.hybrid.contract import check_contract
+    from regraft.hybrid.orchestrator import Hybrid
+    from regraft.hybrid.policy import Signals, decide, policy_from_dict
 
     if args.small_dir and args.master_dir:
         sdir, mdir = Path(args.small_dir), Path(args.master_dir)
@@ -432,7 +432,7 @@ def latency(args) -> dict:
                 "max_tokens": 32, "regraft": {"trace": True}}
     kb = None
     try:
-        from regraft.runtime.index import index_docs
+        from regraft.hybrid.index import index_docs
 
         docs = tmp / "docs"
         docs.mkdir(exist_ok=True)

@@ -143,7 +143,7 @@ def run_rag_setup(case, folder) -> None:
 
 
 def run_policy(case, folder) -> None:
-    from regraft.runtime.policy import load_policy
+    from regraft.hybrid.policy import load_policy
 
     load_policy(_write(folder, case))
 
@@ -159,8 +159,8 @@ def run_chat_template(case, folder) -> None:
 def run_store_meta(case, folder) -> None:
     """A downloaded store folder with a generated regraft_store.json, opened the way `index`, `serve` and `ask` do:
     open_store (meta validated), the embedder the store names (never a folder it names), then the store for writing."""
-    from regraft.runtime.embed import get_embedder, stored_embedder
-    from regraft.runtime.store import open_store
+    from regraft.hybrid.embed import get_embedder, stored_embedder
+    from regraft.hybrid.store import open_store
 
     store = folder / "store"
     store.mkdir()
@@ -222,7 +222,7 @@ def _warm_rag() -> None:
 def run_tokenizer_json(case: str, folder) -> None:
     """A model folder's tokenizer.json, as `check --rag` and `index --tokenizer` load it."""
     from regraft.rag.tokenizer import _local
-    from regraft.runtime.chunking import load_tokenizer
+    from regraft.hybrid.chunking import load_tokenizer
 
     m = folder / "m"
     m.mkdir()

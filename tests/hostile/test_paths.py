@@ -118,7 +118,7 @@ def test_symlink_loop_is_an_input_error(tmp_path):
 
 
 def test_index_docs_do_not_follow_links_out(tmp_path):
-    from regraft.runtime.index import iter_docs
+    from regraft.hybrid.index import iter_docs
 
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
@@ -137,9 +137,9 @@ def test_index_docs_do_not_follow_links_out(tmp_path):
 
 def test_index_run_stores_nothing_from_outside(tmp_path):
     pytest.importorskip("lancedb")
-    from regraft.runtime.embed import HashingEmbedder
-    from regraft.runtime.index import index_docs
-    from regraft.runtime.store import open_store
+    from regraft.hybrid.embed import HashingEmbedder
+    from regraft.hybrid.index import index_docs
+    from regraft.hybrid.store import open_store
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -209,7 +209,7 @@ BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *
 def _readers():
     from regraft.configs.readers import read_config
     from regraft.rag.setup import read_rag
-    from regraft.runtime.policy import load_policy
+    from regraft.hybrid.policy import load_policy
 
     return {"serve.yaml": read_config, "rag.yaml": read_rag, "policy.yaml": load_policy}
 
@@ -255,7 +255,7 @@ def test_recipe_sections_of_the_wrong_type(tmp_path, text):
 
 
 @pytest.mark.parametrize("reader,name,key", [("regraft.rag.setup:read_rag", "rag.yaml", b"top_k"),
-                                             ("regraft.runtime.policy:load_policy", "policy.yaml", b"escalate_if")])
+                                             ("regraft.hybrid.policy:load_policy", "policy.yaml", b"escalate_if")])
 def test_yaml_inputs_not_utf8(tmp_path, reader, name, key):
     import importlib
 
@@ -270,7 +270,7 @@ def test_yaml_inputs_not_utf8(tmp_path, reader, name, key):
                                   '"x"', "\udcff", '{"embedder": "hashing-64", "dim": ' + "9" * 5000 + "}"])
 def test_store_meta_not_what_index_writes(tmp_path, meta):
     pytest.importorskip("lancedb")
-    from regraft.runtime.store import open_store
+    from regraft.hybrid.store import open_store
 
     s = tmp_path / "store"
     s.mkdir()
@@ -295,7 +295,7 @@ def test_store_cannot_make_regraft_load_an_embedder_folder(tmp_path, capsys, nam
 
 
 def test_hashing_embedder_dims():
-    from regraft.runtime.embed import get_embedder
+    from regraft.hybrid.embed import get_embedder
 
     for bad in ("hashing-0", "hashing--1", "hashing-70000"):
         with pytest.raises(InputError):
@@ -342,7 +342,7 @@ def test_unsafe_input_error_is_an_input_error():
 def test_broken_tokenizer_json_is_a_format_error(tmp_path, text):
     pytest.importorskip("tokenizers")
     from regraft.rag.tokenizer import _local
-    from regraft.runtime.chunking import load_tokenizer
+    from regraft.hybrid.chunking import load_tokenizer
 
     (tmp_path / "tokenizer.json").write_text(text)
     with pytest.raises(FileFormatError, match="tokenizer"):
@@ -415,7 +415,7 @@ def test_rag_placeholders_take_no_format_spec_or_attribute(tmp_path, user):
 @pytest.mark.parametrize("fmt,match", [(6, "regex string"), (True, "regex string"), (0.5, "regex string"),
                                        ("(a+)+$", "backtrack")])
 def test_policy_format_must_be_a_safe_regex_string(tmp_path, fmt, match):
-    from regraft.runtime.policy import load_policy
+    from regraft.hybrid.policy import load_policy
 
     p = tmp_path / "policy.json"
     p.write_text(json.dumps({"escalate_if": {"format": fmt}}))

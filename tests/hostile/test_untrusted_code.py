@@ -147,7 +147,7 @@ def test_chat_template_sandbox_escape_fails_cleanly(tmp_path, template):
 def test_contract_template_check_is_sandboxed(tmp_path, template):
     """The runtime's contract check renders the endpoint model's template with `check --rag`'s sandbox: no
     escape runs, the caller's messages are not changed, any failure is an ordinary exception."""
-    from regraft.runtime.contract import PROBE_MESSAGES, render_chat
+    from regraft.hybrid.contract import PROBE_MESSAGES, render_chat
 
     marker = tmp_path / "PWNED"
     msgs = json.loads(json.dumps(PROBE_MESSAGES))

@@ -217,7 +217,7 @@ def index_writer(tmp: Path, n_docs: int = 40) -> Writer:
 
     return Writer("regraft index (LanceDB store, batch commits)",
                   spec=lambda out: {"preload": ["lancedb", "pyarrow", "regraft.cli.main", "regraft.cli.cmd_index",
-                                                "regraft.runtime.index", "regraft.runtime.store"],
+                                                "regraft.hybrid.index", "regraft.hybrid.store"],
                                     "argv": [str(a) for a in argv + ["--store", out]]},
                   prepare=lambda out: None, judge=judge, after=after)
 
@@ -227,7 +227,7 @@ class _NoStore(Exception):
 
 
 def _rows(store_dir: Path) -> dict:
-    from regraft.runtime.store import StoreMissingError, open_store
+    from regraft.hybrid.store import StoreMissingError, open_store
 
     if not Path(store_dir).exists():
         raise _NoStore()

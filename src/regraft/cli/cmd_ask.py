@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from regraft.runtime.cli_options import add_hybrid_options
+    from regraft.cli._hybrid_options import add_hybrid_options
 
     p = sub.add_parser("ask", help="ask one question through the hybrid runtime (--trace shows why it escalated)",
                        description="Retrieve, ask the small model, escalate to the master per the policy, print the answer.")
@@ -25,8 +25,8 @@ def run(args) -> int:
     from rich.console import Console
 
     from regraft.errors import InputError
-    from regraft.runtime.assemble import assemble
-    from regraft.runtime.cli_options import options_from_args, print_contract
+    from regraft.hybrid.assemble import assemble
+    from regraft.cli._hybrid_options import options_from_args, print_contract
 
     if not args.question.strip():
         raise InputError("ask: the question is empty")

@@ -29,9 +29,9 @@ def run(args) -> int:
     import sys
 
     from regraft.errors import InputError
-    from regraft.runtime.embed import DEFAULT_EMBEDDER, get_embedder, stored_embedder
-    from regraft.runtime.index import DEFAULT_EXTS, index_docs
-    from regraft.runtime.store import open_store
+    from regraft.hybrid.embed import DEFAULT_EMBEDDER, get_embedder, stored_embedder
+    from regraft.hybrid.index import DEFAULT_EXTS, index_docs
+    from regraft.hybrid.store import open_store
 
     if args.max_tokens < 8:
         raise InputError(f"--max-tokens {args.max_tokens}: expected at least 8 tokens per chunk")

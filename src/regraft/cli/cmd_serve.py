@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from regraft.runtime.cli_options import add_hybrid_options
+    from regraft.cli._hybrid_options import add_hybrid_options
 
     p = sub.add_parser("serve", help="serve small+master+RAG as one OpenAI-compatible endpoint",
                        description="Serve /v1/chat/completions (streaming too): a small model with RAG and tools "
@@ -30,8 +30,8 @@ def run(args) -> int:
     from rich.console import Console
 
     from regraft.errors import need
-    from regraft.runtime.assemble import assemble
-    from regraft.runtime.cli_options import options_from_args, print_contract
+    from regraft.hybrid.assemble import assemble
+    from regraft.cli._hybrid_options import options_from_args, print_contract
 
     need("fastapi", "regraft serve", "serve")
     uvicorn = need("uvicorn", "regraft serve", "serve")
@@ -52,7 +52,7 @@ def run(args) -> int:
         print_contract(report, err)
     if args.check_only:
         return 0
-    from regraft.runtime.server import create_app
+    from regraft.hybrid.server import create_app
 
     app = create_app(hybrid, max_request_bytes=args.max_request_bytes, trace_default=args.trace,
                      contract=report.to_dict() if report else None)

@@ -61,7 +61,7 @@ def stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
 
 def fake_backend(tmp: Path, *args: str, name: str = "fake") -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = start([PY, "-m", "regraft.runtime.fake_backend", "--port", str(port), *args],
+    proc = start([PY, "-m", "regraft.hybrid.fake_backend", "--port", str(port), *args],
                  f"http://127.0.0.1:{port}/health", tmp / f"{name}-{port}.log", timeout=30)
     return proc, f"http://127.0.0.1:{port}/v1"
 

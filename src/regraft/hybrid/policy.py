@@ -228,7 +228,7 @@ def load_policy(path: str | Path | None) -> Policy:
         return Policy()
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"policy {p} does not exist; expected a YAML/JSON policy file (see docs/runtime.md)")
+        raise InputError(f"policy {p} does not exist; expected a YAML/JSON policy file (see docs/hybrid.md)")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -3,7 +3,7 @@
 Used to measure regraft's *own* overhead (the backend answers in microseconds, so the serve latency above the
 direct-backend latency is regraft's), and to inject faults in tests without mocking HTTP:
 
-    python -m regraft.runtime.fake_backend --port 8001 [--mode ok|slow|malformed|error|garbage-schema]
+    python -m regraft.hybrid.fake_backend --port 8001 [--mode ok|slow|malformed|error|garbage-schema]
         [--delay 0.0] [--logprobs] [--answers answers.json] [--model-id fake]
 
 ``answers.json`` maps a substring of the last user message to ``{"content": str, "logprob": float,
@@ -114,7 +114,7 @@ def build_app():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m regraft.runtime.fake_backend")
+    ap = argparse.ArgumentParser(prog="python -m regraft.hybrid.fake_backend")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--mode", default="ok", choices=["ok", "slow", "malformed", "error", "garbage-schema"])

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from regraft.errors import InputError
-from regraft.runtime.tools import (CalculatorError, ToolRegistry, calculate, calculator, default_tools,
+from regraft.hybrid.tools import (CalculatorError, ToolRegistry, calculate, calculator, default_tools,
                                    load_user_tools, tool_schema)
 
 
@@ -71,7 +71,7 @@ def test_registry_turns_every_failure_into_a_result():
 
 
 def test_retrieve_tool_uses_the_store(store, embedder):
-    from regraft.runtime.store import open_store
+    from regraft.hybrid.store import open_store
 
     s = open_store(store)
     reg = default_tools(lambda q, k: s.search(embedder.embed([q])[0], k))

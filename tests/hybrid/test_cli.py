@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.runtime import procs
+from tests.hybrid import procs
 
 
 def regraft(*args, timeout=120):

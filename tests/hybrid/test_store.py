@@ -6,9 +6,9 @@ import time
 import pytest
 
 from regraft.errors import InputError
-from regraft.runtime.embed import HashingEmbedder
-from regraft.runtime.index import chunk_id, index_docs
-from regraft.runtime.store import StoreMissingError, open_store
+from regraft.hybrid.embed import HashingEmbedder
+from regraft.hybrid.index import chunk_id, index_docs
+from regraft.hybrid.store import StoreMissingError, open_store
 
 
 def _ids(spec):
@@ -80,8 +80,8 @@ def test_missing_store_and_docs_are_clear(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    from regraft.runtime.embed import HashingEmbedder
-    from regraft.runtime.index import index_docs
+    from regraft.hybrid.embed import HashingEmbedder
+    from regraft.hybrid.index import index_docs
     def on_batch(rel, rep):
         print("BATCH", rep.embedded, flush=True)
         time.sleep(0.15)
@@ -139,7 +139,7 @@ def test_qdrant_store_same_contract(tmp_path, docs):
 
 def test_qdrant_server_unreachable_is_clear():
     pytest.importorskip("qdrant_client")
-    from regraft.runtime.embed import HashingEmbedder  # noqa: F401
+    from regraft.hybrid.embed import HashingEmbedder  # noqa: F401
 
     t = time.monotonic()
     with pytest.raises(StoreMissingError, match="cannot reach Qdrant"):

@@ -19,7 +19,7 @@ import uuid
 from regraft.errors import InputError
 
 from .backends import BackendError
-from .hybrid import Hybrid, OversizeError
+from .orchestrator import Hybrid, OversizeError
 
 ROUTES = {"regraft": "auto", "auto": "auto", "regraft-auto": "auto", "small": "small", "regraft-small": "small",
           "master": "master", "regraft-master": "master"}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .backends import Backend
 from .contract import ContractReport, check_contract
-from .hybrid import Hybrid
+from .orchestrator import Hybrid
 from .policy import Policy, load_policy
 
 

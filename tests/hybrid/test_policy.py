@@ -3,7 +3,7 @@ import json
 import pytest
 
 from regraft.errors import FileFormatError, InputError
-from regraft.runtime.policy import Policy, Signals, decide, load_policy, policy_from_dict
+from regraft.hybrid.policy import Policy, Signals, decide, load_policy, policy_from_dict
 
 
 def sig(**kw):
@@ -106,7 +106,7 @@ def test_missing_policy_file(tmp_path):
 def test_policy_in_docs_is_valid_and_equals_the_defaults(tmp_path):
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "runtime.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "hybrid.md").read_text()
     block = doc.split("## The policy file", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     f = tmp_path / "policy.yaml"
     f.write_text(block)

@@ -1,6 +1,6 @@
 from hypothesis import given, settings, strategies as st
 
-from regraft.runtime.chunking import CharEstimate, chunk_text, count_tokens, load_tokenizer
+from regraft.hybrid.chunking import CharEstimate, chunk_text, count_tokens, load_tokenizer
 
 
 class WordTok:
@@ -43,7 +43,7 @@ def test_char_estimate_is_labelled():
 
 
 def test_real_tokenizer_json(tmp_path):
-    from tests.runtime.tiny import build_tokenizer
+    from tests.hybrid.tiny import build_tokenizer
 
     build_tokenizer(tmp_path)
     tok = load_tokenizer(tmp_path)

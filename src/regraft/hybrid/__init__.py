@@ -10,7 +10,7 @@ Modules, one job each:
 - ``tools``     OpenAI-style tool schemas from Python functions; built-ins ``retrieve`` and ``calculator``
 - ``policy``    escalation policy as data and the pure ``decide(signals, policy)``
 - ``contract``  start-up contract check: both models accept template, tools, context budget
-- ``hybrid``    the orchestrator (retrieve -> prompt -> small -> signals -> maybe master) with a trace
+- ``orchestrator`` the orchestrator (retrieve -> prompt -> small -> signals -> maybe master) with a trace
 - ``server``    the OpenAI-compatible endpoint (FastAPI): /v1/chat/completions (+SSE), /v1/models, /health
 - ``trace``     the step-by-step record behind ``--trace``
 - ``fake_backend`` a deterministic OpenAI-compatible server process used to measure regraft's own overhead

@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from tests.runtime import procs
+from tests.hybrid import procs
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tests.runtime.tiny import build_tiny_qwen3
+    from tests.hybrid.tiny import build_tiny_qwen3
 
     root = tmp_path_factory.mktemp("tiny")
     small = build_tiny_qwen3(root / "qwen3-tiny-small", seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from regraft.configs.facts import served_context
-from regraft.runtime.contract import context_window, load_side_from_dir
+from regraft.hybrid.contract import context_window, load_side_from_dir
 
 
 def test_served_context_yarn_and_plain():

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from regraft.runtime.backends import Backend, BackendError
-from tests.runtime import procs
+from regraft.hybrid.backends import Backend, BackendError
+from tests.hybrid import procs
 
 
 @pytest.fixture(scope="module")

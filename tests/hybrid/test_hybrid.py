@@ -7,13 +7,13 @@ import urllib.request
 
 import pytest
 
-from regraft.runtime.backends import Backend, BackendError
-from regraft.runtime.contract import describe_side
-from regraft.runtime.hybrid import Hybrid, OversizeError, strip_thinking
-from regraft.runtime.policy import policy_from_dict
-from regraft.runtime.store import open_store
-from regraft.runtime.tools import default_tools
-from tests.runtime import procs
+from regraft.hybrid.backends import Backend, BackendError
+from regraft.hybrid.contract import describe_side
+from regraft.hybrid.orchestrator import Hybrid, OversizeError, strip_thinking
+from regraft.hybrid.policy import policy_from_dict
+from regraft.hybrid.store import open_store
+from regraft.hybrid.tools import default_tools
+from tests.hybrid import procs
 
 ANSWERS = {
     "capital of France": {"content": "Paris [1].", "logprob": -0.1},
@@ -165,7 +165,7 @@ def test_streaming_escalated_answer_comes_in_pieces(backends, store, embedder):
 
 @pytest.fixture(scope="module")
 def tiny_ctx_dir(tmp_path_factory):
-    from tests.runtime.tiny import build_tokenizer
+    from tests.hybrid.tiny import build_tokenizer
 
     d = tmp_path_factory.mktemp("tinyctx")
     build_tokenizer(d)
