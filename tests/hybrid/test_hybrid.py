@@ -62,7 +62,7 @@ def test_grounded_confident_answer_stays_small(backends, store, embedder):
     assert r.evidence[0].path == "france.md" and r.signals.retrieval_top_score > 0.5
     assert r.signals.mean_logprob == pytest.approx(-0.1)
     steps = [s["step"] for s in r.trace.to_list()]
-    assert steps == ["retrieve", "render", "small", "decide"]
+    assert steps == ["retrieve", "fit", "render", "small", "decide"]
 
 
 def test_escalation_sends_draft_and_evidence_to_master(backends, store, embedder):
@@ -84,7 +84,7 @@ def test_tool_loop_calculator(backends):
     r = ask(make(backends, policy={"escalate_if": {"retrieval_score_below": None}}), "multiply six by seven")
     assert r.route == "small" and r.answer == "tool said: 42"
     assert r.tool_results == [{"tool": "calculator", "ok": True, "error": None}]
-    assert [s["step"] for s in r.trace.to_list()] == ["retrieve", "render", "small", "tool", "small", "decide"]
+    assert [s["step"] for s in r.trace.to_list()] == ["retrieve", "fit", "render", "small", "tool", "small", "decide"]
 
 
 def test_tool_failure_escalates(backends):
@@ -158,7 +158,7 @@ def test_streaming_escalated_answer_comes_in_pieces(backends, store, embedder):
         return out
 
     ev = asyncio.run(go())
-    deltas = [v for k, v in ev if k == "delta"]
+    deltas = [v["content"] for k, v in ev if k == "choice" and v["content"]]
     assert len(deltas) > 3 and "".join(deltas) == "It is 8, per the draft review."
     assert ev[-1][0] == "result" and ev[-1][1].route == "master"
 
