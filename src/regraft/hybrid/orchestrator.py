@@ -35,6 +35,9 @@ _THINK = re.compile(r"<think>.*?</think>\s*", re.S)
 
 
 def strip_thinking(text: str) -> str:
+    """The answer without a reasoning block; text without one is returned exactly as the model wrote it."""
+    if "</think>" not in text:
+        return text
     text = _THINK.sub("", text)
     if "</think>" in text:  # Thinking-2507 style: no opening tag
         text = text.split("</think>", 1)[1]

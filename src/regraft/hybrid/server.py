@@ -13,7 +13,6 @@ for oversized bodies, 502/504 for backend failures, 500 (JSON, never plain text)
 hang (every backend call has a deadline).
 """
 
-from __future__ import annotations
 
 import json
 import time
