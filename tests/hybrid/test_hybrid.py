@@ -163,16 +163,62 @@ def test_streaming_escalated_answer_comes_in_pieces(backends, store, embedder):
     assert ev[-1][0] == "result" and ev[-1][1].route == "master"
 
 
-@pytest.fixture(scope="module")
-def tiny_ctx_dir(tmp_path_factory):
+def _ctx_dir(tmp_path_factory, window: int):
     from tests.hybrid.tiny import build_tokenizer
 
-    d = tmp_path_factory.mktemp("tinyctx")
+    d = tmp_path_factory.mktemp(f"ctx{window}")
     build_tokenizer(d)
     (d / "config.json").write_text(json.dumps({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"],
-                                               "max_position_embeddings": 400, "hidden_size": 32,
+                                               "max_position_embeddings": window, "hidden_size": 32,
                                                "num_hidden_layers": 2, "vocab_size": 406}))
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_ctx_dir(tmp_path_factory):
+    return _ctx_dir(tmp_path_factory, 400)
+
+
+@pytest.fixture(scope="module")
+def wide_ctx_dir(tmp_path_factory):
+    return _ctx_dir(tmp_path_factory, 4000)
+
+
+def test_route_by_fit(backends, tiny_ctx_dir, wide_ctx_dir):
+    """Too long for the small model's window but not the master's: the master answers (reason in the trace); too
+    long for both: refused with both sets of numbers; evidence is trimmed before either."""
+    h = make(backends, policy={"small_max_tokens": 64, "master_max_tokens": 64}, tools=False)
+    h.small_side = describe_side("small", h.small.base_url, "small-m", str(tiny_ctx_dir))
+    h.master_side = describe_side("master", h.master.base_url, "master-m", str(wide_ctx_dir))
+    assert (h.small_side.context_window, h.master_side.context_window) == (400, 4000)
+    r = ask(h, "LoRA adapters " * 300)
+    assert r.route == "master" and not r.degraded
+    assert r.decision.reasons[0].startswith("request does not fit the small model; the master's window fits it: "
+                                            "request too large for the small model small-m")
+    steps = [s["step"] for s in r.trace.to_list()]
+    assert "small" not in steps and steps[-1] == "master"
+    fit = next(s for s in r.trace.to_list() if s["step"] == "fit")
+    assert "context window 400 minus max_tokens 64 leaves 336" in fit["small"] and isinstance(fit["master"], int)
+    with pytest.raises(OversizeError) as e:
+        ask(h, "LoRA adapters " * 3000)
+    msg = str(e.value)
+    assert msg.startswith("request too large for every model: ") and "leaves 336" in msg and "leaves 3936" in msg
+    with pytest.raises(OversizeError, match="the master's window fits it"):
+        ask(h, "LoRA adapters " * 300, "small")
+    assert ask(h, "capital of France").route == "small"
+
+
+def test_client_max_tokens_shrinks_the_budget(backends, tiny_ctx_dir, wide_ctx_dir):
+    from regraft.hybrid.chat_request import parse_chat_request
+
+    h = make(backends, policy={"small_max_tokens": 300, "master_max_tokens": 300}, tools=False)
+    h.small_side = describe_side("small", h.small.base_url, "small-m", str(tiny_ctx_dir))
+    h.master_side = describe_side("master", h.master.base_url, "master-m", str(wide_ctx_dir))
+    msgs = [{"role": "user", "content": "capital of France " + "word " * 60}]
+    assert asyncio.run(h.answer(msgs)).route == "master"  # 300 answer tokens leave the small model too little room
+    req = parse_chat_request({"messages": msgs, "max_tokens": 16})
+    r = asyncio.run(h.answer(msgs, "auto", req))
+    assert r.route == "small" and r.bounded == []
 
 
 def test_oversize_request_is_refused_with_numbers(backends, tiny_ctx_dir):
