@@ -456,6 +456,7 @@ class Hybrid:
                 + ". Check the draft against the evidence, fix what is wrong and give the final answer.\n"
                 f"DRAFT:\n{strip_thinking(draft)}"
             )
+        hits = hits if self.policy.master_evidence else []
         plan = self._plan("master", messages, hits, opts, extra)
         if not plan.fits and extra:  # the draft made it too long: the master answers without it
             r.trace.add("draft-dropped", why="the draft does not fit the master's window")

@@ -71,6 +71,7 @@ class Policy:
     master_max_tokens: int = 512
     send_draft: bool = True
     send_evidence: bool = True
+    master_evidence: bool = True  # false: the master gets the request (and the draft) without the evidence
     self_check: bool = False
     max_tool_rounds: int = 3
     small_timeout_s: float = 60.0
