@@ -129,3 +129,92 @@ def stored_embedder(meta: dict | None) -> str | None:
         return name
     raise InputError(f"the store was built with embedder {name!r:.80}, which regraft does not load on a store's word; "
                      "pass --embedder with that model folder if you trust it")
+
+
+class _Slot:
+    __slots__ = ("text", "vec", "error", "done")
+
+    def __init__(self, text: str):
+        self.text, self.vec, self.error, self.done = text, None, None, threading.Event()
+
+
+class QueryEmbedder:
+    """Query-time wrapper of an embedder, for a server answering many requests at once:
+
+    - an LRU cache of recent queries (clients resend, the `retrieve` tool repeats the question);
+    - opportunistic batching: while one forward pass runs, queries from other request threads queue up and the
+      next pass embeds them together (one MiniLM forward over 32 queries costs little more than over one). No
+      added wait: a lone query runs at once.
+
+    Vectors are those of the wrapped embedder, so a store indexed with it is queried unchanged.
+    """
+
+    def __init__(self, inner: Embedder, cache_size: int = 4096, max_batch: int = 32):
+        self.inner = inner
+        self.name, self.dim = inner.name, inner.dim
+        self.cache_size, self.max_batch = cache_size, max_batch
+        from collections import OrderedDict
+
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._pending: list[_Slot] = []
+        self._by_text: dict[str, _Slot] = {}
+        self._mu = threading.Lock()
+        self._run = threading.Lock()
+        self.stats = {"queries": 0, "cache_hits": 0, "passes": 0, "embedded": 0}
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        out: list = [None] * len(texts)
+        waits: list[tuple[int, _Slot]] = []
+        with self._mu:
+            for i, t in enumerate(texts):
+                self.stats["queries"] += 1
+                v = self._cache.get(t)
+                if v is not None:
+                    self._cache.move_to_end(t)
+                    self.stats["cache_hits"] += 1
+                    out[i] = v
+                    continue
+                slot = self._by_text.get(t)
+                if slot is None:
+                    slot = self._by_text[t] = _Slot(t)
+                    self._pending.append(slot)
+                waits.append((i, slot))
+        for i, slot in waits:
+            while not slot.done.is_set():
+                if self._run.acquire(blocking=False):
+                    try:
+                        self._pass()
+                    finally:
+                        self._run.release()
+                else:
+                    slot.done.wait(0.002)
+            if slot.error is not None:
+                raise slot.error
+            out[i] = slot.vec
+        return out
+
+    def _pass(self) -> None:
+        with self._mu:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: len(batch)]
+        if not batch:
+            return
+        try:
+            vecs = self.inner.embed([s.text for s in batch])
+        except Exception as e:  # noqa: BLE001 - handed to every waiting request
+            with self._mu:
+                for s in batch:
+                    self._by_text.pop(s.text, None)
+                    s.error = e
+                    s.done.set()
+            return
+        with self._mu:
+            self.stats["passes"] += 1
+            self.stats["embedded"] += len(batch)
+            for s, v in zip(batch, vecs):
+                self._by_text.pop(s.text, None)
+                s.vec = v
+                self._cache[s.text] = v
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+                s.done.set()
