@@ -548,21 +548,31 @@ def _cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(url: str, body: dict, n: int, conc: int, trace: bool) -> dict:
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _load(url: str, body, n: int, conc: int, trace: bool) -> dict:
+    """``n`` requests from ``conc`` concurrent clients; ``body(i)`` gives request i (distinct questions, so no cache
+    makes the numbers look better than they are)."""
     import httpx
 
-    lat, over = [], []
+    lat, over, retr = [], [], []
     errors = 0
-    sem_q = asyncio.Queue()
-    for _ in range(n):
-        sem_q.put_nowait(1)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=conc * 2)) as c:
+    counter = iter(range(n))
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=conc * 2)) as c:
         async def worker():
             nonlocal errors
-            while not sem_q.empty():
-                sem_q.get_nowait()
+            for i in counter:
                 t = time.perf_counter()
-                r = await c.post(url + "/chat/completions", json=body)
+                try:
+                    r = await c.post(url + "/chat/completions", json=body(i))
+                except httpx.HTTPError:
+                    errors += 1
+                    continue
                 dt = (time.perf_counter() - t) * 1000
                 if r.status_code != 200:
                     errors += 1
@@ -572,10 +582,10 @@ async def _load(url: str, body: dict, n: int, conc: int, trace: bool) -> dict:
                     steps = r.json()["regraft"]["trace"]
                     backend = sum(s.get("ms", 0) for s in steps if s["step"] in ("small", "master", "master-stream"))
                     over.append(dt - backend)
+                    retr.append(sum(s.get("ms", 0) for s in steps if s["step"] == "retrieve"))
 
-        # warm-up
-        for _ in range(5):
-            await c.post(url + "/chat/completions", json=body)
+        for i in range(5):  # warm-up
+            await c.post(url + "/chat/completions", json=body(10_000_000 + i))
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - t0
@@ -583,7 +593,7 @@ async def _load(url: str, body: dict, n: int, conc: int, trace: bool) -> dict:
     out = {"n": len(lat), "errors": errors, "concurrency": conc, "p50_ms": q(lat, 50), "p95_ms": q(lat, 95),
            "throughput_rps": len(lat) / wall}
     if over:
-        out.update(overhead_p50_ms=q(over, 50), overhead_p95_ms=q(over, 95))
+        out.update(overhead_p50_ms=q(over, 50), overhead_p95_ms=q(over, 95), retrieve_p50_ms=q(retr, 50))
     return out
 
 
@@ -595,12 +605,16 @@ def latency(args) -> dict:
     answers.write_text(json.dumps({"capital": {"content": "Paris is the capital of France [1].", "logprob": -0.1}}))
     ps, small = procs.fake_backend(tmp, "--logprobs", "--answers", str(answers), name="small")
     pm, master = procs.fake_backend(tmp, "--answers", str(answers), "--model-id", "master", name="master")
-    res = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(), "runs": []}
-    body_small = {"model": "regraft", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                  "max_tokens": 32, "regraft": {"trace": True}}
-    body_esc = {"model": "regraft", "messages": [{"role": "user", "content": "Tell me about quux."}],
+    res = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(), "runs": [], "memory": []}
+
+    def body_small(i):
+        return {"model": "regraft", "messages": [{"role": "user", "content": f"What is the capital of country {i}?"}],
                 "max_tokens": 32, "regraft": {"trace": True}}
-    kb = None
+
+    def body_esc(i):
+        return {"model": "regraft", "messages": [{"role": "user", "content": f"Tell me about quux number {i}."}],
+                "max_tokens": 32, "regraft": {"trace": True}}
+
     try:
         from regraft.hybrid.index import index_docs
 
@@ -613,10 +627,10 @@ def latency(args) -> dict:
         index_docs(docs, str(kb), progress=False)
         configs = [("no store, no tools", ["--no-tools"]), ("store (MiniLM + LanceDB) + tools", ["--store", str(kb)])]
         n, conc = args.requests, args.concurrency
-        direct = {"model": "fake", "messages": body_small["messages"], "max_tokens": 32}
         for c in (1, conc):
             c0 = _cpu_s(ps.pid)
-            r = asyncio.run(_load(small, direct, n if c > 1 else n // 2, c, False))
+            direct = lambda i: {"model": "fake", "messages": body_small(i)["messages"], "max_tokens": 32}  # noqa: E731
+            r = asyncio.run(_load(small, direct, n if c > 1 else n // 4, c, False))
             r["backend_cpu_ms_per_request"] = (_cpu_s(ps.pid) - c0) * 1000 / (r["n"] + 5)
             res["runs"].append({"target": "fake backend directly", **r})
             print(res["runs"][-1], file=sys.stderr)
@@ -626,13 +640,19 @@ def latency(args) -> dict:
                              *extra], f"http://127.0.0.1:{port}/health", tmp / f"serve-{port}.log", timeout=120)
             url = f"http://127.0.0.1:{port}/v1"
             try:
+                asyncio.run(_load(url, lambda i: body_small(20_000_000 + i), 50, 8, False))  # warm every code path
+                rss = [_rss_mb(p.pid)]
                 for label, body in (("answered by small", body_small), ("escalated to master", body_esc)):
                     for c in (1, conc):
                         c0 = _cpu_s(p.pid)
-                        r = asyncio.run(_load(url, body, n if c > 1 else n // 2, c, True))
+                        off = len(res["runs"]) * 1_000_000
+                        r = asyncio.run(_load(url, lambda i, b=body, o=off: b(o + i), n if c > 1 else n // 4, c, True))
                         r["regraft_cpu_ms_per_request"] = (_cpu_s(p.pid) - c0) * 1000 / (r["n"] + 5)
                         res["runs"].append({"target": f"regraft serve, {name}, {label}", **r})
                         print(res["runs"][-1], file=sys.stderr)
+                        rss.append(_rss_mb(p.pid))
+                res["memory"].append({"config": name, "rss_mb_after_warmup": rss[0], "rss_mb_after_each_run": rss[1:],
+                                      "requests": sum(x["n"] for x in res["runs"][-4:])})
             finally:
                 procs.stop(p)
     finally:
@@ -750,7 +770,9 @@ def write_md() -> None:
         lines += [
             "## Latency and overhead of `regraft serve`",
             "",
-            f"`python bench/hybrid.py latency` — backends are fast fake OpenAI servers (real processes), so the time "
+            f"`python bench/hybrid.py latency --requests {max(x['n'] for x in L['runs'])} --concurrency "
+            f"{max(x['concurrency'] for x in L['runs'])}` — backends are fast fake OpenAI servers (real processes), "
+            "every request a distinct question, so the time "
             f"above them is regraft's own. {L['cpus']} CPUs shared with other jobs; load average "
             f"{L['load_average_at_start'][0]:.1f} at start, {L['load_average_at_end'][0]:.1f} at end.",
             "",
@@ -762,6 +784,16 @@ def write_md() -> None:
             cpu = x.get("regraft_cpu_ms_per_request", x.get("backend_cpu_ms_per_request"))
             lines.append(f"| {x['target']} | {x['concurrency']} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | "
                          f"{x['throughput_rps']:.0f} | {ov} | {'—' if cpu is None else f'{cpu:.1f}'} |")
+        if L.get("memory"):
+            lines += ["", "| config | server RSS after warm-up | RSS after each run (MB) | requests |", "|---|---|---|---|"]
+            for m in L["memory"]:
+                lines.append(f"| {m['config']} | {m['rss_mb_after_warmup']:.0f} MB | "
+                             + " → ".join(f"{x:.0f}" for x in m["rss_mb_after_each_run"]) + f" | {m['requests']} |")
+            retr = [x for x in L["runs"] if "retrieve_p50_ms" in x and "store" in x["target"]]
+            if retr:
+                lines += ["", "Retrieval step (query embedding + search) p50 from the trace: "
+                          + ", ".join(f"{x['retrieve_p50_ms']:.1f} ms ({x['concurrency']} client"
+                                      f"{'s' if x['concurrency'] > 1 else ''})" for x in retr) + "."]
         lines += ["", "Overhead = client latency − time regraft waited on backend calls (from the per-request trace); "
                   "it includes queueing for the CPU, so it grows with the machine's load. CPU ms / request = CPU time "
                   "of the `regraft serve` process (or of the backend, for the direct rows) divided by requests: "
@@ -787,8 +819,8 @@ def main(argv=None):
         p.add_argument("--requests", type=int, default=640)
         p.add_argument("--concurrency", type=int, default=32)
     lat = sub.add_parser("latency")
-    lat.add_argument("--requests", type=int, default=640)
-    lat.add_argument("--concurrency", type=int, default=32)
+    lat.add_argument("--requests", type=int, default=1280)
+    lat.add_argument("--concurrency", type=int, default=64)
     sm = sub.add_parser("serve-model")
     sm.add_argument("model_dir")
     sm.add_argument("--port", type=int, required=True)

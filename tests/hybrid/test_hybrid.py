@@ -16,6 +16,8 @@ from regraft.hybrid.tools import default_tools
 from tests.hybrid import procs
 
 ANSWERS = {
+    "Reply yes or no": {"content": "yes", "logprob": -0.1},
+    "sample me": {"content": "Paris", "samples": ["Paris", "Lyon", "paris!", "Nice"]},
     "capital of France": {"content": "Paris [1].", "logprob": -0.1},
     "xyzzy": {"content": "I am not sure, maybe 7.", "use_evidence": True, "master_content": "It is 8, per the draft review."},
     "multiply": {"tool_call": {"name": "calculator", "arguments": {"expression": "6*7"}}},
@@ -78,6 +80,19 @@ def test_escalation_sends_draft_and_evidence_to_master(backends, store, embedder
 def test_low_logprob_escalates(backends):
     r = ask(make(backends, policy={"escalate_if": {"retrieval_score_below": None}}), "I am unsure here")
     assert r.route == "master" and "mean logprob -3.000 < -1.500" in r.decision.reasons
+
+
+def test_answerability_and_agreement_signals(backends, store, embedder):
+    pol = {"answerability_check": True, "sample_k": 4, "sample_temperature": 0.7,
+           "escalate_if": {"retrieval_score_below": None, "agreement_below": 0.8, "answerability_below": 0.5}}
+    r = ask(make(backends, store, embedder, policy=pol, tools=False), "sample me, what is the capital of France?")
+    sig = r.signals
+    assert sig.answerability == 1.0 and sig.agreement == 0.5  # "Paris" and "paris!" agree with the draft
+    assert sig.context_coverage is not None and 0 < sig.context_coverage <= 1
+    assert r.route == "master" and r.decision.reasons == ["agreement 0.50 < 0.80"]
+    steps = [s["step"] for s in r.trace.to_list()]
+    assert "answerability" in steps and "samples" in steps
+    assert r.usage_by_model["small"]["completion_tokens"] == 1 + 1 + 4  # draft + answerability + 4 samples
 
 
 def test_tool_loop_calculator(backends):
