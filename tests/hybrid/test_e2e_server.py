@@ -100,7 +100,7 @@ def test_openai_client_unchanged(serve, models):
     assert meta["evidence"][0]["source"] == "france.md"
     assert meta["signals"]["mean_logprob"] is None  # transformers serve returns no logprobs; said, not faked
     steps = [s["step"] for s in meta["trace"]]
-    assert steps[:4] == ["retrieve", "render", "small", "decide"] and "master" in steps
+    assert steps[:5] == ["retrieve", "fit", "render", "small", "decide"] and "master" in steps
     r2 = c.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert r2.model_extra["regraft"]["route"] == "small" and r2.model == str(models["small"])
 
