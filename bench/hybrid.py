@@ -273,6 +273,12 @@ async def _collect(hybrid, items, route, conc=4):
 
 
 def routing(args) -> dict:
+    if args.task == "kb":
+        args.small_steps = args.small_steps or 1500
+        args.master_steps = args.master_steps or 1200
+        return routing_kb(args)
+    args.small_steps = args.small_steps or 150
+    args.master_steps = args.master_steps or 400
     from regraft.hybrid.backends import Backend
     from regraft.hybrid.contract import check_contract
     from regraft.hybrid.orchestrator import Hybrid
@@ -807,11 +813,12 @@ def main(argv=None):
     r = sub.add_parser("routing")
     for p in (r, sub.add_parser("all")):
         p.add_argument("--n", type=int, default=447)
-        p.add_argument("--task", choices=["arith", "zoo-chat"], default="arith",
-                       help="arith: all 447 'mod m: x op y' chats (memorisation; capacity decides); "
+        p.add_argument("--task", choices=["kb", "arith", "zoo-chat"], default="kb",
+                       help="kb: a knowledge base with gaps, small model reads evidence, master remembers "
+                       "(bench/hybrid_kb.py); arith: all 447 'mod m: x op y' chats (memorisation; capacity decides); "
                        "zoo-chat: Task C test prompts in plain style (needs well-trained models)")
-        p.add_argument("--small-steps", type=int, default=150)
-        p.add_argument("--master-steps", type=int, default=400)
+        p.add_argument("--small-steps", type=int)
+        p.add_argument("--master-steps", type=int)
         p.add_argument("--small-hidden", type=int, default=32)
         p.add_argument("--small-layers", type=int, default=1)
         p.add_argument("--small-dir")
@@ -831,7 +838,7 @@ def main(argv=None):
         return serve_model(a.model_dir, a.port)
     if a.cmd in ("routing", "all"):
         res = routing(a)
-        print(json.dumps({k: v for k, v in res.items() if k not in ("curve", "items")}, indent=1))
+        print(json.dumps({k: v for k, v in res.items() if k not in ("curve", "curves", "items")}, indent=1))
     if a.cmd in ("latency", "all"):
         latency(a)
     write_md()

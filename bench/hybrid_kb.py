@@ -84,7 +84,7 @@ def write_docs(d: Path) -> Path:
 # -- training data rendered exactly as the hybrid renders prompts --------------------------------------------
 POLICY = {
     "system_prompt": "", "send_draft": False, "master_evidence": False, "retrieval_k": 1,
-    "evidence_token_budget": 200, "small_max_tokens": 6, "master_max_tokens": 6, "retries": 1, "max_n": 8,
+    "evidence_token_budget": 100, "small_max_tokens": 6, "master_max_tokens": 6, "retries": 1, "max_n": 8,
     "answerability_check": True, "sample_k": 4, "sample_temperature": 1.0,
     "escalate_if": {"retrieval_score_below": None, "mean_logprob_below": None, "tool_failures_at_least": None,
                     "answer_chars_below": 1, "finish_reason_length": False, "phrases": []},
