@@ -48,14 +48,14 @@ def add_arguments(p) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--all-modules", action="store_true", help="list every module (default: grouped by role)")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
-    from regraft.transfer.cli import add_arguments as add_transfer_arguments
+    from regraft.cli.port_lora_methods import add_arguments as add_transfer_arguments
 
     add_transfer_arguments(p)  # --method copy|project|distill|auto, --prompts, --calib, ...
 
 
 def run(args) -> int:
-    if getattr(args, "method", "copy") != "copy":  # across shapes: regraft.transfer (docs/transfer.md)
-        from regraft.transfer.cli import run as run_transfer
+    if getattr(args, "method", "copy") != "copy":  # across shapes: regraft.port.methods (docs/transfer.md)
+        from regraft.cli.port_lora_methods import run as run_transfer
 
         return run_transfer(args, emit)
     from regraft.inspection.adapter import read_adapter

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regraft.transfer import heads as H
-from regraft.transfer import prompts as P
-from regraft.transfer.layer_match import align_layers, depth_similarity, linear_cka
-from regraft.transfer.linalg import map_factors, neuron_permutation, procrustes, ridge
+from regraft.port import heads as H
+from regraft.port import prompts as P
+from regraft.port.layer_match import align_layers, depth_similarity, linear_cka
+from regraft.port.linalg import map_factors, neuron_permutation, procrustes, ridge
 
 
 def test_cka_invariant_to_rotation_and_scale():
@@ -143,7 +143,7 @@ def test_excess_selection_and_token_mask():
 def test_topk_kl_matches_full_kl_when_k_is_vocab():
     import torch
 
-    from regraft.transfer.checks import topk_kl
+    from regraft.port.fidelity import topk_kl
 
     g = torch.Generator().manual_seed(0)
     lp = torch.log_softmax(torch.randn(5, 12, generator=g), -1)

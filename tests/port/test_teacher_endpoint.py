@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
-from regraft.transfer.teacher import EndpointTeacher, LocalTeacher
+from regraft.port.teacher import EndpointTeacher, LocalTeacher
 
-from . import _tiny as T
+from . import _tiny_across as T
 
 pytestmark = pytest.mark.slow
 

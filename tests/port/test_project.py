@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from regraft.transfer.project import project_adapter
+from regraft.port.methods.project.projection import project_adapter
 
-from . import _tiny as T
+from . import _tiny_across as T
 
 IDS = T.calib(3, 24, seed=9)
 

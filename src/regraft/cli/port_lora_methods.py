@@ -54,7 +54,7 @@ def run(args, emit) -> int:
     from regraft.errors import InputError
     from regraft.inspection.resolve import resolve_model
 
-    from .auto import render
+    from regraft.port.methods.auto import render
 
     target = resolve_model(args.target)
     if target.path is None:
@@ -69,34 +69,34 @@ def run(args, emit) -> int:
     calib = read_calib(args.calib)
     teacher = None
     if args.teacher_url:
-        from .common import load_tokenizer
-        from .teacher import EndpointTeacher
+        from regraft.port.models import load_tokenizer
+        from regraft.port.teacher import EndpointTeacher
 
         teacher = EndpointTeacher(args.teacher_url, args.teacher_model or "default", load_tokenizer(target.path),
                                   base_model=args.teacher_base_model)
     if args.method == "project":
-        from .project import project_adapter
+        from regraft.port.methods.project.projection import project_adapter
 
         rep = project_adapter(args.adapter, source.path, target.path, args.out, calib_texts=calib, mlp=args.mlp,
                               force=args.force)
     elif args.method == "distill":
-        from .distill import distill_adapter
+        from regraft.port.methods.distill.training import distill_adapter
 
         rep = distill_adapter(args.adapter, source.path, target.path, args.out, seeds=args.prompts,
                               template=args.template, n_prompts=args.n_prompts, loss=args.loss, calib_texts=calib,
                               steps=args.steps, teacher=teacher, force=args.force, keep_generic=args.keep_generic,
                               sample_frac=args.sample_frac)
     else:
-        from .auto import auto_port
+        from regraft.port.methods.auto import auto_port
 
         rep = auto_port(args.adapter, source.path, target.path, args.out, seeds=args.prompts, template=args.template,
                         calib_texts=calib, n_prompts=args.n_prompts, loss=args.loss, force=args.force,
                         teacher=teacher, steps=args.steps, keep_generic=args.keep_generic,
                         sample_frac=args.sample_frac)
     if args.method != "auto":
-        from .auto import _generic_seqs, _rewrite_report
-        from .checks import adapter_checks
-        from .common import load_tokenizer
+        from regraft.port.methods.auto import _generic_seqs, _rewrite_report
+        from regraft.port.fidelity import adapter_checks
+        from regraft.port.models import load_tokenizer
 
         tok = load_tokenizer(target.path)
         rep.checks = {**(rep.checks or {}), **adapter_checks(target.path, args.out, getattr(rep, "items_val", None) or [],

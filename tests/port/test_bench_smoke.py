@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_transfer_bench_smoke_criteria(tmp_path):
-    from bench.transfer import main
+    from bench.port_methods import main
 
     main(["--tier", "smoke", "--pairs", "Pk", "S->T3", "--budgets", "256", "--baselines", "5", "--n-test", "200",
           "--n-teacher", "100", "--n-generic", "100", "--out-dir", str(tmp_path), "--threads", "2",

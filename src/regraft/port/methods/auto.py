@@ -15,7 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from .common import Report, load_tokenizer, peak_rss_mb, reset_peak_rss
+from regraft.port.memory import peak_rss_mb, reset_peak_rss
+from regraft.port.models import load_tokenizer
+from regraft.port.result import Report
 
 
 def decide(adapter_dir, source_dir, target_dir) -> dict:
@@ -49,8 +51,8 @@ def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, excl
                  sample_frac: float = 0.0):
     """Teacher-labelled held-out synthetic prompts (another seed than training) for the label-free checks; written
     like the training prompts (seeds, template, and ``sample_frac`` of them sampled from the source+adapter)."""
-    from . import prompts as P
-    from .teacher import in_process
+    from regraft.port import prompts as P
+    from regraft.port.teacher import in_process
 
     own = teacher is None
     if own:
@@ -111,7 +113,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         if have_prompts and refresh_below > 0:
             # the copy rule is about weights; check the behaviour too, and refresh by distillation from the copy
             # when it does not follow the teacher (research 6.4 step 6)
-            from .checks import adapter_checks as _ac
+            from regraft.port.fidelity import adapter_checks as _ac
 
             tok = load_tokenizer(target_dir)
             items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
@@ -120,7 +122,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
             refresh = {"copy_agreement": f["agreement"], "threshold": refresh_below}
             rep.details["copy_check"] = refresh
         if refresh and refresh["copy_agreement"] is not None and refresh["copy_agreement"] < refresh_below:
-            from .distill import distill_adapter
+            from regraft.port.methods.distill.training import distill_adapter
 
             try:
                 rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
@@ -137,7 +139,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         else:
             replace_into(tmp, out_dir)
     elif have_prompts:
-        from .distill import distill_adapter
+        from regraft.port.methods.distill.training import distill_adapter
 
         rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                               template=template, n_prompts=n_prompts, loss=loss, init="project",
@@ -146,7 +148,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         rep.method = "auto"
         rep.details["decision"] = {**d, "method": "project+distill"}
     else:
-        from .project import project_adapter
+        from regraft.port.methods.project.projection import project_adapter
 
         rep = project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=calib_texts, force=force,
                               show_progress=show_progress, stream=stream)
@@ -155,8 +157,8 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         rep.details["decision"] = d
         rep.flags.append("UNVERIFIED: shapes/lineage call for distillation; give --prompts seeds.jsonl")
     # label-free checks, always
-    from .checks import adapter_checks
-    from .common import PhaseMemory
+    from regraft.port.fidelity import adapter_checks
+    from regraft.port.memory import PhaseMemory
 
     mem = PhaseMemory()
     tok = load_tokenizer(target_dir)

@@ -111,7 +111,7 @@ class StreamedModel:
     def __init__(self, folder, dev=None):
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from .common import device
+        from regraft.port.models import device
 
         self.path = Path(folder)
         self.dev = dev or device()

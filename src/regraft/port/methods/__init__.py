@@ -6,18 +6,18 @@ from __future__ import annotations
 
 
 def project_adapter(*a, **k):
-    from .project import project_adapter as f
+    from regraft.port.methods.project.projection import project_adapter as f
 
     return f(*a, **k)
 
 
 def distill_adapter(*a, **k):
-    from .distill import distill_adapter as f
+    from regraft.port.methods.distill.training import distill_adapter as f
 
     return f(*a, **k)
 
 
 def auto_port(*a, **k):
-    from .auto import auto_port as f
+    from regraft.port.methods.auto import auto_port as f
 
     return f(*a, **k)

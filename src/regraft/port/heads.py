@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .layer_match import linear_cka
+from regraft.port.layer_match import linear_cka
 
 
 def head_cka(Ys: np.ndarray, Yt: np.ndarray, n_s: int, n_t: int) -> np.ndarray:

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import torch
 
-from . import prompts as P
-from .checks import _pad, student_logp, teacher_fidelity, topk_kl
-from .common import ROLES, Report, load_model, load_tokenizer, peak_rss_mb, progress, reset_peak_rss
+from regraft.port import prompts as P
+from regraft.port.fidelity import _pad, student_logp, teacher_fidelity, topk_kl
+from regraft.port.factors import ROLES
+from regraft.port.memory import peak_rss_mb, reset_peak_rss
+from regraft.port.models import load_model, load_tokenizer, progress
+from regraft.port.result import Report
 
 
 def make_student(target_dir, spec, init_adapter=None, dev=None):
@@ -108,7 +111,8 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
 
     from accelerate import Accelerator
 
-    from .common import PhaseMemory, read_factors
+    from regraft.port.factors import read_factors
+    from regraft.port.memory import PhaseMemory
 
     t0 = time.perf_counter()
     reset_peak_rss()
@@ -136,7 +140,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         phase.__enter__()
 
         def in_process_teacher():
-            from .teacher import in_process
+            from regraft.port.teacher import in_process
 
             t, note = in_process(source_dir, adapter_dir, tok, stream, k, dev)
             if note:
@@ -201,7 +205,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         # 4. student (+ projection init)
         init_dir, init_note = None, None
         if init == "project":
-            from .project import project_adapter
+            from regraft.port.methods.project.projection import project_adapter
 
             wd = Path(work_dir) if work_dir else out_dir.parent
             init_dir = wd / f".{out_dir.name}.proj-init"
@@ -251,7 +255,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             tb_of = {id(it): t for it, t in zip(items, tbs)}
         gen = None
         if keep_generic > 0 and calib_texts:  # the bare target's own top-k on generic text: what to keep
-            from .auto import _generic_seqs
+            from regraft.port.methods.auto import _generic_seqs
 
             gseqs = [q for q in _generic_seqs(calib_texts, tok, n=128, L=64) if len(q) > 1]
             if gseqs:

@@ -89,7 +89,7 @@ def adapter_checks(target_dir, adapter_dir, items, generic_seqs) -> dict:
     """Load target+adapter in PEFT (this is also the load check) and run every label-free check."""
     from peft import PeftModel
 
-    from .common import load_model
+    from regraft.port.models import load_model
 
     pm = PeftModel.from_pretrained(load_model(target_dir), str(adapter_dir)).eval()
     out = {"loads_in_peft": True, **teacher_fidelity(pm, items), **side_effects(pm.disable_adapter, pm, generic_seqs)}

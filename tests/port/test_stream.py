@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from regraft.transfer.project import LazyActs, capture, capture_streamed, project_adapter, weight_only_acts
-from regraft.transfer.stream import StreamedModel
+from regraft.port.methods.project.projection import LazyActs, capture, capture_streamed, project_adapter, weight_only_acts
+from regraft.port.stream import StreamedModel
 
-from . import _tiny as T
+from . import _tiny_across as T
 
 MOE = {"moe_intermediate_size": 16, "num_experts": 4, "num_experts_per_tok": 2}
 
@@ -71,8 +71,8 @@ def test_streamed_projection_equals_whole_model_projection(tmp_path):
 _MEASURE = r"""
 import json, sys, torch
 torch.set_num_threads(1)
-from regraft.transfer.common import rss_mb
-from regraft.transfer.project import project_adapter
+from regraft.port.memory import rss_mb
+from regraft.port.methods.project.projection import project_adapter
 S, A, out, stream, wS, wA = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5], sys.argv[6]
 calib = [[(7 * i + 3 * j) % 64 for j in range(16)] for i in range(4)]
 # warm-up on a tiny model: lazy imports and first-use allocations are not counted
@@ -128,8 +128,8 @@ def test_streamed_projection_peak_memory_is_about_one_layer(tmp_path):
 
 
 def test_streamed_teacher_labels_equal_local_teacher(tmp_path):
-    from regraft.transfer import prompts as P
-    from regraft.transfer.teacher import LocalTeacher, StreamedTeacher
+    from regraft.port import prompts as P
+    from regraft.port.teacher import LocalTeacher, StreamedTeacher
 
     torch.set_num_threads(1)
     S = T.make_model(tmp_path / "S")

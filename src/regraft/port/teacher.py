@@ -57,7 +57,7 @@ class LocalTeacher:
     def __init__(self, source_dir, adapter_dir, tokenizer, stop_ids=(), k: int = 20, dev=None):
         from peft import PeftModel
 
-        from .common import load_model
+        from regraft.port.models import load_model
 
         self.model = PeftModel.from_pretrained(load_model(source_dir, dev), str(adapter_dir)).eval()
         self.tok = tokenizer
@@ -215,7 +215,7 @@ class StreamedTeacher(LocalTeacher):
     decoder layers, no DoRA); otherwise use `LocalTeacher`."""
 
     def __init__(self, source_dir, adapter_dir, tokenizer, stop_ids=(), k: int = 20, dev=None):
-        from .stream import StreamedModel, adapter_layer_factors
+        from regraft.port.stream import StreamedModel, adapter_layer_factors
 
         self.sm = StreamedModel(source_dir, dev)
         self.factors, bad = adapter_layer_factors(adapter_dir)
@@ -228,7 +228,7 @@ class StreamedTeacher(LocalTeacher):
 
     @staticmethod
     def usable(adapter_dir) -> bool:
-        from .stream import adapter_layer_factors
+        from regraft.port.stream import adapter_layer_factors
 
         try:
             return not adapter_layer_factors(adapter_dir)[1]
@@ -236,7 +236,7 @@ class StreamedTeacher(LocalTeacher):
             return False
 
     def _final_hidden(self, batches, masks=None, adapter: bool = True):
-        from .stream import forward_layers, lora_hooks
+        from regraft.port.stream import forward_layers, lora_hooks
 
         hooks = []
 

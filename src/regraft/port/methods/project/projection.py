@@ -25,21 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import heads as H
-from .common import (
-    PhaseMemory,
-    Report,
-    load_model,
-    load_tokenizer,
-    module_name,
-    peak_rss_mb,
-    progress,
-    read_factors,
-    reset_peak_rss,
-    write_lora,
-)
-from .layer_match import align_layers, cka_matrix, depth_similarity
-from .linalg import map_factors, neuron_permutation, procrustes, r2, ridge
+from regraft.port import heads as H
+from regraft.port.factors import module_name, read_factors, write_lora
+from regraft.port.layer_match import align_layers, cka_matrix, depth_similarity
+from regraft.port.linalg import map_factors, neuron_permutation, procrustes, r2, ridge
+from regraft.port.memory import PhaseMemory, peak_rss_mb, reset_peak_rss
+from regraft.port.models import load_model, load_tokenizer, progress
+from regraft.port.result import Report
 
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -173,7 +165,7 @@ def capture_streamed(sm, seqs, positions=None, with_mlp: bool = True, prog=None,
     rows, the same arrays (the tests compare both, allclose)."""
     import torch
 
-    from .stream import forward_layers
+    from regraft.port.stream import forward_layers
 
     arch = _arch(sm)
     roles = ATTN + (MLP if with_mlp and not arch["moe"] else ())
@@ -231,7 +223,7 @@ class LazyActs:
                  ids=None):
         import torch
 
-        from .stream import forward_layers
+        from regraft.port.stream import forward_layers
 
         self.sm, self.positions, self.with_mlp = sm, positions, with_mlp
         self.arch = _arch(sm)
@@ -368,7 +360,7 @@ def weight_only_acts(model, ids: list[int], with_mlp: bool = True) -> dict:
     ``model``: a loaded model or a `StreamedModel` (then one layer in memory at a time)."""
     import torch
 
-    from .stream import StreamedModel
+    from regraft.port.stream import StreamedModel
 
     arch = _arch(model)
     acts = {}
@@ -485,7 +477,7 @@ def embedding_priors(src, tgt, i: int, j: int, base: dict | None = None) -> dict
     their post-RMSNorm versions for layer i -> j (norm gains moved across): priors for the activation ridge fits."""
     import torch
 
-    from .stream import StreamedModel
+    from regraft.port.stream import StreamedModel
 
     def emb(m):
         return m.embedding() if isinstance(m, StreamedModel) else m.get_input_embeddings().weight
@@ -591,7 +583,7 @@ def teacher_logprobs(source_model, adapter_dir, seqs) -> list:
 def teacher_logprobs_streamed(sm, adapter_dir, seqs):
     """`teacher_logprobs` with the source streamed: the adapter's LoRA applied as forward hooks on each loaded
     layer. None when the adapter has modules a hook cannot apply (the caller then uses the whole model)."""
-    from .stream import adapter_layer_factors, forward_layers, lora_hooks, streamed_final
+    from regraft.port.stream import adapter_layer_factors, forward_layers, lora_hooks, streamed_final
 
     fac, bad = adapter_layer_factors(adapter_dir)
     if bad:
@@ -614,7 +606,7 @@ def gain_search_streamed(sm, adapter_dir, teacher_logp, seqs, gammas=GAMMAS) -> 
     repeated once per gamma; the hooks scale B by the gamma of the sequence being run)."""
     import torch
 
-    from .stream import adapter_layer_factors, forward_layers, lora_hooks
+    from regraft.port.stream import adapter_layer_factors, forward_layers, lora_hooks
 
     fac, bad = adapter_layer_factors(adapter_dir)
     if bad:
@@ -679,7 +671,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
         rep.flags.append("DoRA magnitudes are not projected (dropped)")
     mem = PhaseMemory(carry=0.0)
     if stream:
-        from .stream import StreamedModel
+        from regraft.port.stream import StreamedModel
 
         src, tgt = StreamedModel(source_dir), StreamedModel(target_dir)
         cap = LazyActs  # block states now, each layer's module activations when its maps are fitted

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from regraft.transfer.auto import auto_port, decide, render
-from regraft.transfer.distill import distill_adapter
+from regraft.port.methods.auto import auto_port, decide, render
+from regraft.port.methods.distill.training import distill_adapter
 
-from . import _tiny as T
+from . import _tiny_across as T
 
 SEEDS = ["q: abc = ", "q: hello = ", "q: zzyx = ", "q: mnop = ", "q: qrstu = "]
 
@@ -139,7 +139,7 @@ def test_keep_generic_guards_side_effects(world):
     the task, on held-out generic sequences, while it still learns from the teacher."""
     from peft import PeftModel
 
-    from regraft.transfer.checks import _pad
+    from regraft.port.fidelity import _pad
 
     d, S, Pk, Tg, A = world
     g = torch.Generator().manual_seed(5)

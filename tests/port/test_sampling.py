@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regraft.transfer import prompts as P
-from regraft.transfer.teacher import LocalTeacher, StreamedTeacher, _pick
+from regraft.port import prompts as P
+from regraft.port.teacher import LocalTeacher, StreamedTeacher, _pick
 
-from . import _tiny as T
+from . import _tiny_across as T
 
 SEEDS = ["q:abc=", "q:hello=", "q:zzyx=", "q:mnop=", "q:qrstu="]
 
@@ -53,7 +53,7 @@ def test_sampled_prompts_keep_the_frame_and_are_deterministic(source):
 
 
 def test_distill_samples_part_of_its_pool_and_tops_up_from_seeds(source, tmp_path):
-    from regraft.transfer.distill import distill_adapter
+    from regraft.port.methods.distill.training import distill_adapter
 
     S, A = source
     Tg = T.make_model(tmp_path / "T", "qwen3", seed=3, hidden_size=48, num_attention_heads=6)

@@ -12,10 +12,10 @@ agreement/KL with the teacher (source+adapter greedy completions of the test pro
 (side effects), wall seconds and peak RSS of each method. Seeds vary the distillation / baseline training seed
 (and the synthetic prompts); 95% CIs: bootstrap over test items (1 seed) or over seeds x items.
 
-    python bench/transfer.py --tier smoke                  # the CI tier, 1 seed
-    python bench/transfer.py --tier smoke --seeds 3        # 3 seeds with CIs
-    python bench/transfer.py --tier standard --seeds 3 --jobs 2   # (pair, seed) units, 2 processes at a time
-    python bench/transfer.py --tier smoke --task C --tag _C       # another task (the zoo's task-C adapters)
+    python bench/port_methods.py --tier smoke                  # the CI tier, 1 seed
+    python bench/port_methods.py --tier smoke --seeds 3        # 3 seeds with CIs
+    python bench/port_methods.py --tier standard --seeds 3 --jobs 2   # (pair, seed) units, 2 processes at a time
+    python bench/port_methods.py --tier smoke --task C --tag _C       # another task (the zoo's task-C adapters)
 Writes bench/results/transfer_<tier>.{json,md,png}.
 """
 
@@ -62,19 +62,19 @@ def _zoo():
 
 
 def peak_reset():
-    from regraft.transfer.common import reset_peak_rss
+    from regraft.port.memory import reset_peak_rss
 
     reset_peak_rss()
 
 
 def peak():
-    from regraft.transfer.common import peak_rss_mb
+    from regraft.port.memory import peak_rss_mb
 
     return peak_rss_mb()
 
 
 def score(model, zev, task, n_test, teacher_items, n_generic):
-    from regraft.transfer.checks import teacher_fidelity
+    from regraft.port.fidelity import teacher_fidelity
 
     s = zev.task_scores(model, task, "test", n_test, with_items=True)
     preds_correct = s.pop("_correct")
@@ -87,7 +87,7 @@ def score(model, zev, task, n_test, teacher_items, n_generic):
 
 def train_lora_on(model_dir, examples, steps, lr, batch, seed, r, alpha, ztrain):
     """A fresh LoRA on the target trained on ``examples`` only (the equal-budget baselines)."""
-    from regraft.transfer.common import load_model
+    from regraft.port.models import load_model
 
     m = load_model(model_dir)
     pm = ztrain.add_lora(m, r=r, alpha=alpha, seed=seed)
@@ -116,7 +116,7 @@ def bench_adapter(tier, name, model_dir, cfg, ztrain, seed=0, task="A"):
     ``--adapters bench``, and when the zoo has no adapter for a model (e.g. Pk's retrained upper bound)."""
     from bench.zoo.build import lora_recipe, member_key, tier_dir
     from bench.zoo.steps import train_lora
-    from regraft.transfer.common import load_model
+    from regraft.port.models import load_model
 
     lc = lora_recipe(cfg, task)
     d = (tier_dir(tier).with_name(tier_dir(tier).name + "-transfer")  # rebuilt when the base changes
@@ -163,11 +163,11 @@ def run(args):
     transformers.logging.set_verbosity_error()
     build_zoo, zoo_path, load_task, zev, ztrain, world = _zoo()
     from bench.zoo.build import tier_config
-    from regraft.transfer.auto import decide
-    from regraft.transfer.common import load_model, load_tokenizer
-    from regraft.transfer.distill import distill_adapter
-    from regraft.transfer.project import project_adapter
-    from regraft.transfer.teacher import LocalTeacher
+    from regraft.port.methods.auto import decide
+    from regraft.port.models import load_model, load_tokenizer
+    from regraft.port.methods.distill.training import distill_adapter
+    from regraft.port.methods.project.projection import project_adapter
+    from regraft.port.teacher import LocalTeacher
 
     cfg = tier_config(args.tier)
     members = set(cfg["models"])
@@ -184,7 +184,7 @@ def run(args):
     res = {"tier": args.tier, "task": task, "seeds": args.seeds, "seed_list": seed_list, "adapters": args.adapters,
            "budgets": args.budgets, "n_test": args.n_test,
            "threads": args.threads, "pairs": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "command": " ".join(["python", "bench/transfer.py"] + sys.argv[1:]), "torch": torch.__version__}
+           "command": " ".join(["python", "bench/port_methods.py"] + sys.argv[1:]), "torch": torch.__version__}
     from bench.zoo.build import CODE_VERSION, tier_dir
 
     res["zoo"] = {"dir": str(tier_dir(args.tier)), "code_version": CODE_VERSION}
@@ -335,7 +335,7 @@ def run_parallel(args, argv):
             print(f"  done {u[3]} seed {u[4]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     res = merge_units(tmp)
     res["jobs"] = args.jobs
-    res["command"] = " ".join(["python", "bench/transfer.py"] + argv)
+    res["command"] = " ".join(["python", "bench/port_methods.py"] + argv)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     _summarise(res)
     _save(res, args)
