@@ -13,10 +13,15 @@ different situation, and this task builds it deterministically and cheaply on CP
   rendered exactly as the hybrid renders it; in 20% of its training items the line is a sibling's, with the true
   (unknowable) code as the target, and 30% of its items are the answerability question the hybrid asks
   (``regraft.hybrid.signals.answerability_prompt``) with a yes/no target;
-- the master (64x2) never sees evidence (policy ``master_evidence: false``); it memorised the 300 codes.
+- the master (64x2) never sees evidence (policy ``master_evidence: false``); it is trained on the 300 codes for
+  few enough steps (500) that it does not remember all of them;
+- dev (100 entities, for `regraft calibrate`) and test (200) are stratified: each holds 20% entities missing from
+  the knowledge base.
 
 So the small model is right when the evidence holds the entity and wrong otherwise, the master is right when it
-remembers: they fail on different items. Everything is a pure function of the seeds; models are cached under
+remembers: they fail on different items. By construction the entity's own name is the key, so the lexical
+sufficient-context check (``context_coverage``) is close to a perfect router here; real questions paraphrase, which is
+what the model-based checks and the trained router are for. Everything is a pure function of the seeds; models are cached under
 bench/.cache/hybrid.
 """
 
@@ -52,11 +57,15 @@ def world() -> dict:
     order = list(range(len(ents)))
     rng.shuffle(order)
     covered = set(order[: int(COVERAGE * len(ents))])
-    split = list(range(len(ents)))
-    rng.shuffle(split)
+    # dev / test stratified by coverage, so both hold the same 20% of entities missing from the knowledge base
+    cov = [i for i in order if i in covered]
+    gap = [i for i in order if i not in covered]
+    n_dev_cov, n_dev_gap = len(cov) // 3, len(gap) // 3
+    dev = sorted(cov[:n_dev_cov] + gap[:n_dev_gap])
+    test = sorted(cov[n_dev_cov:] + gap[n_dev_gap:])
     return {"entities": ents, "codes": codes, "covered": {ents[i] for i in covered},
             "doc": {e: f"e{i:03d}.md" for i, e in enumerate(ents)},
-            "dev": [ents[i] for i in split[:100]], "test": [ents[i] for i in split[100:]]}
+            "dev": [ents[i] for i in dev], "test": [ents[i] for i in test]}
 
 
 def question(e: str) -> str:
