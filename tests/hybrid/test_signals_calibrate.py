@@ -9,10 +9,18 @@ import sys
 
 import pytest
 
-from regraft.hybrid.calibrate import (Record, best_at_share, calibrate, fit_router, oracle, policy_to_dict,
-                                      routing_curve, write_policy)
+from regraft.hybrid.calibrate import (
+    Record,
+    best_at_share,
+    calibrate,
+    fit_router,
+    oracle,
+    policy_to_dict,
+    routing_curve,
+    write_policy,
+)
 from regraft.hybrid.policy import Policy, Signals, decide, load_policy, policy_from_dict
-from regraft.hybrid.signals import (agreement, context_coverage, quantile, read_answerability, router_score)
+from regraft.hybrid.signals import agreement, context_coverage, quantile, read_answerability, router_score
 
 
 def test_quantile():

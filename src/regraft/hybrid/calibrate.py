@@ -219,9 +219,9 @@ def policy_to_dict(p: Policy) -> dict:
 
 
 def write_policy(p: Policy, path, report: dict | None = None) -> None:
-    import yaml
-
     from pathlib import Path
+
+    import yaml
 
     head = "# written by regraft calibrate"
     if report:
