@@ -99,8 +99,8 @@ def create_app(hybrid: Hybrid, *, max_request_bytes: int = 1_000_000, trace_defa
             return _err(400, str(e), "invalid_request_error", "context_length_exceeded", "messages")
         if isinstance(e, BackendError):
             if e.kind == "rejected" and e.status in (400, 404, 413, 422):
-                return _err(400, f"the {'master' if 'master' in str(e.url) else 'answering'} backend refused the "
-                            f"request: {e}", "invalid_request_error", "backend_rejected_request")
+                return _err(400, f"a backend refused the request (a parameter it does not support?): {e}",
+                            "invalid_request_error", "backend_rejected_request")
             return _err(504 if e.kind == "timeout" else 502, str(e), "backend_error", e.kind)
         return _err(400, str(e), "invalid_request_error")
 
