@@ -200,3 +200,22 @@ def test_query_embedder_batches_concurrent_queries_and_caches():
     with pytest.raises(RuntimeError, match="boom"):
         q.embed(["boom"])
     assert q.stats["cache_hits"] == 1
+
+
+def test_onnx_query_embedder_gives_the_torch_vectors(embedder, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from regraft.hybrid.embed import OnnxEmbedder, QueryEmbedder, query_embedder
+
+    monkeypatch.setenv("REGRAFT_CACHE_DIR", str(tmp_path))
+    qs = ["What is the capital of France?", "LoRA on Qwen3-32B", "x"]
+    o = OnnxEmbedder(embedder)
+    assert o.path.startswith(str(tmp_path)) and o.name == embedder.name and o.dim == embedder.dim == 384
+    for a, b in zip(embedder.embed(qs), o.embed(qs)):
+        assert sum(x * y for x, y in zip(a, b)) > 0.9999
+    q, note = query_embedder(embedder)
+    assert isinstance(q, QueryEmbedder) and note == "onnxruntime" and isinstance(q.inner, OnnxEmbedder)
+    monkeypatch.setenv("REGRAFT_EMBED_RUNTIME", "torch")
+    assert query_embedder(embedder)[1] == "torch"
+    with pytest.raises(ValueError, match="not Transformer"):
+        OnnxEmbedder(type("E", (), {"model": [object()], "name": "x", "dim": 1})())
