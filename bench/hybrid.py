@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,40 +59,60 @@ def serve_model(model_dir: str, port: int) -> None:
     lock = threading.Lock()
     max_pos = model.config.max_position_embeddings
 
-    def generate(messages, max_new):
+    def generate(messages, max_new, n=1, temperature=0.0, top=0, seed=None):
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         if len(ids) + max_new > max_pos:
             return None, len(ids)
         x = torch.tensor([ids])
+        sample = bool(temperature and temperature > 0)
         with lock, torch.no_grad():
-            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False,
-                                 eos_token_id=eos, pad_token_id=tok.pad_token_id, output_scores=True,
-                                 return_dict_in_generate=True)
-        new = out.sequences[0, len(ids):].tolist()
-        lps = []
-        for t, sc in zip(new, out.scores):
-            lps.append(float(torch.log_softmax(sc[0].float(), -1)[t]))
-        finish = "length"
-        if new and new[-1] in eos:
-            new, lps, finish = new[:-1], lps[:-1] if len(lps) > 1 else lps, "stop"
-        text = tok.decode(new, skip_special_tokens=True)
-        return (text, lps, finish, len(new)), len(ids)
+            if sample:  # reproducible samples: the seed given, else one derived from the prompt
+                torch.manual_seed(seed if seed is not None else sum((i + 1) * t for i, t in enumerate(ids)) % 2**31)
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=sample,
+                                 temperature=temperature if sample else None, top_k=None, top_p=None,
+                                 num_return_sequences=n if sample else 1, eos_token_id=eos,
+                                 pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
+        choices = []
+        for k in range(out.sequences.shape[0]):
+            new = out.sequences[k, len(ids):].tolist()
+            toks = []
+            for t, lg in zip(new, out.logits):
+                lp = torch.log_softmax(lg[k].float(), -1)
+                alts = []
+                if top:
+                    v, i = lp.topk(top)
+                    alts = [{"token": tok.decode([int(j)]), "logprob": float(a)} for a, j in zip(v, i)]
+                toks.append({"token": tok.decode([t]), "logprob": float(lp[t]), "top_logprobs": alts})
+            finish = "length"
+            if new and new[-1] in eos:
+                new, toks, finish = new[:-1], toks[:-1] if len(toks) > 1 else toks, "stop"
+            while new and new[-1] in eos:  # padding after eos in batched sampling
+                new, toks = new[:-1], toks[:-1]
+            choices.append((tok.decode(new, skip_special_tokens=True), toks, finish, len(new)))
+        if not sample and n > 1:
+            choices = choices * n
+        return choices, len(ids)
 
     async def chat(req):
         body = await req.json()
-        res, n_prompt = await asyncio.to_thread(generate, body["messages"], int(body.get("max_tokens") or 16))
+        res, n_prompt = await asyncio.to_thread(
+            generate, body["messages"], int(body.get("max_tokens") or 16), int(body.get("n") or 1),
+            float(body.get("temperature") or 0.0), int(body.get("top_logprobs") or 0), body.get("seed"))
         if res is None:
             return JSONResponse({"error": {"message": f"prompt {n_prompt} tokens exceeds context {max_pos}"}},
                                 status_code=400)
-        text, lps, finish, n = res
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-        if body.get("logprobs"):
-            choice["logprobs"] = {"content": [{"token": "", "logprob": v} for v in lps]}
+        choices, n_out = [], 0
+        for k, (text, toks, finish, n) in enumerate(res):
+            choice = {"index": k, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            if body.get("logprobs"):
+                choice["logprobs"] = {"content": toks}
+            choices.append(choice)
+            n_out += n
         return JSONResponse({"id": "x", "object": "chat.completion", "created": int(time.time()), "model": model_dir,
-                             "choices": [choice], "usage": {"prompt_tokens": n_prompt, "completion_tokens": n,
-                                                            "total_tokens": n_prompt + n}})
+                             "choices": choices, "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                                                           "total_tokens": n_prompt + n_out}})
 
     async def models(_):
         return JSONResponse({"object": "list", "data": [{"id": model_dir, "object": "model"}]})
@@ -253,6 +272,12 @@ async def _collect(hybrid, items, route, conc=4):
 
 
 def routing(args) -> dict:
+    if args.task == "kb":
+        args.small_steps = args.small_steps or 1500
+        args.master_steps = args.master_steps or 500
+        return routing_kb(args)
+    args.small_steps = args.small_steps or 150
+    args.master_steps = args.master_steps or 400
     from regraft.hybrid.backends import Backend
     from regraft.hybrid.contract import check_contract
     from regraft.hybrid.orchestrator import Hybrid
@@ -371,6 +396,160 @@ def _plot(res: dict) -> None:
     fig.savefig(RESULTS / "hybrid_routing.png", dpi=120)
 
 
+# ------------------------------------------------------------------------------------------ routing, kb task
+SIGNAL_LABELS = {
+    "mean_logprob": "mean token logprob (before)", "min_logprob": "min token logprob",
+    "logprob_quantile": "logprob q0.1", "margin_quantile": "top-2 margin q0.1",
+    "retrieval_score": "retrieval score", "context_coverage": "context coverage (lexical)",
+    "answerability": "answerability (small model asked)", "agreement": "agreement of 4 samples",
+    "router": "trained router (all signals)",
+}
+
+
+def routing_kb(args) -> dict:
+    """The kb task (bench/hybrid_kb.py): collect signals on dev and test, the routing curve per signal on test,
+    `regraft calibrate`'s fit on dev at 20% and 30% master share, each re-run end to end with route=auto."""
+    from bench import hybrid_kb as kb
+    from regraft.hybrid.backends import Backend
+    from regraft.hybrid.calibrate import (SIGNALS, best_at_share, calibrate, collect, fit_router, oracle,
+                                          random_quality, router_labels, routing_curve, score, signal_values,
+                                          write_policy)
+    from regraft.hybrid.contract import check_contract
+    from regraft.hybrid.embed import get_embedder
+    from regraft.hybrid.index import index_docs
+    from regraft.hybrid.orchestrator import Hybrid
+    from regraft.hybrid.policy import policy_from_dict
+    from regraft.hybrid.store import open_store
+
+    t_start = time.time()
+    sdir, mdir = kb.build_pair(CACHE, args.small_steps, args.master_steps)
+    docs = kb.write_docs(CACHE / "kb-docs")
+    store_dir = CACHE / "kb-store"
+    emb = get_embedder()
+    index_docs(docs, str(store_dir), embedder=emb, progress=False)
+    logs = CACHE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ps, surl = start_model_server(sdir, logs / "kb-small.log")
+    pm, murl = start_model_server(mdir, logs / "kb-master.log")
+    procs = _procs()
+    base = policy_from_dict(kb.POLICY)
+    dev = [([{"role": "user", "content": q}], g) for q, g in kb.items("dev")]
+    test = [([{"role": "user", "content": q}], g) for q, g in kb.items("test")]
+    try:
+        async def make(policy):
+            small, master = Backend(surl, role="small", timeout=60), Backend(murl, role="master", timeout=60)
+            report = await check_contract(small, master, policy, None, small_model=str(sdir), master_model=str(mdir))
+            report.raise_for_errors()
+            return Hybrid(small, master, store=open_store(str(store_dir)), embedder=emb, policy=policy,
+                          small_side=report.small, master_side=report.master), report
+
+        async def collect_all():
+            h, report = await make(base)
+            t = time.time()
+            rd = await collect(h, dev)
+            rt = await collect(h, test)
+            await h.aclose()
+            return rd, rt, report, time.time() - t
+
+        rec_dev, rec_test, report, wall = asyncio.run(collect_all())
+        s_ok, m_ok = [r.small_ok for r in rec_test], [r.master_ok for r in rec_test]
+        n = len(rec_test)
+        q_small, q_master = sum(s_ok) / n, sum(m_ok) / n
+        router = fit_router([r.signals for r in rec_dev], router_labels(rec_dev))
+        curves = {}
+        for name in SIGNALS:
+            vals = signal_values(rec_test, name, 0.1, router)
+            if any(v is not None for v in vals):
+                c = routing_curve(vals, s_ok, m_ok)
+                curves[name] = {"curve": c, "at20": best_at_share(c, 0.2), "at30": best_at_share(c, 0.3),
+                                "reach95": min((p["master_share"] for p in c if p["quality"] >= 0.95 * q_master),
+                                               default=None)}
+        calibrated = {}
+        for target in (0.2, 0.3):
+            pol, rep = calibrate(rec_dev, target, base)
+            f = RESULTS / f"hybrid_policy_{int(target * 100)}.yaml"
+            write_policy(pol, f, rep)
+
+            async def validate():
+                h, _ = await make(pol)
+                sem = asyncio.Semaphore(4)
+
+                async def one(m):
+                    async with sem:
+                        return await h.answer(m, "auto")
+
+                out = await asyncio.gather(*(one(m) for m, _ in test))
+                await h.aclose()
+                return out
+
+            ra = asyncio.run(validate())
+            share = sum(r.route == "master" for r in ra) / n
+            qual = sum(score(r.answer, g) for r, (_, g) in zip(ra, test)) / n
+            calibrated[str(target)] = {"winner": rep["winner"], "threshold": rep["threshold"],
+                                       "dev": rep["candidates"][rep["winner"]]["best"],
+                                       "test_end_to_end": {"master_share": share, "quality": qual,
+                                                           "random_quality": random_quality(s_ok, m_ok, share)},
+                                       "policy_file": str(f.relative_to(ROOT))}
+            print(f"calibrated at {target}: {calibrated[str(target)]}", file=sys.stderr)
+    finally:
+        procs.stop(ps)
+        procs.stop(pm)
+    res = {
+        "task": "kb", "n_dev": len(rec_dev), "n_test": n, "small_model": str(sdir.relative_to(ROOT)),
+        "master_model": str(mdir.relative_to(ROOT)), "always_small": q_small, "always_master": q_master,
+        "oracle": oracle(s_ok, m_ok), "curves": curves, "calibrated": calibrated,
+        "dev_always_small": sum(r.small_ok for r in rec_dev) / len(rec_dev),
+        "dev_always_master": sum(r.master_ok for r in rec_dev) / len(rec_dev),
+        "small_right_when_covered": _rate(rec_test, kb, True), "small_right_when_not_covered": _rate(rec_test, kb, False),
+        "seconds_collecting": wall, "seconds_total": time.time() - t_start, "load_average": os.getloadavg(),
+        "train": {k: json.loads((d / "train.json").read_text()) for k, d in (("small", sdir), ("master", mdir))},
+        "contract_findings": [f.to_dict() for f in report.findings],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hybrid_routing.json").write_text(json.dumps(res, indent=1))
+    _plot_kb(res)
+    return res
+
+
+def _rate(records, kb, covered: bool) -> float | None:
+    w = kb.world()
+    sel = [r for r in records if (r.question.split("of ", 1)[1].rstrip("?") in w["covered"]) == covered]
+    return sum(r.small_ok for r in sel) / len(sel) if sel else None
+
+
+def _plot_kb(res: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    colors = {"mean_logprob": "tab:blue", "min_logprob": "tab:orange", "logprob_quantile": "tab:green",
+              "margin_quantile": "tab:olive", "retrieval_score": "tab:red", "context_coverage": "tab:purple",
+              "answerability": "tab:brown", "agreement": "tab:pink", "router": "black"}
+    for name, c in res["curves"].items():
+        pts = c["curve"]
+        ax.plot([p["master_share"] for p in pts], [p["quality"] for p in pts], ":" if name == "context_coverage" else "-",
+                lw=2.2 if name in ("router", "context_coverage") else 1, color=colors.get(name),
+                label=SIGNAL_LABELS.get(name, name), zorder=4 if name == "context_coverage" else 3)
+    ax.plot([0, 1], [res["always_small"], res["always_master"]], "--", color="gray", label="random routing (expected)")
+    ax.scatter([res["oracle"]["master_share"]], [res["oracle"]["quality"]], marker="*", s=160, color="gold",
+               edgecolor="k", zorder=5, label="oracle")
+    for t, c in res["calibrated"].items():
+        v = c["test_end_to_end"]
+        ax.scatter([v["master_share"]], [v["quality"]], marker="x" if t == "0.2" else "+", s=80, color="tab:cyan",
+                   zorder=6, label=f"policy calibrated on dev for {float(t):.0%}, route=auto on test")
+    ax.axhline(0.95 * res["always_master"], color="tab:green", lw=0.8, ls=":", label="95% of the master")
+    ax.axvline(0.2, color="tab:purple", lw=0.6, ls=":")
+    ax.axvline(0.3, color="tab:purple", lw=0.6, ls=":")
+    ax.set_xlabel("share of requests sent to the master")
+    ax.set_ylabel("exact match (test)")
+    ax.set_title(f"hybrid routing per signal, kb task (test n={res['n_test']}, thresholds swept)")
+    ax.legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "hybrid_routing.png", dpi=120)
+
+
 # ------------------------------------------------------------------------------------------ latency
 def _cpu_s(pid: int) -> float:
     """user+system CPU seconds of a process (Linux /proc), robust to other jobs on the machine."""
@@ -378,42 +557,57 @@ def _cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(url: str, body: dict, n: int, conc: int, trace: bool) -> dict:
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _load(url: str, body, n: int, conc: int, trace: bool) -> dict:
+    """``n`` requests from ``conc`` concurrent clients; ``body(i)`` gives request i (distinct questions, so no cache
+    makes the numbers look better than they are)."""
     import httpx
 
-    lat, over = [], []
+    lat, over, retr = [], [], []
     errors = 0
-    sem_q = asyncio.Queue()
-    for _ in range(n):
-        sem_q.put_nowait(1)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=conc * 2)) as c:
+    why: dict[str, int] = {}
+    counter = iter(range(n))
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=conc * 2)) as c:
         async def worker():
             nonlocal errors
-            while not sem_q.empty():
-                sem_q.get_nowait()
+            for i in counter:
                 t = time.perf_counter()
-                r = await c.post(url + "/chat/completions", json=body)
+                try:
+                    r = await c.post(url + "/chat/completions", json=body(i))
+                except httpx.HTTPError as e:
+                    errors += 1
+                    k = f"{type(e).__name__}: {e}"[:160]
+                    why[k] = why.get(k, 0) + 1
+                    continue
                 dt = (time.perf_counter() - t) * 1000
                 if r.status_code != 200:
                     errors += 1
+                    k = f"HTTP {r.status_code}: {r.text}"[:160]
+                    why[k] = why.get(k, 0) + 1
                     continue
                 lat.append(dt)
                 if trace:
                     steps = r.json()["regraft"]["trace"]
                     backend = sum(s.get("ms", 0) for s in steps if s["step"] in ("small", "master", "master-stream"))
                     over.append(dt - backend)
+                    retr.append(sum(s.get("ms", 0) for s in steps if s["step"] == "retrieve"))
 
-        # warm-up
-        for _ in range(5):
-            await c.post(url + "/chat/completions", json=body)
+        for i in range(5):  # warm-up
+            await c.post(url + "/chat/completions", json=body(10_000_000 + i))
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - t0
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] if len(xs) > 2 else float("nan")  # noqa: E731
-    out = {"n": len(lat), "errors": errors, "concurrency": conc, "p50_ms": q(lat, 50), "p95_ms": q(lat, 95),
+    out = {"n": len(lat), "errors": errors, "error_kinds": why, "concurrency": conc, "p50_ms": q(lat, 50), "p95_ms": q(lat, 95),
            "throughput_rps": len(lat) / wall}
     if over:
-        out.update(overhead_p50_ms=q(over, 50), overhead_p95_ms=q(over, 95))
+        out.update(overhead_p50_ms=q(over, 50), overhead_p95_ms=q(over, 95), retrieve_p50_ms=q(retr, 50))
     return out
 
 
@@ -425,12 +619,16 @@ def latency(args) -> dict:
     answers.write_text(json.dumps({"capital": {"content": "Paris is the capital of France [1].", "logprob": -0.1}}))
     ps, small = procs.fake_backend(tmp, "--logprobs", "--answers", str(answers), name="small")
     pm, master = procs.fake_backend(tmp, "--answers", str(answers), "--model-id", "master", name="master")
-    res = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(), "runs": []}
-    body_small = {"model": "regraft", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                  "max_tokens": 32, "regraft": {"trace": True}}
-    body_esc = {"model": "regraft", "messages": [{"role": "user", "content": "Tell me about quux."}],
+    res = {"load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(), "runs": [], "memory": []}
+
+    def body_small(i):
+        return {"model": "regraft", "messages": [{"role": "user", "content": f"What is the capital of country {i}?"}],
                 "max_tokens": 32, "regraft": {"trace": True}}
-    kb = None
+
+    def body_esc(i):
+        return {"model": "regraft", "messages": [{"role": "user", "content": f"Tell me about quux number {i}."}],
+                "max_tokens": 32, "regraft": {"trace": True}}
+
     try:
         from regraft.hybrid.index import index_docs
 
@@ -443,10 +641,10 @@ def latency(args) -> dict:
         index_docs(docs, str(kb), progress=False)
         configs = [("no store, no tools", ["--no-tools"]), ("store (MiniLM + LanceDB) + tools", ["--store", str(kb)])]
         n, conc = args.requests, args.concurrency
-        direct = {"model": "fake", "messages": body_small["messages"], "max_tokens": 32}
         for c in (1, conc):
             c0 = _cpu_s(ps.pid)
-            r = asyncio.run(_load(small, direct, n if c > 1 else n // 2, c, False))
+            direct = lambda i: {"model": "fake", "messages": body_small(i)["messages"], "max_tokens": 32}  # noqa: E731
+            r = asyncio.run(_load(small, direct, n if c > 1 else n // 4, c, False))
             r["backend_cpu_ms_per_request"] = (_cpu_s(ps.pid) - c0) * 1000 / (r["n"] + 5)
             res["runs"].append({"target": "fake backend directly", **r})
             print(res["runs"][-1], file=sys.stderr)
@@ -456,13 +654,19 @@ def latency(args) -> dict:
                              *extra], f"http://127.0.0.1:{port}/health", tmp / f"serve-{port}.log", timeout=120)
             url = f"http://127.0.0.1:{port}/v1"
             try:
+                asyncio.run(_load(url, lambda i: body_small(20_000_000 + i), 50, 8, False))  # warm every code path
+                rss = [_rss_mb(p.pid)]
                 for label, body in (("answered by small", body_small), ("escalated to master", body_esc)):
                     for c in (1, conc):
                         c0 = _cpu_s(p.pid)
-                        r = asyncio.run(_load(url, body, n if c > 1 else n // 2, c, True))
+                        off = len(res["runs"]) * 1_000_000
+                        r = asyncio.run(_load(url, lambda i, b=body, o=off: b(o + i), n if c > 1 else n // 4, c, True))
                         r["regraft_cpu_ms_per_request"] = (_cpu_s(p.pid) - c0) * 1000 / (r["n"] + 5)
                         res["runs"].append({"target": f"regraft serve, {name}, {label}", **r})
                         print(res["runs"][-1], file=sys.stderr)
+                        rss.append(_rss_mb(p.pid))
+                res["memory"].append({"config": name, "rss_mb_after_warmup": rss[0], "rss_mb_after_each_run": rss[1:],
+                                      "requests": sum(x["n"] for x in res["runs"][-4:])})
             finally:
                 procs.stop(p)
     finally:
@@ -475,48 +679,121 @@ def latency(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
+def _md_arith(r: dict) -> list[str]:
+    lines = []
+    op, v, b40 = r["operating_point"], r["validated_end_to_end"], r["best_at_40pct"]
+    lines += [
+        "## Routing: quality vs share of requests sent to the master",
+        "",
+        f"`python bench/hybrid.py routing --task {r.get('task', 'zoo-chat')} --n {r['n']}` — small "
+        f"`{r['small_model']}`, master `{r['master_model']}`; "
+        + ("all 447 `mod m: x op y` chats of the zoo world (a memorisation task: capacity decides quality)"
+           if r.get("task") == "arith" else "zoo Task C test prompts in the plain chat style")
+        + f", exact match; signal: {r['signal']}.",
+        "",
+        "| router | master share | exact match |",
+        "|---|---|---|",
+        f"| always small | 0% | {r['always_small']:.3f} |",
+        f"| always master | 100% | {r['always_master']:.3f} |",
+        f"| regraft policy, best at ≤ 40% master | {b40['master_share']:.0%} | {b40['quality']:.3f} |",
+        f"| random routing at that share (expected) | {b40['master_share']:.0%} | {b40['random_quality']:.3f} |",
+        f"| regraft policy, cheapest point reaching master quality | {op['master_share']:.0%} | {op['quality']:.3f} |",
+        f"| same point, re-run end to end (route=auto) | {v['master_share']:.0%} | {v['quality']:.3f} |",
+        f"| oracle (escalate only when it helps) | {r['oracle']['master_share']:.0%} | {r['oracle']['quality']:.3f} |",
+        "",
+        f"Target (master quality at ≤ 40% master calls): **{'met' if r['target_met'] else 'not met'}**. "
+        "Plot: `hybrid_routing.png`.",
+        "",
+        "Notes. The signal here is the small model's mean token log-probability of a one-digit answer; the gap "
+        "to the oracle shows it is a weak signal for these tiny models. Earlier runs on this machine: the zoo's "
+        "Task C prompts in plain style with a 32x1/150-step small and a 96x3/600-step master (0.0% vs 1.7% exact "
+        "match: nothing to route), and the arithmetic task with a 32x1 small (16-22% vs 39%: its logprobs were "
+        "flat, the curve followed random routing). Training used 1 torch thread: on this shared 2-core machine "
+        "2 threads were 10-40x slower per step.",
+        "",
+    ]
+    return lines
+
+
+def _md_kb(r: dict) -> list[str]:
+    c = r["calibrated"]
+    qm = r["always_master"]
+    lines = [
+        "## Routing: quality vs share of requests sent to the master (kb task)",
+        "",
+        f"`python bench/hybrid.py routing --task kb --small-steps {r['train']['small']['steps']} --master-steps "
+        f"{r['train']['master']['steps']}` — the task (bench/hybrid_kb.py): 300 entities in families of four "
+        "(`baka bake baki bako`), a knowledge base (a real regraft store: MiniLM, LanceDB) holding 80% of their "
+        "codes, a small model "
+        f"(`{r['small_model']}`) fine-tuned to answer from one retrieved line, a master (`{r['master_model']}`) "
+        "trained on the codes (it remembers most of them) and gets no evidence. Dev split 100 entities "
+        "(calibration), test split "
+        f"{r['n_test']}; exact match. Small model on test: {r['small_right_when_covered']:.3f} when the entity is in "
+        f"the knowledge base, {r['small_right_when_not_covered']:.3f} when not.",
+        "",
+        "| router | master share | exact match (test) | random routing at that share |",
+        "|---|---|---|---|",
+        f"| always small | 0% | {r['always_small']:.3f} | |",
+        f"| always master | 100% | {qm:.3f} | |",
+        f"| oracle (escalate only when it helps) | {r['oracle']['master_share']:.1%} | {r['oracle']['quality']:.3f} | |",
+    ]
+    for t in ("0.2", "0.3"):
+        x = c[t]
+        v = x["test_end_to_end"]
+        lines.append(f"| **`regraft calibrate` on dev for {float(t):.0%}** ({x['winner']}), re-run end to end with "
+                     f"route=auto | {v['master_share']:.1%} | **{v['quality']:.3f}** ({v['quality'] / qm:.1%} of the "
+                     f"master) | {v['random_quality']:.3f} |")
+    lines += ["", "Per signal (threshold swept on test: the routing curve, `hybrid_routing.png`):", "",
+              "| signal | best at ≤ 20% master | best at ≤ 30% master | master share to reach 95% of the master |",
+              "|---|---|---|---|"]
+    for name, cv in r["curves"].items():
+        a, b = cv["at20"], cv["at30"]
+        reach = "not reached" if cv["reach95"] is None else f"{cv['reach95']:.1%}"
+        lines.append(f"| {SIGNAL_LABELS.get(name, name)} | {a['quality']:.3f} ({a['master_share']:.0%}) | "
+                     f"{b['quality']:.3f} ({b['master_share']:.0%}) | {reach} |")
+    rt = r["curves"].get("router", {}).get("at20")
+    if rt:
+        rq = r["always_small"] * (1 - rt["master_share"]) + qm * rt["master_share"]
+        lines += ["", f"On the test curve the trained router at {rt['master_share']:.0%} master calls: {rt['quality']:.3f} vs "
+                  f"{rq:.3f} for random routing ({(rt['quality'] - rq) * 100:+.1f} points); the threshold fitted on dev "
+                  "lands at another share on test (below)."]
+    v20, v30 = c["0.2"]["test_end_to_end"], c["0.3"]["test_end_to_end"]
+    t1 = v30["master_share"] <= 0.30 + 1e-9 and v30["quality"] >= 0.95 * qm
+    t2 = v20["master_share"] <= 0.20 + 1e-9 and v20["quality"] - v20["random_quality"] >= 0.05
+    lines += ["",
+              f"Targets (the policies `regraft calibrate` wrote from dev, re-run end to end on test): at least 95% of "
+              f"the master's quality at no more than 30% master calls: **{'met' if t1 else 'not met'}** "
+              f"({v30['quality'] / qm:.1%} at {v30['master_share']:.1%}); at 20% master calls at least 5 points above "
+              f"random routing: **{'met' if t2 else 'not met'}** ({(v20['quality'] - v20['random_quality']) * 100:+.1f}"
+              f" points at {v20['master_share']:.1%} master calls).",
+              "",
+              f"Signals collected per request: one small call (logprobs with top-2), one answerability call, one "
+              f"n=4 sampling call; {r['n_dev'] + r['n_test']} items x (small + master) in "
+              f"{r['seconds_collecting']:.0f} s wall (load average {r['load_average'][0]:.1f}). The calibrated "
+              "policies are committed: `hybrid_policy_20.yaml`, `hybrid_policy_30.yaml`.",
+              "",
+              "Before this task: on the zoo's 447 arithmetic chats (small 64x1 0.347, master 96x2 0.389, oracle 0.494 "
+              "at 15%) the mean-logprob policy reached the master's quality only at 68% master calls and gave 0.369 "
+              "vs 0.355 random at 20%: the two models fail on mostly the same items, so routing has little to win "
+              "there (`--task arith` still runs it).",
+              ""]
+    return lines
+
+
 def write_md() -> None:
     lines = ["# Hybrid runtime benchmark (bench/hybrid.py)", ""]
     rp, lp = RESULTS / "hybrid_routing.json", RESULTS / "hybrid_latency.json"
     if rp.exists():
         r = json.loads(rp.read_text())
-        op, v, b40 = r["operating_point"], r["validated_end_to_end"], r["best_at_40pct"]
-        lines += [
-            "## Routing: quality vs share of requests sent to the master",
-            "",
-            f"`python bench/hybrid.py routing --task {r.get('task', 'zoo-chat')} --n {r['n']}` — small "
-            f"`{r['small_model']}`, master `{r['master_model']}`; "
-            + ("all 447 `mod m: x op y` chats of the zoo world (a memorisation task: capacity decides quality)"
-               if r.get("task") == "arith" else "zoo Task C test prompts in the plain chat style")
-            + f", exact match; signal: {r['signal']}.",
-            "",
-            "| router | master share | exact match |",
-            "|---|---|---|",
-            f"| always small | 0% | {r['always_small']:.3f} |",
-            f"| always master | 100% | {r['always_master']:.3f} |",
-            f"| regraft policy, best at ≤ 40% master | {b40['master_share']:.0%} | {b40['quality']:.3f} |",
-            f"| random routing at that share (expected) | {b40['master_share']:.0%} | {b40['random_quality']:.3f} |",
-            f"| regraft policy, cheapest point reaching master quality | {op['master_share']:.0%} | {op['quality']:.3f} |",
-            f"| same point, re-run end to end (route=auto) | {v['master_share']:.0%} | {v['quality']:.3f} |",
-            f"| oracle (escalate only when it helps) | {r['oracle']['master_share']:.0%} | {r['oracle']['quality']:.3f} |",
-            "",
-            f"Target (master quality at ≤ 40% master calls): **{'met' if r['target_met'] else 'not met'}**. "
-            "Plot: `hybrid_routing.png`.",
-            "",
-            "Notes. The signal here is the small model's mean token log-probability of a one-digit answer; the gap "
-            "to the oracle shows it is a weak signal for these tiny models. Earlier runs on this machine: the zoo's "
-            "Task C prompts in plain style with a 32x1/150-step small and a 96x3/600-step master (0.0% vs 1.7% exact "
-            "match: nothing to route), and the arithmetic task with a 32x1 small (16-22% vs 39%: its logprobs were "
-            "flat, the curve followed random routing). Training used 1 torch thread: on this shared 2-core machine "
-            "2 threads were 10-40x slower per step.",
-            "",
-        ]
+        lines += _md_kb(r) if r.get("task") == "kb" else _md_arith(r)
     if lp.exists():
         L = json.loads(lp.read_text())
         lines += [
             "## Latency and overhead of `regraft serve`",
             "",
-            f"`python bench/hybrid.py latency` — backends are fast fake OpenAI servers (real processes), so the time "
+            f"`python bench/hybrid.py latency --requests {max(x['n'] for x in L['runs'])} --concurrency "
+            f"{max(x['concurrency'] for x in L['runs'])}` — backends are fast fake OpenAI servers (real processes), "
+            "every request a distinct question, so the time "
             f"above them is regraft's own. {L['cpus']} CPUs shared with other jobs; load average "
             f"{L['load_average_at_start'][0]:.1f} at start, {L['load_average_at_end'][0]:.1f} at end.",
             "",
@@ -528,6 +805,17 @@ def write_md() -> None:
             cpu = x.get("regraft_cpu_ms_per_request", x.get("backend_cpu_ms_per_request"))
             lines.append(f"| {x['target']} | {x['concurrency']} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | "
                          f"{x['throughput_rps']:.0f} | {ov} | {'—' if cpu is None else f'{cpu:.1f}'} |")
+        if L.get("memory"):
+            lines += ["", "| config | server RSS after warm-up | RSS after each run (MB) | requests |", "|---|---|---|---|"]
+            for m in L["memory"]:
+                lines.append(f"| {m['config']} | {m['rss_mb_after_warmup']:.0f} MB | "
+                             + " → ".join(f"{x:.0f}" for x in m["rss_mb_after_each_run"]) + f" | {m['requests']} |")
+            retr = [x for x in L["runs"] if "retrieve_p50_ms" in x and "store (" in x["target"]]
+            if retr:
+                lines += ["", "Retrieval step (query embedding + in-memory search) p50 from the trace, answered by small "
+                          "and escalated: "
+                          + ", ".join(f"{x['retrieve_p50_ms']:.1f} ms ({x['concurrency']} client"
+                                      f"{'s' if x['concurrency'] > 1 else ''})" for x in retr) + "."]
         lines += ["", "Overhead = client latency − time regraft waited on backend calls (from the per-request trace); "
                   "it includes queueing for the CPU, so it grows with the machine's load. CPU ms / request = CPU time "
                   "of the `regraft serve` process (or of the backend, for the direct rows) divided by requests: "
@@ -541,11 +829,12 @@ def main(argv=None):
     r = sub.add_parser("routing")
     for p in (r, sub.add_parser("all")):
         p.add_argument("--n", type=int, default=447)
-        p.add_argument("--task", choices=["arith", "zoo-chat"], default="arith",
-                       help="arith: all 447 'mod m: x op y' chats (memorisation; capacity decides); "
+        p.add_argument("--task", choices=["kb", "arith", "zoo-chat"], default="kb",
+                       help="kb: a knowledge base with gaps, small model reads evidence, master remembers "
+                       "(bench/hybrid_kb.py); arith: all 447 'mod m: x op y' chats (memorisation; capacity decides); "
                        "zoo-chat: Task C test prompts in plain style (needs well-trained models)")
-        p.add_argument("--small-steps", type=int, default=150)
-        p.add_argument("--master-steps", type=int, default=400)
+        p.add_argument("--small-steps", type=int)
+        p.add_argument("--master-steps", type=int)
         p.add_argument("--small-hidden", type=int, default=32)
         p.add_argument("--small-layers", type=int, default=1)
         p.add_argument("--small-dir")
@@ -553,8 +842,8 @@ def main(argv=None):
         p.add_argument("--requests", type=int, default=640)
         p.add_argument("--concurrency", type=int, default=32)
     lat = sub.add_parser("latency")
-    lat.add_argument("--requests", type=int, default=640)
-    lat.add_argument("--concurrency", type=int, default=32)
+    lat.add_argument("--requests", type=int, default=1280)
+    lat.add_argument("--concurrency", type=int, default=64)
     sm = sub.add_parser("serve-model")
     sm.add_argument("model_dir")
     sm.add_argument("--port", type=int, required=True)
@@ -565,9 +854,12 @@ def main(argv=None):
         return serve_model(a.model_dir, a.port)
     if a.cmd in ("routing", "all"):
         res = routing(a)
-        print(json.dumps({k: v for k, v in res.items() if k not in ("curve", "items")}, indent=1))
+        print(json.dumps({k: v for k, v in res.items() if k not in ("curve", "curves", "items")}, indent=1))
     if a.cmd in ("latency", "all"):
         latency(a)
+    rp = RESULTS / "hybrid_routing.json"
+    if a.cmd == "report" and rp.exists() and json.loads(rp.read_text()).get("task") == "kb":
+        _plot_kb(json.loads(rp.read_text()))
     write_md()
     print((RESULTS / "hybrid.md").read_text())
 

@@ -6,6 +6,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the ONNX export of the embedder (serve / ask with a store) goes to a per-session folder, not ~/.cache, and is
+# shared by the tests and the server processes they start
+if "REGRAFT_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["REGRAFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="regraft-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def test_index_then_reindex_then_ask(tmp_path, docs, fakes):
     out = json.loads(p.stdout)
     assert out["answer"] == "330 metres [1]." and out["route"] == "small"
     assert out["evidence"][0]["source"] == "france.md"
-    assert [s["step"] for s in out["trace"]][:3] == ["retrieve", "render", "small"]
+    assert [s["step"] for s in out["trace"]][:4] == ["retrieve", "fit", "render", "small"]
     p, _ = regraft("ask", "What about quux?", "--small", small, "--master", master, "--store", kb, "--trace")
     assert p.returncode == 0 and "escalat" not in p.stdout
     assert "route master (m)" in p.stderr and "regraft trace" in p.stderr

@@ -100,7 +100,7 @@ def test_openai_client_unchanged(serve, models):
     assert meta["evidence"][0]["source"] == "france.md"
     assert meta["signals"]["mean_logprob"] is None  # transformers serve returns no logprobs; said, not faked
     steps = [s["step"] for s in meta["trace"]]
-    assert steps[:4] == ["retrieve", "render", "small", "decide"] and "master" in steps
+    assert steps[:5] == ["retrieve", "fit", "render", "small", "decide"] and "master" in steps
     r2 = c.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert r2.model_extra["regraft"]["route"] == "small" and r2.model == str(models["small"])
 
@@ -129,10 +129,10 @@ def test_oversize_and_bad_requests(serve):
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert "context window 2048" in r.json()["error"]["message"]
     r = httpx.post(url + "/chat/completions", content=b"{nope", timeout=30)
-    assert r.status_code == 400 and "not JSON" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "could not parse the JSON body" in r.json()["error"]["message"]
     r = httpx.post(url + "/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]},
                    timeout=30)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
 def test_master_killed_means_degraded_flagged_answers(serve, backends):

@@ -16,6 +16,8 @@ from regraft.hybrid.tools import default_tools
 from tests.hybrid import procs
 
 ANSWERS = {
+    "Reply yes or no": {"content": "yes", "logprob": -0.1},
+    "sample me": {"content": "Paris", "samples": ["Paris", "Lyon", "paris!", "Nice"]},
     "capital of France": {"content": "Paris [1].", "logprob": -0.1},
     "xyzzy": {"content": "I am not sure, maybe 7.", "use_evidence": True, "master_content": "It is 8, per the draft review."},
     "multiply": {"tool_call": {"name": "calculator", "arguments": {"expression": "6*7"}}},
@@ -62,7 +64,7 @@ def test_grounded_confident_answer_stays_small(backends, store, embedder):
     assert r.evidence[0].path == "france.md" and r.signals.retrieval_top_score > 0.5
     assert r.signals.mean_logprob == pytest.approx(-0.1)
     steps = [s["step"] for s in r.trace.to_list()]
-    assert steps == ["retrieve", "render", "small", "decide"]
+    assert steps == ["retrieve", "fit", "render", "small", "decide"]
 
 
 def test_escalation_sends_draft_and_evidence_to_master(backends, store, embedder):
@@ -80,11 +82,24 @@ def test_low_logprob_escalates(backends):
     assert r.route == "master" and "mean logprob -3.000 < -1.500" in r.decision.reasons
 
 
+def test_answerability_and_agreement_signals(backends, store, embedder):
+    pol = {"answerability_check": True, "sample_k": 4, "sample_temperature": 0.7,
+           "escalate_if": {"retrieval_score_below": None, "agreement_below": 0.8, "answerability_below": 0.5}}
+    r = ask(make(backends, store, embedder, policy=pol, tools=False), "sample me, what is the capital of France?")
+    sig = r.signals
+    assert sig.answerability == 1.0 and sig.agreement == 0.5  # "Paris" and "paris!" agree with the draft
+    assert sig.context_coverage is not None and 0 < sig.context_coverage <= 1
+    assert r.route == "master" and r.decision.reasons == ["agreement 0.50 < 0.80"]
+    steps = [s["step"] for s in r.trace.to_list()]
+    assert "answerability" in steps and "samples" in steps
+    assert r.usage_by_model["small"]["completion_tokens"] == 1 + 1 + 4  # draft + answerability + 4 samples
+
+
 def test_tool_loop_calculator(backends):
     r = ask(make(backends, policy={"escalate_if": {"retrieval_score_below": None}}), "multiply six by seven")
     assert r.route == "small" and r.answer == "tool said: 42"
     assert r.tool_results == [{"tool": "calculator", "ok": True, "error": None}]
-    assert [s["step"] for s in r.trace.to_list()] == ["retrieve", "render", "small", "tool", "small", "decide"]
+    assert [s["step"] for s in r.trace.to_list()] == ["retrieve", "fit", "render", "small", "tool", "small", "decide"]
 
 
 def test_tool_failure_escalates(backends):
@@ -158,21 +173,67 @@ def test_streaming_escalated_answer_comes_in_pieces(backends, store, embedder):
         return out
 
     ev = asyncio.run(go())
-    deltas = [v for k, v in ev if k == "delta"]
+    deltas = [v["content"] for k, v in ev if k == "choice" and v["content"]]
     assert len(deltas) > 3 and "".join(deltas) == "It is 8, per the draft review."
     assert ev[-1][0] == "result" and ev[-1][1].route == "master"
 
 
-@pytest.fixture(scope="module")
-def tiny_ctx_dir(tmp_path_factory):
+def _ctx_dir(tmp_path_factory, window: int):
     from tests.hybrid.tiny import build_tokenizer
 
-    d = tmp_path_factory.mktemp("tinyctx")
+    d = tmp_path_factory.mktemp(f"ctx{window}")
     build_tokenizer(d)
     (d / "config.json").write_text(json.dumps({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"],
-                                               "max_position_embeddings": 400, "hidden_size": 32,
+                                               "max_position_embeddings": window, "hidden_size": 32,
                                                "num_hidden_layers": 2, "vocab_size": 406}))
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_ctx_dir(tmp_path_factory):
+    return _ctx_dir(tmp_path_factory, 400)
+
+
+@pytest.fixture(scope="module")
+def wide_ctx_dir(tmp_path_factory):
+    return _ctx_dir(tmp_path_factory, 4000)
+
+
+def test_route_by_fit(backends, tiny_ctx_dir, wide_ctx_dir):
+    """Too long for the small model's window but not the master's: the master answers (reason in the trace); too
+    long for both: refused with both sets of numbers; evidence is trimmed before either."""
+    h = make(backends, policy={"small_max_tokens": 64, "master_max_tokens": 64}, tools=False)
+    h.small_side = describe_side("small", h.small.base_url, "small-m", str(tiny_ctx_dir))
+    h.master_side = describe_side("master", h.master.base_url, "master-m", str(wide_ctx_dir))
+    assert (h.small_side.context_window, h.master_side.context_window) == (400, 4000)
+    r = ask(h, "LoRA adapters " * 300)
+    assert r.route == "master" and not r.degraded
+    assert r.decision.reasons[0].startswith("request does not fit the small model; the master's window fits it: "
+                                            "request too large for the small model small-m")
+    steps = [s["step"] for s in r.trace.to_list()]
+    assert "small" not in steps and steps[-1] == "master"
+    fit = next(s for s in r.trace.to_list() if s["step"] == "fit")
+    assert "context window 400 minus max_tokens 64 leaves 336" in fit["small"] and isinstance(fit["master"], int)
+    with pytest.raises(OversizeError) as e:
+        ask(h, "LoRA adapters " * 3000)
+    msg = str(e.value)
+    assert msg.startswith("request too large for every model: ") and "leaves 336" in msg and "leaves 3936" in msg
+    with pytest.raises(OversizeError, match="the master's window fits it"):
+        ask(h, "LoRA adapters " * 300, "small")
+    assert ask(h, "capital of France").route == "small"
+
+
+def test_client_max_tokens_shrinks_the_budget(backends, tiny_ctx_dir, wide_ctx_dir):
+    from regraft.hybrid.chat_request import parse_chat_request
+
+    h = make(backends, policy={"small_max_tokens": 300, "master_max_tokens": 300}, tools=False)
+    h.small_side = describe_side("small", h.small.base_url, "small-m", str(tiny_ctx_dir))
+    h.master_side = describe_side("master", h.master.base_url, "master-m", str(wide_ctx_dir))
+    msgs = [{"role": "user", "content": "capital of France " + "word " * 60}]
+    assert asyncio.run(h.answer(msgs)).route == "master"  # 300 answer tokens leave the small model too little room
+    req = parse_chat_request({"messages": msgs, "max_tokens": 16})
+    r = asyncio.run(h.answer(msgs, "auto", req))
+    assert r.route == "small" and r.bounded == []
 
 
 def test_oversize_request_is_refused_with_numbers(backends, tiny_ctx_dir):

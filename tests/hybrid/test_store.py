@@ -145,3 +145,78 @@ def test_qdrant_server_unreachable_is_clear():
     with pytest.raises(StoreMissingError, match="cannot reach Qdrant"):
         open_store("http://127.0.0.1:9/")
     assert time.monotonic() - t < 15
+
+
+def test_in_memory_search_equals_lancedb_and_follows_updates(tmp_path, docs):
+    emb = HashingEmbedder(64)
+    kb = tmp_path / "kb"
+    index_docs(docs, str(kb), embedder=emb, max_tokens=32, progress=False)
+    s = open_store(str(kb))
+    q = emb.embed(["capital of France Paris"])[0]
+    mem = s.search(q, 3)
+    s.MEM_SEARCH_MAX_ROWS = 0  # force the LanceDB path
+    s._mem = None
+    lance = s.search(q, 3)
+    assert [h.id for h in mem] == [h.id for h in lance]
+    assert [round(h.score, 5) for h in mem] == [round(h.score, 5) for h in lance]
+    s.MEM_SEARCH_MAX_ROWS, s.MEM_REFRESH_S = 200_000, 0.0
+    s.search(q, 3)
+    text = "quux frobnicates the capital of France Paris daily."
+    s.upsert([{"id": "x1", "path": "x.md", "text": text, "vector": emb.embed([text])[0]}])
+    assert any(h.path == "x.md" for h in s.search(q, 10))  # the in-memory copy saw the new table version
+
+
+def test_query_embedder_batches_concurrent_queries_and_caches():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from regraft.hybrid.embed import QueryEmbedder
+
+    base = HashingEmbedder(16)
+    calls = []
+    gate = threading.Event()
+
+    class Slow:
+        name, dim = base.name, base.dim
+
+        def embed(self, texts):
+            calls.append(len(texts))
+            gate.wait(2)  # the first pass blocks until every thread has queued its query
+            if "boom" in texts:
+                raise RuntimeError("boom")
+            return base.embed(texts)
+
+    q = QueryEmbedder(Slow())
+    texts = [f"question {i}" for i in range(8)]
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(q.embed, [t]) for t in texts]
+        time.sleep(0.3)
+        gate.set()
+        got = [f.result()[0] for f in futs]
+    assert got == base.embed(texts)
+    assert sum(calls) == 8 and len(calls) <= 3  # batched, not 8 passes
+    n = len(calls)
+    assert q.embed(["question 3"])[0] == pytest.approx(base.embed(["question 3"])[0], abs=1e-6) and len(calls) == n  # cache
+    with pytest.raises(RuntimeError, match="boom"):
+        q.embed(["boom"])
+    assert q.stats["cache_hits"] == 1
+
+
+def test_onnx_query_embedder_gives_the_torch_vectors(embedder, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from regraft.hybrid.embed import OnnxEmbedder, QueryEmbedder, query_embedder
+
+    import os
+
+    qs = ["What is the capital of France?", "LoRA on Qwen3-32B", "x"]
+    o = OnnxEmbedder(embedder)
+    assert o.path.startswith(os.environ["REGRAFT_CACHE_DIR"]) and o.name == embedder.name and o.dim == embedder.dim == 384
+    for a, b in zip(embedder.embed(qs), o.embed(qs)):
+        assert sum(x * y for x, y in zip(a, b)) > 0.9999
+    q, note = query_embedder(embedder)
+    assert isinstance(q, QueryEmbedder) and note == "onnxruntime" and isinstance(q.inner, OnnxEmbedder)
+    monkeypatch.setenv("REGRAFT_EMBED_RUNTIME", "torch")
+    assert query_embedder(embedder)[1] == "torch"
+    with pytest.raises(ValueError, match="not Transformer"):
+        OnnxEmbedder(type("E", (), {"model": [object()], "name": "x", "dim": 1})())

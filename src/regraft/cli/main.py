@@ -16,7 +16,7 @@ import os
 import sys
 
 # Order here is the order in `regraft --help`.
-COMMANDS = ["inspect", "check", "port", "verify", "drift", "index", "serve", "ask", "rules", "catalog"]
+COMMANDS = ["inspect", "check", "port", "verify", "drift", "index", "serve", "ask", "calibrate", "rules", "catalog"]
 
 
 def _load(name: str):

@@ -50,6 +50,10 @@ async def assemble(o: Options) -> tuple[Hybrid, ContractReport | None]:
 
             raise InputError(f"store {o.store} was built with embedder {meta.get('embedder')} (dim {meta.get('dim')}) "
                              f"but {emb.name} (dim {emb.dim}) was asked; drop --embedder or re-index")
+    if emb is not None:
+        from .embed import query_embedder
+
+        emb, _runtime = query_embedder(emb)
     hybrid = Hybrid(small, master, store=store, embedder=emb, policy=policy)
     tools = None
     if o.tools:

@@ -30,16 +30,31 @@ class BackendError(RegraftError):
 
 
 @dataclass
+class Choice:
+    """One choice of a chat.completion as the backend returned it."""
+
+    index: int
+    content: str
+    tool_calls: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    logprobs: dict | None = None  # the OpenAI ``choices[i].logprobs`` object, as returned
+    token_logprobs: list[float] | None = None  # its per-token log-probabilities
+    token_margins: list[float] | None = None  # top-1 minus top-2 log-probability per token (needs top_logprobs >= 2)
+    reasoning: str | None = None
+
+
+@dataclass
 class ChatResult:
     content: str
     tool_calls: list[dict] = field(default_factory=list)
     finish_reason: str | None = None
-    logprobs: list[float] | None = None  # per generated token, when the server returns them
+    logprobs: list[float] | None = None  # per generated token of choice 0, when the server returns them
     usage: dict = field(default_factory=dict)
     model: str = ""
     latency_s: float = 0.0
     attempts: int = 1
     reasoning: str | None = None
+    choices: list[Choice] = field(default_factory=list)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -48,6 +63,30 @@ class ChatResult:
     @property
     def min_logprob(self) -> float | None:
         return min(self.logprobs) if self.logprobs else None
+
+
+def _finite(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def parse_logprobs(lp) -> tuple[list[float] | None, list[float] | None]:
+    """Per-token log-probabilities and top-1/top-2 margins from an OpenAI ``logprobs`` object."""
+    if not isinstance(lp, dict) or not isinstance(lp.get("content"), list):
+        return None, None
+    vals, margins = [], []
+    for t in lp["content"]:
+        if not isinstance(t, dict):
+            continue
+        v = _finite(t.get("logprob"))
+        if v is None:
+            continue
+        vals.append(v)
+        top = [x for x in (_finite(a.get("logprob")) for a in t.get("top_logprobs") or [] if isinstance(a, dict))
+               if x is not None]
+        if len(top) >= 2:
+            top.sort(reverse=True)
+            margins.append(top[0] - top[1])
+    return vals or None, (margins if margins and len(margins) == len(vals) else None)
 
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -62,31 +101,28 @@ def parse_chat_response(data: Any, url: str) -> ChatResult:
     """Validate and read an OpenAI chat.completion body; raise BackendError(kind='malformed') if it is not one."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
         raise BackendError(url, "malformed", f"answer is not an OpenAI chat.completion (no choices): {_short(data)}")
-    ch = data["choices"][0]
-    msg = ch.get("message") if isinstance(ch, dict) else None
-    if not isinstance(msg, dict):
-        raise BackendError(url, "malformed", f"choices[0].message missing: {_short(data)}")
-    content = msg.get("content") or ""
-    if not isinstance(content, str):
-        content = json.dumps(content)
-    lps = None
-    lp = ch.get("logprobs")
-    if isinstance(lp, dict) and isinstance(lp.get("content"), list):
-        vals = [t.get("logprob") for t in lp["content"] if isinstance(t, dict)]
-        vals = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-        lps = vals or None
-    tool_calls = msg.get("tool_calls") or []
-    if not isinstance(tool_calls, list):
-        raise BackendError(url, "malformed", f"message.tool_calls is not a list: {_short(tool_calls)}")
-    return ChatResult(
-        content=content,
-        tool_calls=tool_calls,
-        finish_reason=ch.get("finish_reason"),
-        logprobs=lps,
-        usage=data.get("usage") or {},
-        model=str(data.get("model", "")),
-        reasoning=msg.get("reasoning_content"),
-    )
+    choices = []
+    for i, ch in enumerate(data["choices"]):
+        msg = ch.get("message") if isinstance(ch, dict) else None
+        if not isinstance(msg, dict):
+            raise BackendError(url, "malformed", f"choices[{i}].message missing: {_short(data)}")
+        content = msg.get("content") or ""
+        if not isinstance(content, str):
+            content = json.dumps(content)
+        tool_calls = msg.get("tool_calls") or []
+        if not isinstance(tool_calls, list):
+            raise BackendError(url, "malformed", f"message.tool_calls is not a list: {_short(tool_calls)}")
+        lp = ch.get("logprobs") if isinstance(ch.get("logprobs"), dict) else None
+        vals, margins = parse_logprobs(lp)
+        idx = ch.get("index", i)
+        choices.append(Choice(idx if isinstance(idx, int) and not isinstance(idx, bool) else i, content, tool_calls,
+                              ch.get("finish_reason"), lp, vals, margins, msg.get("reasoning_content")))
+    choices.sort(key=lambda c: c.index)
+    c0 = choices[0]
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return ChatResult(content=c0.content, tool_calls=c0.tool_calls, finish_reason=c0.finish_reason,
+                      logprobs=c0.token_logprobs, usage=usage, model=str(data.get("model", "")),
+                      reasoning=c0.reasoning, choices=choices)
 
 
 class Backend:
@@ -204,7 +240,7 @@ class Backend:
             self.model = ids[0]
         return self.model
 
-    def _body(self, messages, tools, max_tokens, temperature, logprobs, stream, extra) -> dict:
+    def _body(self, messages, tools, max_tokens, temperature, logprobs, stream, extra, top_logprobs=None) -> dict:
         body: dict = {"model": self.model, "messages": messages, "stream": stream}
         if tools:
             body["tools"] = tools
@@ -214,22 +250,27 @@ class Backend:
             body["temperature"] = temperature
         if logprobs and self.logprobs_supported is not False:
             body["logprobs"] = True
+            if top_logprobs:
+                body["top_logprobs"] = int(top_logprobs)
         if extra:
             body.update(extra)
         return body
 
     async def chat(self, messages: list[dict], *, tools=None, max_tokens=None, temperature=None, logprobs=True,
-                   extra: dict | None = None, deadline: float | None = None) -> ChatResult:
+                   top_logprobs: int | None = None, extra: dict | None = None,
+                   deadline: float | None = None) -> ChatResult:
+        """One chat completion. ``extra`` holds the client's parameters passed through (n, stop, seed, ...)."""
         if not self.model:
             await self.resolve_model()
         t0 = time.perf_counter()
-        body = self._body(messages, tools, max_tokens, temperature, logprobs, False, extra)
+        body = self._body(messages, tools, max_tokens, temperature, logprobs, False, extra, top_logprobs)
         try:
             data, attempts = await self._request_json("POST", "/chat/completions", body, deadline)
         except BackendError as e:
             if e.kind == "rejected" and "logprobs" in body and "logprob" in str(e).lower():
                 self.logprobs_supported = False
                 body.pop("logprobs")
+                body.pop("top_logprobs", None)
                 data, attempts = await self._request_json("POST", "/chat/completions", body, deadline)
             else:
                 raise
@@ -240,15 +281,16 @@ class Backend:
         res.attempts = attempts
         return res
 
-    async def stream(self, messages: list[dict], *, tools=None, max_tokens=None, temperature=None,
-                     extra: dict | None = None, deadline: float | None = None) -> AsyncIterator[dict]:
+    async def stream(self, messages: list[dict], *, tools=None, max_tokens=None, temperature=None, logprobs=False,
+                     top_logprobs: int | None = None, extra: dict | None = None,
+                     deadline: float | None = None) -> AsyncIterator[dict]:
         """Yield OpenAI chat.completion.chunk dicts. Retries only before the first chunk arrives."""
         import httpx
 
         if not self.model:
             await self.resolve_model()
         url = self.base_url + "/chat/completions"
-        body = self._body(messages, tools, max_tokens, temperature, False, True, extra)
+        body = self._body(messages, tools, max_tokens, temperature, logprobs, True, extra, top_logprobs)
         end = time.monotonic() + (deadline or self.timeout)
         for attempt in range(self.retries + 1):
             started = False
@@ -277,6 +319,8 @@ class Backend:
                             chunk = json.loads(payload)
                         except json.JSONDecodeError:
                             raise BackendError(url, "malformed", f"stream chunk is not JSON: {_short(payload, 80)!r}")
+                        if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+                            raise BackendError(url, "http", f"stream error: {_short(chunk['error'])}")
                         if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
                             raise BackendError(url, "malformed", f"stream chunk has no choices: {_short(chunk)}")
                         started = True

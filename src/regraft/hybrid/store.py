@@ -149,10 +149,56 @@ class LanceStore:
             tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
         return len(rows)
 
+    MEM_SEARCH_MAX_ROWS = 200_000  # exact in-memory search up to this many chunks (~300 MB at dim 384)
+    MEM_REFRESH_S = 1.0  # how often the in-memory copy checks the table version
+
+    def _memory(self, tbl):
+        """An in-memory copy (ids, paths, texts, normalised matrix) of a small table, refreshed when the table's
+        version changes (checked at most once a second). LanceDB stays the store of record; a query then costs a
+        matrix-vector product instead of a LanceDB scan (~9 ms -> <1 ms on 2 cores for thousands of chunks)."""
+        import time
+
+        import numpy as np
+
+        now = time.monotonic()
+        mem = getattr(self, "_mem", None)
+        if mem is not None and now - mem["checked"] < self.MEM_REFRESH_S:
+            return mem
+        with self._lock:
+            version = tbl.version
+            if mem is not None and mem["version"] == version:
+                mem["checked"] = now
+                return mem
+            if tbl.count_rows() > self.MEM_SEARCH_MAX_ROWS:
+                self._mem = None
+                return None
+            t = tbl.to_arrow().select(["id", "path", "text", "vector"])
+            vecs = np.asarray(t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                              dtype=np.float32)
+            mat = vecs.reshape(t.num_rows, -1) if t.num_rows else np.zeros((0, 1), np.float32)
+            norms = np.linalg.norm(mat, axis=1, keepdims=True)
+            mat = mat / np.where(norms == 0, 1, norms)
+            self._mem = {"version": version, "checked": now, "ids": t.column("id").to_pylist(),
+                         "paths": t.column("path").to_pylist(), "texts": t.column("text").to_pylist(), "mat": mat}
+            return self._mem
+
     def search(self, vector: Sequence[float], k: int = 4) -> list[Hit]:
         tbl = self._tbl()
         if tbl is None:
             return []
+        mem = self._memory(tbl)
+        if mem is not None:
+            import numpy as np
+
+            if not mem["ids"] or k <= 0:
+                return []
+            q = np.asarray(vector, dtype=np.float32)
+            q = q / (float(np.linalg.norm(q)) or 1.0)
+            sims = mem["mat"] @ q
+            k = min(k, len(sims))
+            top = np.argpartition(-sims, k - 1)[:k]
+            top = top[np.lexsort((top, -sims[top]))]
+            return [Hit(mem["ids"][i], mem["paths"][i], mem["texts"][i], float(sims[i])) for i in top]
         rows = (
             tbl.search(list(vector))
             .distance_type("cosine")
