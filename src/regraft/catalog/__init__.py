@@ -1,7 +1,8 @@
 """The built-in catalog: facts as data files, each with its source.
 
-- ``models/<org>__<name>.json``: config.json values of real models, with ``_source`` and ``_status``
-  (verbatim / verbatim-quote / reserialized / partial). A ``partial`` entry only holds evidenced fields.
+- ``models/<org>__<name>.json``: config.json values of real models, with ``_source`` and ``_status`` (one of
+  :data:`STATUSES`). A ``partial`` entry only holds evidenced fields. Hash-verified entries also carry
+  ``_sha256``/``_bytes`` (of the Hub file) and ``_hash_pins`` (the public files that pin that hash).
 - ``architectures/<model_type>.json``: module names, roles and shape expressions per model_type.
 - ``runtimes/<runtime>.json``: what each serving runtime accepts, per version, with sources.
 """
@@ -15,6 +16,16 @@ from functools import lru_cache
 from importlib import resources
 
 _PKG = "regraft.catalog"
+
+# How an entry's config values were obtained, most to least direct (docs/catalog.md).
+STATUSES = {
+    "verbatim": "a copy of the Hub config.json (hash-verified where _sha256 is given)",
+    "verbatim-quote": "quoted config text completed with a field from a second copy (see _notes)",
+    "reconstructed-hash-verified": "no full text copy seen: a sibling's verbatim config changed only in evidenced "
+                                   "fields, whose bytes match the Hub file's published SHA-256",
+    "reserialized": "the real values, written back by a tool (renamed or extra keys; types may differ)",
+    "partial": "only the fields some evidence supports; the rest is unknown and never guessed",
+}
 
 
 def _read(folder: str, filename: str) -> dict:

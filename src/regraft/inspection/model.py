@@ -21,7 +21,7 @@ class ModelSpec:
     name: str  # what the user typed, normalised (hub id or folder path)
     origin: str  # local | hf-cache | catalog | hub
     config: dict  # config.json without catalog metadata keys
-    status: str = "local"  # local | hub | verbatim | verbatim-quote | reserialized | partial
+    status: str = "local"  # local | hf-cache | hub | user | one of regraft.catalog.STATUSES
     path: Path | None = None
     meta: dict = field(default_factory=dict)  # catalog metadata: _source, _notes, _corroborated_by
     generation_config: dict | None = None
