@@ -67,6 +67,12 @@ def _raise_if_known_fake(repo_id: str) -> None:
         if fake.lower() == full.lower():
             raise UnknownModelError(_unknown_message(repo_id, f"'{fake}' does not exist: {why}. "
                                                      f"Source: {fakes['_source']}."))
+    import re
+
+    for pattern, entry in fakes.get("patterns", {}).items():
+        if re.match(pattern, full, re.I):
+            raise UnknownModelError(_unknown_message(repo_id, f"'{full}' does not exist as open weights: "
+                                                     f"{entry['why']}. Source: {entry['_source']}."))
 
 
 def _unknown_message(repo_id: str, reason: str) -> str:
