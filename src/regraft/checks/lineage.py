@@ -187,7 +187,8 @@ def canonical(name: str) -> Canon:
             org0 = cur.split("/")[0]
             steps.append(f"{org0} is a mirror organisation ({d['mirror_orgs'].get(org0, '-').split(';')[0]})")
         return Canon(cid, tuple(steps), True, mirror)
-    if "/" not in cur:
+    if "/" not in cur or _is_mirror_org(cur.split("/")[0]) and mirror:
+        cur = cur.split("/")[-1]
         fam = next((f["org"] for f in d["family_orgs"] if re.match(f["pattern"], cur, re.I)), None)
         cur = f"{fam}/{cur}" if fam else cur
     return Canon(cur, tuple(steps), False, mirror)
