@@ -258,6 +258,9 @@ def relate(declared: str | None, target, base_spec=None) -> Lineage:
         t_names.add(str(target.path).replace("\\", "/").rstrip("/").lower())
     if base.raw.strip().replace("\\", "/").rstrip("/").lower() in t_names or \
             (base.kind in ("repo", "hf-cache") and base.name.lower() in t_names):
+        if base.kind == "hf-cache":
+            return Lineage("same", "names", [f"{base.raw} is the HF-cache snapshot of {base.name}",
+                                             f"{base.name} is the target"], base=shown)
         return Lineage("same", "names", [f"{shown} is the target"], base=shown)
     if base.kind == "local" and base_spec is not None and target.path is not None and base_spec.path is not None \
             and str(base_spec.path.resolve()) == str(target.path.resolve()):
