@@ -56,7 +56,25 @@ def build_adapter(case: Path, spec: dict, out: Path, default_on) -> Path:
     out.mkdir(parents=True)
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     write_safetensors(out / "adapter_model.safetensors", tensors)
+    for pat, what in (spec.get("poison") or {}).items():
+        poison(out / "adapter_model.safetensors", pat, what)
     return out
+
+
+_BITS = {("BF16", "nan"): b"\xc0\x7f", ("BF16", "inf"): b"\x80\x7f", ("F16", "nan"): b"\x00\x7e",
+         ("F16", "inf"): b"\x00\x7c", ("F32", "nan"): b"\x00\x00\xc0\x7f", ("F32", "inf"): b"\x00\x00\x80\x7f"}
+
+
+def poison(path: Path, pattern: str, what: str) -> None:
+    """Write one NaN or Inf as the first value of every tensor matching ``pattern``."""
+    from regraft.inspection.adapter_health import spans
+
+    table, start = spans(path)
+    with open(path, "r+b") as f:
+        for name, (dt, _, b, _e) in table.items():
+            if re.search(pattern, name):
+                f.seek(start + b)
+                f.write(_BITS[(dt, what)])
 
 
 def run_case(case: Path, tmp: Path):
