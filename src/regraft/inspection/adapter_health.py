@@ -18,7 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_SCAN_BYTES = 64 * 2**20  # `check` scans adapters up to this size for NaN/Inf (~50 ms); `inspect --health` any size
+MAX_SCAN_BYTES = 4 * 2**20  # `check` scans adapters up to this size for NaN/Inf (bytes path, < 50 ms);
+# `inspect ADAPTER --health` scans any size
 _CHUNK = 64 * 2**20
 # byte -> 1 when its exponent bits (in that byte) are all ones, else 0
 _HI_BF16 = bytes(1 if b & 0x7F == 0x7F else 0 for b in range(256))  # also the high byte of F32

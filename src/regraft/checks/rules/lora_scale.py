@@ -99,8 +99,8 @@ def nan_inf(ctx: LoraContext):
     """The adapter's weights hold NaN or Inf: every output it touches becomes NaN, on any target.
 
     Found from the exponent bits of every F32/F16/BF16 value (numpy when installed, else bytes; never torch).
-    check scans adapters up to 64 MiB of weights (~50 ms); larger ones are left to
-    `regraft inspect ADAPTER --health`, which scans any size.
+    check scans adapters with up to 4 MiB of weights (under 50 ms, no numpy import); larger ones are left to
+    `regraft inspect ADAPTER --health` (opt-in: it reads every weight), which scans any size.
     Bad:  a checkpoint saved after the loss diverged (fp16 overflow), served as is
     Good: an earlier checkpoint, or retrain with bf16 / a lower learning rate
     """
