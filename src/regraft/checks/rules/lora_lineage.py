@@ -13,15 +13,38 @@ def lineage(ctx: LoraContext) -> Lineage:
     drift, else from the declared base resolved like any MODEL, lineage.json and the names."""
     got = ctx.__dict__.get("_lineage")
     if got is None:
-        rep = ctx.weight_drift
         declared = _declared(ctx)
+        base = resolve_declared(declared, ctx.target)
+        rep = drift_report(ctx, base)
         if rep is not None:
             got = Lineage(rep.relation, "weights", [f"drift sigma {rep.sigma:.4f} between the local checkpoints"],
                           base=normalise_base(declared))
         else:
-            got = relate(declared, ctx.target, resolve_declared(declared, ctx.target))
+            got = relate(declared, ctx.target, base)
         ctx.__dict__["_lineage"] = got
     return got
+
+
+def drift_report(ctx: LoraContext, base=None):
+    """Drift measured on the weights: SOURCE vs TARGET when both are local (ctx.weight_drift), else the adapter's
+    declared base when it is a local folder with weights (and the sizes / --drift allow it)."""
+    if "_drift" in ctx.__dict__:
+        return ctx.__dict__["_drift"]
+    rep = ctx.weight_drift
+    t = ctx.target
+    if rep is None and base is not None and ctx.drift != "never" and base.path is not None and base.tensors \
+            and t.path is not None and t.tensors and str(base.path.resolve()) != str(t.path.resolve()):
+        from regraft.checks.context import DRIFT_AUTO_BYTES
+        from regraft.inspection.safetensors_header import total_bytes
+
+        if ctx.drift == "always" or total_bytes(base.tensors) + total_bytes(t.tensors) <= DRIFT_AUTO_BYTES:
+            from regraft.drift import lineage_by_weights
+
+            rep = lineage_by_weights(base, t)
+            if rep is not None:
+                ctx.__dict__["_drift_from"] = base.name
+    ctx.__dict__["_drift"] = rep
+    return rep
 
 
 def _shapes_fit(ctx: LoraContext) -> bool:
@@ -129,7 +152,8 @@ def tokenizer_family(ctx: LoraContext):
 
 @rule("RG205", "lineage-by-weights", area="lora", severity=Severity.INFO)
 def by_weights(ctx: LoraContext):
-    """Lineage measured on the weights: drift between the local source and target checkpoints (streamed).
+    """Lineage measured on the weights: drift between the local source (or the adapter's declared base, when it is
+    a local folder) and target checkpoints (streamed).
 
     sigma = sum|A-B| / (sum|A| + sum|B|) over all tensors of equal name and shape: <= 1e-4 same weights,
     <= 0.30 siblings, above: unrelated; an adapter is copied only when sigma <= 0.15 (research/lora_transfer.md 6.5).
@@ -137,13 +161,18 @@ def by_weights(ctx: LoraContext):
     Bad:  trusting a name ("...-Instruct") for lineage when both weights are on disk
     Good: `regraft check SRC TGT --adapter A --drift always`, or `regraft drift SRC TGT --plot drift.png`
     """
-    if not _shapes_fit(ctx) or ctx.weights_bytes is None:
+    if not _shapes_fit(ctx):
         return
-    rep = ctx.weight_drift
+    lineage(ctx)  # measures the drift (SOURCE or the declared base vs TARGET) when the weights are local
+    rep = drift_report(ctx)
     if rep is not None:
         copy = "copy is advised" if rep.sigma <= 0.15 else "do not copy (sigma > 0.15)"
-        yield by_weights.rule.finding(f"drift {ctx.source.name} -> {ctx.target.name}: sigma {rep.sigma:.4f} "
+        src = ctx.__dict__.get("_drift_from") or ctx.source.name
+        yield by_weights.rule.finding(f"drift {src} -> {ctx.target.name}: sigma {rep.sigma:.4f} "
                                       f"({rep.verdict}); {copy}", data={"sigma": rep.sigma, "relation": rep.relation})
+        return
+    if ctx.weights_bytes is None:
+        return
     elif ctx.drift != "never" and str(ctx.source.path) != str(ctx.target.path):
         yield by_weights.rule.finding(f"both checkpoints are local ({ctx.weights_bytes / 2**30:.1f} GiB together): "
                                       "lineage was judged by names; `--drift always` measures it on the weights")
