@@ -103,7 +103,7 @@ def render(result) -> str:
 
 
 def check_golden(case: Path, tmp: Path) -> str:
-    got = render(run_case(case, tmp)).replace(str(tmp), "<tmp>")
+    got = render(run_case(case, tmp)).replace(str(tmp), "<tmp>").replace(str(case), "<case>")
     exp_path = case / "expected.txt"
     if os.environ.get("REGRAFT_UPDATE_GOLDEN") or not exp_path.exists():
         exp_path.write_text(got)
