@@ -43,6 +43,16 @@ def test_corpus_is_large_and_every_folder_has_an_expectation_and_a_source():
 @pytest.mark.parametrize("name", FOLDERS)
 def test_own_base_loads_and_lineage_is_right(name, tmp_path):
     exp, cfg = EXPECT["own"][name], _cfg(name)
+    if exp.get("broken"):
+        from regraft.errors import FileFormatError
+
+        d = tmp_path / "broken"
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps(cfg))
+        (d / "adapter_model.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"{}      ")
+        with pytest.raises(FileFormatError, match="it is a model's config.json"):
+            read_adapter(d)
+        return
     if exp["target"] is None:  # the catalog has no such model: a clean error naming it, never a verdict
         base = _base(cfg)
         try:
