@@ -22,6 +22,7 @@ class LoraContext:
     runtime: str
     runtime_data: dict = field(default_factory=dict)
     drift: str = "auto"  # auto (both local and <= DRIFT_AUTO_BYTES) | always | never
+    serving_config: str | None = None  # check --config: the serving command line / file the LoRA flags come from
 
     @cached_property
     def weights_bytes(self) -> int | None:
