@@ -25,8 +25,14 @@ def run(args) -> int:
     path = Path(args.thing).expanduser()
     if path.is_dir() and (path / "adapter_config.json").is_file():
         from regraft.inspection.adapter import read_adapter
+        from regraft.inspection.producer import inspect_producer, producer_of
 
-        card = read_adapter(path, allow_pickle=args.allow_pickle).describe()
+        if (path / "adapters.safetensors").is_file() and not (path / "adapter_model.safetensors").is_file():
+            card = {"path": str(path), "producer": inspect_producer(path).to_dict()}  # MLX-LM: not PEFT files
+        else:
+            spec = read_adapter(path, allow_pickle=args.allow_pickle)
+            card = spec.describe()
+            card["producer"] = producer_of(spec).to_dict()
     else:
         from regraft.inspection.resolve import resolve_model
 
