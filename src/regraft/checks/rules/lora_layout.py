@@ -14,7 +14,7 @@ _BAD = ("errors", "drops-silently", "wrong-silently")
 _FIX = {  # layout -> the exact conversion `regraft port lora --layout` makes for PEFT and vLLM
     "peft-3d-positional": "peft-3d-linear", "nemo-automodel-3d-swapped": "peft-3d-linear",
     "unsloth-3d-blockwise": "peft-3d-linear", "megatron-3d-per-projection": "peft-3d-linear",
-    "mlx-lm": "peft",
+    "mlx-lm": "peft", "peft-3d-linear": "peft-per-expert",
 }
 
 
@@ -94,15 +94,17 @@ def layout_runtime(ctx: LoraContext):
             continue
         text = f"{layout} on {runtime} {row['versions']}: {row['outcome']}: {row['detail']} ({row['source']})"
         fix = _FIX.get(layout)
-        hint = f"`regraft port lora --layout {layout}:{fix}` converts it exactly" if fix else \
-            "no exact conversion in regraft for this layout: merge with the producer's own tool"
+        if layout == "peft-3d-linear":  # the per-expert form is what the runtime's own fix-up path writes
+            fix = "peft-per-expert" if runtime == "llama.cpp" else None
+        hint = (f"`regraft port lora --runtime {runtime}` writes the per-expert form (exact)" if layout ==
+                "peft-3d-linear" else f"`regraft port lora --layout {layout}:{fix}` converts it exactly") if fix else \
+            "regraft has no exact conversion for this layout: convert or merge it with the producer's own tool"
         if row.get("current", True) is False:
             yield layout_runtime.rule.finding(text + " [older version]", severity=Severity.INFO, verdict=None)
         elif row["outcome"] not in _BAD:
             yield layout_runtime.rule.finding(text, severity=Severity.INFO, verdict=None)
         else:
-            yield layout_runtime.rule.finding(text, hint=hint, verdict=Verdict.NEEDS_RELAYOUT if fix else
-                                              Verdict.CANNOT, data={"layout": layout, "outcome": row["outcome"]})
+            yield layout_runtime.rule.finding(text, hint=hint, data={"layout": layout, "outcome": row["outcome"]})
 
 
 @rule("RG307", "layout-evidence", area="lora", severity=Severity.INFO)
