@@ -174,3 +174,40 @@ def test_refusals_are_one_line_input_errors(world):
     with pytest.raises(InputError, match="SwitchLinear"):
         convert({"model.layers.0.mlp.switch_mlp.up_proj.lora_a": torch.zeros(4, 32, 2)},
                 {"lora_parameters": {"rank": 2}}, "mlx-lm", "peft")
+
+
+def test_cli_port_lora_layout_mlx_to_peft(world, tmp_path, capsys):
+    """`regraft port lora MLX_DIR --to BASE --layout auto:peft --out OUT`: PEFT loads OUT with MLX's outputs."""
+    from regraft.cli.main import main
+
+    dense_dir = world["dense"]
+    lora = peft_adapter(dense_dir, tmp_path / "lora", targets=["q_proj", "o_proj"], r=4, alpha=8)
+    t, cfg = read_adapter_files(lora)
+    mlx_t, mlx_cfg, _ = convert(t, cfg, "peft", "mlx-lm", {"num_hidden_layers": 2})
+    mlx_dir = save_adapter(tmp_path / "mlx", mlx_t, mlx_cfg, weights="adapters.safetensors")
+    out = tmp_path / "peft-out"
+    assert main(["port", "lora", str(mlx_dir), "--to", str(dense_dir), "--layout", "auto:peft", "--out", str(out)]) == 0
+    assert "layout mlx-lm -> peft" in capsys.readouterr().out
+    ref = peft_logits(dense_dir, lora, world["x"])
+    got = peft_logits(dense_dir, out, world["x"])
+    assert (got - ref).abs().max().item() < TOL
+    # and back: PEFT -> MLX-LM writes adapters.safetensors
+    back = tmp_path / "mlx-back"
+    assert main(["port", "lora", str(out), "--to", str(dense_dir), "--layout", "peft:mlx-lm", "--out", str(back)]) == 0
+    bt, bcfg = read_adapter_files(back, "adapters.safetensors")
+    assert bcfg["lora_parameters"]["rank"] == 4 and all(torch.equal(bt[k], mlx_t[k]) for k in mlx_t)
+
+
+def test_cli_layout_undecided_is_refused(world, tmp_path, capsys):
+    from regraft.cli.main import main
+
+    (tmp_path / "u").mkdir()
+    t, cfg = read_adapter_files(world["fused"])
+    gu = {k: v for k, v in t.items() if "base_layer" in k}  # gate_up only, 2*I == H, no peft_version
+    cfg = {k: v for k, v in cfg.items() if k != "peft_version"}
+    save_adapter(tmp_path / "u", gu, {**cfg, "target_parameters": ["mlp.experts.gate_up_proj"]})
+    code = main(["port", "lora", str(tmp_path / "u"), "--to", str(world["moe"]), "--layout", "auto:peft-3d-linear",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Cannot tell the layout" in err and "candidates: peft-3d-linear, peft-3d-positional" in err
+    assert not (tmp_path / "o").exists()

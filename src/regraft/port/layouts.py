@@ -28,6 +28,8 @@ Result = tuple[dict, dict, list[str]]
 
 def convert(tensors: dict, config: dict, from_layout: str, to_layout: str, base: dict | None = None) -> Result:
     """Convert an adapter's tensors and config from one layout to another (exact), or raise InputError."""
+    if from_layout == to_layout:
+        raise InputError(f"The adapter is already in layout '{to_layout}': nothing to convert.")
     fn = CONVERSIONS.get((from_layout, to_layout))
     if fn is None:
         known = ", ".join(f"{a}:{b}" for a, b in CONVERSIONS)
