@@ -55,8 +55,10 @@ class LoraContext:
     @cached_property
     def layout_evidence(self):
         """Numbers where shapes are blind (regraft.checks.weights_evidence), only with a local base model."""
-        if self.adapter is None or self.drift == "never" or self.producer is None:
+        if self.adapter is None or self.drift == "never" or self.producer is None or not self.producer.fused:
             return None
+        if not any(m is not None and m.path is not None and m.tensors for m in (self.source, self.target)):
+            return None  # no local base: nothing to measure, and torch stays unimported
         from regraft.checks.weights_evidence import evidence_for_context
 
         return evidence_for_context(self)

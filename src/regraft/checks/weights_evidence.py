@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 MARGIN = 0.15  # contrast lead needed to decide: the smallest with no wrong decision in bench/results/layout_evidence.md
 MAX_LAYERS = 4
+READ_BUDGET = 1 << 30  # bytes of base down_proj weights read at most (one layer is always read)
 
 
 @dataclass
@@ -153,8 +154,10 @@ def measure(spec, base, questions: list[str], producer_report) -> Evidence:
     if E < 2 or not names:
         return Evidence([EvidenceFinding(q, f"{q}: not measured (experts {E}, fused gate_up layers {len(names)})",
                                          False) for q in questions])
-    step = max(1, len(names) // MAX_LAYERS)
-    chosen = names[::step][:MAX_LAYERS]
+    per_layer = _down_bytes(base, names[0][1], E)
+    n_layers = max(1, min(MAX_LAYERS, READ_BUDGET // per_layer)) if per_layer else MAX_LAYERS
+    step = max(1, len(names) // n_layers)
+    chosen = names[::step][:n_layers]
     pairs, downs, missing = [], [], []
     with safe_open(str(inside(spec.path, spec.weights_file)), "pt") as f:
         for layer, pre, ka in chosen:
@@ -170,6 +173,14 @@ def measure(spec, base, questions: list[str], producer_report) -> Evidence:
                                          hint="give the base checkpoint the adapter was trained on") for q in questions])
     scores = layer_scores(pairs, downs, E)
     return _findings(scores, questions, producer_report, len(pairs))
+
+
+def _down_bytes(base, pre: str, E: int) -> int:
+    t = base.tensors
+    per = [f"{pre}.{e}.down_proj.weight" for e in range(E)]
+    if all(n in t for n in per):
+        return sum(t[n].nbytes for n in per)
+    return t[f"{pre}.down_proj"].nbytes if f"{pre}.down_proj" in t else 0
 
 
 def _down_weights(base, pre: str, E: int):
