@@ -55,6 +55,8 @@ def undecided(ctx: LoraContext):
     function.
     Bad:  a gate_up-only fused adapter without peft_version on a model with hidden 2048, moe_intermediate 1024
     Good: peft_version in adapter_config.json, or a local base model (the numbers decide: RG307)
+    Not detected yet: an A/B-swapped export carrying a correct-looking peft_version (only NeMo-Automodel's
+    automodel_peft_config.json marks it); Unsloth adapters trained after unsloth-zoo#1269 are undecided too.
     """
     p = ctx.producer
     if p is None or p.layout != "unknown" or _layout(ctx) != "unknown":
@@ -116,6 +118,8 @@ def layout_evidence(ctx: LoraContext):
     too small to separate them.
     Bad:  an A/B-swapped expert export where 2*moe_intermediate == hidden: every shape check passes
     Good: a finding that names the orientation the numbers support, with the numbers
+    Not detected yet: at the margin with no wrong call on bench/layout_evidence.py (0.15) the contrast decides none
+    of the tiny trained cases (it abstains: unknown); routed vs shared coverage is judged by names (RG308).
     """
     ev = ctx.layout_evidence
     if ev is None:
