@@ -97,3 +97,13 @@ def test_every_layout_has_sources_and_runtime_rows():
             assert set(row) <= {"runtime", "versions", "outcome", "detail", "source", "current", "model_types"}
             assert row["outcome"] in ("loads", "drops-silently", "wrong-silently", "errors", "unknown"), row
             assert row["source"], row
+
+
+def test_check_on_mlx_folder_names_the_conversion(tmp_path, capsys):
+    from regraft.cli.main import main
+
+    write(tmp_path / "mlx", MLX_CFG, {"model.layers.0.self_attn.q_proj.lora_a": (32, 2),
+                                      "model.layers.0.self_attn.q_proj.lora_b": (2, 32)}, weights="adapters.safetensors")
+    code = main(["check", "Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B", "--adapter", str(tmp_path / "mlx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "MLX-LM adapter" in err and "--layout mlx-lm:peft" in err and len(err.strip().splitlines()) == 1
