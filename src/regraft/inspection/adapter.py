@@ -238,6 +238,9 @@ def read_adapter(path: str | Path, *, allow_pickle: bool = False) -> AdapterSpec
                                    "regraft does not unpickle by default. Convert it to safetensors, or pass "
                                    "--allow-pickle to read it with torch's weights_only loader.")
         tensors, weights_file, nbytes = _read_bin(inside(path, "adapter_model.bin")), "adapter_model.bin", 0
+    elif (path / "adapters.safetensors").is_file():
+        raise InputError(f"Cannot read adapter '{path}': it is an MLX-LM adapter (adapters.safetensors), not PEFT "
+                         f"files. Convert it exactly: regraft port lora {path} --to BASE --layout mlx-lm:peft --out DIR")
     else:
         raise InputError(f"Cannot read adapter '{path}': no adapter_model.safetensors (or .bin) next to "
                          "adapter_config.json. The adapter folder is incomplete.")

@@ -13,7 +13,7 @@ from regraft.checks.registry import rule
 
 def _max_rank(ctx: LoraContext) -> int:
     a = ctx.adapter
-    return max((m.rank or 0) for m in a.lora_modules if m.kind != "fused_experts") if a and a.lora_modules else 0
+    return max(((m.rank or 0) for m in a.lora_modules if m.kind != "fused_experts"), default=0) if a else 0
 
 
 @rule("RG401", "runtime-rank", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
