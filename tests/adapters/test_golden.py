@@ -27,4 +27,7 @@ def test_every_lora_rule_has_a_case():
     codes = {r.code for r in rules_for("lora")}
     tests = Path(__file__).parents[1]  # other areas keep LoRA-rule cases in the same format (e.g. tests/catalog)
     covered = {c.name.split("-")[0] for c in tests.glob("*/cases/RG*") if c.is_dir()}
+    from tests.layouts.test_rules import GOLDEN as LAYOUT_GOLDEN  # RG304-RG307: in-module cases (no folders)
+
+    covered |= {case[0].split("-")[0] for case in LAYOUT_GOLDEN}
     assert codes - ELSEWHERE <= covered, sorted(codes - ELSEWHERE - covered)
