@@ -42,9 +42,6 @@ GOLDEN = [  # id, config, shapes, model, runtime, readme, files, verdict, [(code
      "vllm", None, None, "needs-relayout", [("RG306", "error", "needs-relayout", "SkyRL#1852")]),
     ("RG306-nemo-grouped", peft_cfg(), {f"{P}.0.mlp.experts.lora_gate_and_up_A": (4, 32, 2)}, MOE_CFG,
      "vllm", None, None, "needs-relayout", [("RG306", "error", "needs-relayout", "nemo-automodel-grouped on vllm")]),
-    ("RG322-shared-expert-only", peft_cfg(target_modules=["up_proj"]),
-     {f"{P}.0.mlp.shared_expert.up_proj.lora_A.weight": (2, 32), f"{P}.0.mlp.shared_expert.up_proj.lora_B.weight":
-      (16, 2)}, MOE_CFG, "peft", None, None, "*", [("RG322", "warning", "-", "routed experts were never adapted")]),
 ]
 
 
