@@ -336,7 +336,14 @@ async def _generate(t: Target, probes: list[Probe], api: str, max_tokens: int, t
                 return await t.client.complete(t.model, p.text, max_tokens, top_k, logprobs)
             return await t.client.chat_complete(t.model, p.messages, max_tokens, top_k, logprobs)
 
-    return list(await asyncio.gather(*(one(p) for p in probes)))
+    tasks = [asyncio.ensure_future(one(p)) for p in probes]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:  # the first failure decides: the others are cancelled, not left running
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _known(entries: list[dict] | None, model: str, url: str, what: str) -> dict | None:
