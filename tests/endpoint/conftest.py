@@ -43,4 +43,6 @@ def server(world):
     url = f"http://127.0.0.1:{port}/v1"
     proc = start(cmd, url + "/models", world["dir"] / "server.log", timeout=90, env=env)
     yield url
-    stop(proc)
+    import signal
+
+    stop(proc, signal.SIGKILL)  # our own process group; nothing to flush

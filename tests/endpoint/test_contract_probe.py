@@ -3,7 +3,10 @@
 import asyncio
 import warnings
 
+import pytest
+
 warnings.filterwarnings("ignore")
+pytestmark = pytest.mark.server
 
 
 def _contract(url, model):

@@ -8,6 +8,7 @@ import pytest
 from regraft.verify.endpoint import verify_endpoint
 
 warnings.filterwarnings("ignore")
+pytestmark = pytest.mark.server
 
 
 def test_server_speaks_openai(server):

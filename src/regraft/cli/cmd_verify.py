@@ -185,9 +185,9 @@ VERDICT_TEXT = {"no-effect": "NO EFFECT", "applied": "APPLIED", "applied-wrong":
 def render_endpoint(rep) -> str:
     lines = [f"verify {rep.model} @ {rep.endpoint} against {rep.base}: {VERDICT_TEXT.get(rep.verdict, rep.verdict)}",
              f"  {rep.reason}",
-             f"  {rep.probes} probes ({rep.prompts_from}), {rep.max_tokens} tokens each, top-{rep.top_k} log-probs "
+             (f"  {rep.probes} probes ({rep.prompts_from}), {rep.max_tokens} tokens each, top-{rep.top_k} log-probs "
              f"via /v1/{'completions' if rep.api == 'completions' else 'chat/completions'}; runtime {rep.runtime}; "
-             f"{rep.seconds:.1f}s"]
+             f"{rep.seconds:.1f}s")]
     if rep.effect is not None:
         e, z = rep.effect, rep.noise
         lines.append(f"  adapter vs base: max |diff| {e.max_diff:.3g}, mean {e.mean_diff:.3g} nats, top-1 agreement "

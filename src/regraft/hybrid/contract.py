@@ -120,7 +120,7 @@ def describe_side(role: str, endpoint: str, model_id: str | None, model_hint: st
     side = Side(role=role, endpoint=endpoint, model_id=model_id)
     name = model_hint or model_id
     if not name:
-        side.notes.append("no model id: the endpoint's /v1/models is empty and no --%s-model was given" % role)
+        side.notes.append(f"no model id: the endpoint's /v1/models is empty and no --{role}-model was given")
         return side
     try:
         from regraft.inspection.resolve import resolve_model
@@ -227,7 +227,7 @@ async def probe(backend, tools: list[dict] | None, timeout: float = 60.0) -> Fin
         sev = "error"
         code = "probe-rejected" if e.kind == "rejected" else "probe-unreachable"
         return Finding(sev, code, f"{backend.role} {e}")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Finding("error", "probe-unreachable", f"{backend.role} {backend.base_url}: no answer within {timeout:g}s")
     return None
 

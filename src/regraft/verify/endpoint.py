@@ -231,7 +231,7 @@ def find_template(base_dir, base_name: str | None) -> str | None:
             continue
         try:
             spec = resolve_model(str(name), use_hub=False)
-        except Exception:  # noqa: BLE001 - unknown to regraft: the chat API renders instead
+        except Exception:  # noqa: BLE001, S112 - unknown to regraft: the chat API renders instead
             continue
         t = template_of(spec) or template_for(spec)[0]
         if t:
@@ -247,16 +247,16 @@ def decide(effect: PairStats, noise: PairStats, tol: float = TOL) -> tuple[str, 
     if not effect.positions:
         return "unknown", "no position could be compared", floor
     if effect.max_diff <= floor:
-        return ("no-effect", f"the adapter's log-probs equal the base's on {effect.positions} positions of "
-                f"{effect.prompts} probes (max |diff| {effect.max_diff:.2g} nats <= noise floor {floor:.2g})", floor)
+        return ("no-effect", (f"the adapter's log-probs equal the base's on {effect.positions} positions of "
+                f"{effect.prompts} probes (max |diff| {effect.max_diff:.2g} nats <= noise floor {floor:.2g})"), floor)
     clear = max(CLEAR, 4 * floor)
     if effect.max_diff >= clear:
-        return ("applied", f"the adapter changes the log-probs (max |diff| {_g(effect.max_diff)} nats vs noise "
+        return ("applied", (f"the adapter changes the log-probs (max |diff| {_g(effect.max_diff)} nats vs noise "
                 f"floor {floor:.2g}; top-1 agreement with the base {effect.top1_agree:.2f} on {effect.positions} "
-                "positions)", floor)
-    return ("unknown", f"the adapter differs from the base by at most {effect.max_diff:.3g} nats: above the noise "
+                "positions)"), floor)
+    return ("unknown", (f"the adapter differs from the base by at most {effect.max_diff:.3g} nats: above the noise "
             f"floor {floor:.2g} but below a clear effect ({clear:.2g}); use --probes with the adapter's own prompts, "
-            "more --max-tokens, or --tol", floor)
+            "more --max-tokens, or --tol"), floor)
 
 
 def _f(x) -> str:
@@ -340,8 +340,8 @@ async def _generate(t: Target, probes: list[Probe], api: str, max_tokens: int, t
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:  # the first failure decides: the others are cancelled, not left running
-        for t in tasks:
-            t.cancel()
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
 
@@ -366,6 +366,9 @@ async def averify_endpoint(endpoint: str, model: str, *, base_model: str | None 
                            progress=None) -> EndpointReport:
     import time
 
+    from regraft.errors import need
+
+    need("httpx", "regraft verify --endpoint", "serve")
     t0 = time.perf_counter()
     say = progress or (lambda m: None)
     if n_probes < 1 or max_tokens < 1 or not 1 <= top_k <= 20:
