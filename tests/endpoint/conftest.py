@@ -37,7 +37,7 @@ def server(world):
     cmd = [PY, "-m", "tests.endpoint.server", "--base", str(world["base"]), "--port", str(port),
            "--adapter", f"good={lora}", "--adapter", f"noop={lora}:ignore", "--adapter", f"swapped={lora}:swap",
            "--adapter", f"half={lora}:halfscale", "--adapter", f"nolp={lora}:nologprobs",
-           "--adapter", f"slow={lora}:slow"]
+           "--adapter", f"rejectlp={lora}:rejectlp", "--adapter", f"slow={lora}:slow"]
     env = {"PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "src"),
                                           os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     url = f"http://127.0.0.1:{port}/v1"

@@ -11,6 +11,7 @@ Each adapter is served by NAME, as vLLM serves ``--lora-modules NAME=PATH`` (lis
   square module (q_proj, o_proj here): the update becomes (B A)^T;
 - ``halfscale``: applied at half its scale (a runtime that ignores rsLoRA or alpha);
 - ``nologprobs``: applied, but the answers carry no log-probabilities (a server that ignores the field);
+- ``rejectlp``: applied, but a request asking for log-probabilities is refused (HTTP 400);
 - ``slow``: applied, after a 30 s pause (timeouts).
 
 /v1/completions (``logprobs: k``) and /v1/chat/completions (``logprobs``/``top_logprobs``) generate greedily, with
@@ -96,6 +97,8 @@ def build_app(base_dir: str, adapters: dict[str, tuple[str, str]], token_ids: bo
             return None, error(404, f"The model `{name}` does not exist.")
         if modes[name] == "slow":
             await asyncio.sleep(30)
+        if modes[name] == "rejectlp" and (body.get("logprobs") or body.get("top_logprobs")):
+            return None, error(400, "logprobs are not supported for this model")
         mt = int(body.get("max_tokens") or 16)
         return (name, generate(models[name], ids, mt, max(1, k))), None
 

@@ -23,7 +23,7 @@ def test_server_speaks_openai(server):
 
 
 def test_silent_noop_is_caught(server, world):
-    r = verify_endpoint(server, "noop", adapter_dir=world["lora"], base_dir=world["base"])
+    r = verify_endpoint(server, "noop", adapter_dir=world["lora"], base_dir=world["base"], n_probes=3)
     assert r.verdict == "no-effect" and r.exit_code == 1
     assert r.effect.max_diff == 0 and r.effect.positions == r.probes * r.max_tokens
     assert r.causes  # likely causes are listed
@@ -33,7 +33,7 @@ def test_silent_noop_is_caught(server, world):
 
 
 def test_applied_adapter_matches_transformers_peft(server, world):
-    r = verify_endpoint(server, "good", adapter_dir=world["lora"], base_dir=world["base"])
+    r = verify_endpoint(server, "good", adapter_dir=world["lora"], base_dir=world["base"], n_probes=3)
     assert r.verdict == "applied" and r.exit_code == 0, r.reason
     assert r.effect.max_diff > 0.1 and r.noise.max_diff == 0  # the base's repeat is bit-identical here
     ref = r.reference
@@ -44,7 +44,7 @@ def test_applied_adapter_matches_transformers_peft(server, world):
 @pytest.mark.parametrize("name", ["swapped", "half"])
 def test_corrupted_adapter_is_applied_but_wrong(server, world, name):
     """A/B swapped on the square modules ((BA)^T), or half the scale: it changes the output, just not correctly."""
-    r = verify_endpoint(server, name, adapter_dir=world["lora"], base_dir=world["base"])
+    r = verify_endpoint(server, name, adapter_dir=world["lora"], base_dir=world["base"], n_probes=3)
     assert r.verdict == "applied-wrong" and r.exit_code == 1, r.reason
     dev, eff = r.reference["served_adapter"]["mean_diff"], r.reference["served_adapter_vs_local_base"]["mean_diff"]
     assert dev > 0.1 * eff and r.reference["served_base"]["max_diff"] < 1e-4
@@ -59,8 +59,10 @@ def test_without_local_reference_and_with_reference_endpoint(server):
 
 
 def test_no_logprobs_falls_back_to_text_and_says_unknown(server):
-    r = verify_endpoint(server, "nolp", base_model="qwen3-tiny")
+    r = verify_endpoint(server, "nolp", base_model="qwen3-tiny", n_probes=3)
     assert r.verdict == "unknown" and r.exit_code == 3 and "greedy texts differ" in r.reason and r.effect is None
+    r2 = verify_endpoint(server, "rejectlp", n_probes=2)  # the field refused (400): asked again without it
+    assert r2.verdict == "unknown" and "greedy texts differ" in r2.reason
 
 
 def test_cli_verdicts_and_bad_input(server, world, capsys, tmp_path):
@@ -70,7 +72,10 @@ def test_cli_verdicts_and_bad_input(server, world, capsys, tmp_path):
 
     assert main(["verify", "--endpoint", server, "--model", "noop", "--format", "json"]) == 1
     d = json.loads(capsys.readouterr().out)
-    assert d["verdict"] == "no-effect" and d["effect"]["max_diff"] == 0
+    assert d["verdict"] == "no-effect" and d["effect"]["max_diff"] == 0 and d["exit_code"] == 1
+    assert main(["verify", "--endpoint", server, "--model", "noop", "--runtime", "vllm", "--probes", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "NO EFFECT" in out and "--lora-target-modules" in out and "vllm/issues/55193" in out
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text('{"prompt": "The capital of France is"}\n{"prompt": "LoRA adapters are"}\n')
     assert main(["verify", "--endpoint", server, "--model", "good", "--probes", str(seeds)]) == 0

@@ -406,18 +406,20 @@ async def averify_endpoint(endpoint: str, model: str, *, base_model: str | None 
             use = "completions" if all(p.text for p in probes) else "chat"
         A, B = Target(ad, model), Target(bc, base_model)
         say(f"probing {len(probes)} prompts ({use})")
+        lp = True
         try:
             ga = await _generate(A, probes, use, max_tokens, top_k)
         except BackendError as e:
             if api == "auto" and use == "completions" and e.kind == "rejected" and e.status in (404, 405, 501):
                 use = "chat"
                 ga = await _generate(A, probes, use, max_tokens, top_k)
-            elif e.kind == "rejected" and "logprob" in str(e).lower():
+            elif e.kind == "rejected" and "logprob" in str(e).lower():  # a server that refuses the field
+                lp = False
                 ga = await _generate(A, probes, use, max_tokens, top_k, logprobs=False)
             else:
                 raise
-        gb = await _generate(B, probes, use, max_tokens, top_k)
-        gb2 = await _generate(B, probes, use, max_tokens, top_k)
+        gb = await _generate(B, probes, use, max_tokens, top_k, logprobs=lp)
+        gb2 = await _generate(B, probes, use, max_tokens, top_k, logprobs=lp)
         rep = EndpointReport(ad.base_url, model, B.label, rt, use, "unknown", "", len(probes), max_tokens, top_k,
                              tol, prompts_from=source)
         if any(g.positions is None for g in ga + gb + gb2):
