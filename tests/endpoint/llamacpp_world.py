@@ -76,7 +76,7 @@ def build_moe(out: Path, seed: int = 0) -> Path:
                                num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
                                tie_word_embeddings=True, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
                                pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None,
-                               decoder_sparse_step=1, mlp_only_layers=[])
+                               decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True)  # as Qwen3-30B-A3B
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
     return out
@@ -92,12 +92,13 @@ def port_gguf(adapter: Path, model: Path, out: Path) -> Path:
 
 
 def llama_logits(gguf: Path, lora: Path | None, ids: list[int]):
-    """Logits of every position, llama-cpp-python in process (n_threads 1)."""
+    """Logits of every position, llama-cpp-python in process (n_threads 1; float32 KV cache: with the default f16
+    cache llama.cpp itself deviates ~1e-3 from float32 transformers, with f32 ~1e-6)."""
     import numpy as np
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(gguf), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=256,
-                n_threads=1, verbose=False, seed=0)
+                n_threads=1, verbose=False, seed=0, type_k=0, type_v=0)  # 0 = GGML_TYPE_F32
     llm.eval(ids)
     out = np.array(llm.scores[:len(ids)], dtype=np.float64)
     llm.close() if hasattr(llm, "close") else None
@@ -118,7 +119,8 @@ def hf_logits(model_dir: Path, adapter: Path | None, ids: list[int]):
 
 
 def compare(a, b) -> dict:
-    return {"max_abs_logit": float(abs(a - b).max()), "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).mean())}
+    return {"max_abs_logit": float(abs(a - b).max()), "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).mean()),
+            "max_abs_reference_logit": float(abs(b).max())}
 
 
 def start_server(gguf: Path, lora: Path | None, log: Path, alias: str = "tiny"):
@@ -126,7 +128,7 @@ def start_server(gguf: Path, lora: Path | None, log: Path, alias: str = "tiny"):
 
     port = free_port()
     cmd = [PY, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", "512", "--n_threads", "1", "--model_alias", alias]
+           "--n_ctx", "512", "--n_threads", "1", "--model_alias", alias, "--type_k", "0", "--type_v", "0"]
     if lora is not None:
         cmd += ["--lora_path", str(lora)]
     url = f"http://127.0.0.1:{port}/v1"

@@ -65,8 +65,9 @@ def test_regraft_gguf_lora_matches_peft(lw, name, model):
     got = compare(llama_logits(lw[f"{model}.gguf"], gguf, ids), hf_logits(lw[model], lw[name], ids))
     effect = compare(hf_logits(lw[model], lw[name], ids), hf_logits(lw[model], None, ids))
     RESULTS[f"regraft:{name}"] = {"lora": got, "base": base, "adapter_effect": effect}
-    assert base["max_abs_logit"] < 1e-3
-    assert got["max_abs_logit"] < 1e-3 and got["top1_agreement"] == 1.0
+    tol = 1e-5 * max(1.0, got["max_abs_reference_logit"])  # float32 GGUF: rounding relative to the logits' scale
+    assert base["max_abs_logit"] < tol
+    assert got["max_abs_logit"] < tol and got["top1_agreement"] == 1.0
     assert effect["max_abs_logit"] > 100 * got["max_abs_logit"]  # the adapter matters, and it is applied
 
 
@@ -78,7 +79,7 @@ def test_reference_converter_ignores_rslora_scale(lw):
     ref_gguf = reference_lora_gguf(lw["rslora"], lw["dense"], lw["dir"] / "rs-ref.gguf")
     ref = compare(llama_logits(lw["dense.gguf"], ref_gguf, ids), want)
     RESULTS["rslora:regraft"], RESULTS["rslora:convert_lora_to_gguf"] = ours, ref
-    assert ours["max_abs_logit"] < 1e-3 and ours["top1_agreement"] == 1.0
+    assert ours["max_abs_logit"] < 1e-5 * max(1.0, ours["max_abs_reference_logit"]) and ours["top1_agreement"] == 1.0
     assert ref["max_abs_logit"] > 100 * ours["max_abs_logit"] and ref["top1_agreement"] < 0.9
 
 
