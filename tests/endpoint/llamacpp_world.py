@@ -62,7 +62,7 @@ def reference_lora_gguf(adapter_dir: Path, base_dir: Path, out: Path) -> Path:
     return out
 
 
-def build_moe(out: Path, seed: int = 0) -> Path:
+def build_moe(out: Path, seed: int = 0, norm_topk_prob: bool = True) -> Path:
     """A tiny Qwen3-MoE (4 experts, top-2) with the same tokenizer as tests.hybrid.tiny."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -76,7 +76,7 @@ def build_moe(out: Path, seed: int = 0) -> Path:
                                num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
                                tie_word_embeddings=True, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
                                pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), bos_token_id=None,
-                               decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True)  # as Qwen3-30B-A3B
+                               decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=norm_topk_prob)  # True as Qwen3-30B-A3B
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
     return out

@@ -83,6 +83,18 @@ def test_reference_converter_ignores_rslora_scale(lw):
     assert ref["max_abs_logit"] > 100 * ours["max_abs_logit"] and ref["top1_agreement"] < 0.9
 
 
+def test_llama_cpp_always_normalises_qwen3_moe_routing(lw):
+    """llama.cpp's qwen3moe graph renormalises the top-k routing weights (build_moe_ffn norm_w=true) and the
+    converter does not record norm_topk_prob: a Qwen3-MoE with norm_topk_prob=false is served as another model."""
+    m = build_moe(lw["dir"] / "moe-nonorm", norm_topk_prob=False)
+    g = to_gguf(m, lw["dir"] / "moe-nonorm.gguf")
+    ids = lw["ids"]
+    off = compare(llama_logits(g, None, ids), hf_logits(m, None, ids))
+    on = compare(llama_logits(lw["moe.gguf"], None, ids), hf_logits(lw["moe"], None, ids))
+    RESULTS["qwen3_moe_norm_topk_prob"] = {"false": off, "true": on}
+    assert on["max_abs_logit"] < 1e-5 < 1e-3 < off["max_abs_logit"]
+
+
 def test_verify_endpoint_on_llama_cpp_server(lw):
     from regraft.verify.endpoint import verify_endpoint
     from tests.hybrid.procs import stop
