@@ -20,11 +20,18 @@ def test_recipe_ends_with_verify_command(capsys, runtime, needle):
     doc = json.loads(capsys.readouterr().out)
     f = next(f for f in doc["targets"][0]["areas"]["lora"]["findings"] if f["code"] == "RG407")
     if needle is None:
-        assert "verify" not in f["data"] and "regraft verify" not in f["message"]
+        assert "verify" not in f["data"] and "regraft verify" not in f["message"] + f["hint"]
         return
     cmd = f["data"]["verify"]
     assert cmd.startswith("regraft verify --endpoint") and needle in cmd and "--adapter" in cmd
-    assert f["message"].rstrip().splitlines()[-1].endswith(cmd)
+    assert f["hint"] == f"then prove it is applied: {cmd}"
+    # the table output prints it right under the recipe
+    main(["check", "Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-30B-A3B", "--adapter", "example:qwen3-30b-a3b-attn",
+          "--runtime", runtime])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    i = next(i for i, ln in enumerate(lines) if "RG407" in ln)
+    assert "then prove it is applied: regraft verify --endpoint" in " ".join(lines[i + 1:i + 4])
     # the command parses: every flag is one `regraft verify` knows
     import argparse
     import shlex

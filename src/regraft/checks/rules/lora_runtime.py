@@ -184,7 +184,7 @@ def flags(ctx: LoraContext):
     from regraft.verify.recipes import verify_command
 
     verify = verify_command(ctx.runtime, ctx.target.name, str(ctx.adapter.path))
-    yield flags.rule.finding(f"{ctx.runtime}: {text}" + (f"\nthen prove it is applied: {verify}" if verify else ""),
+    yield flags.rule.finding(f"{ctx.runtime}: {text}", hint=f"then prove it is applied: {verify}" if verify else "",
                              data={"command": text, **({"verify": verify} if verify else {})})
 
 
