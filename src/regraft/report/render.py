@@ -60,8 +60,8 @@ def _table(report: Report, layers: bool, console) -> None:
         for f in sorted(t.findings, key=lambda f: -f.severity.rank):  # errors first, info last
             console.print(f"  [{_SEV[f.severity.value]}]{f.code} {f.severity.value:7}[/] [{f.area}] {f.message}",
                           highlight=False, soft_wrap=True)
-            if f.hint and f.severity.value != "info":
-                console.print(f"      [dim]-> {f.hint}[/dim]", highlight=False)
+            if f.hint and (f.severity.value != "info" or "verify" in f.data):  # RG407: the verify command
+                console.print(f"      [dim]-> {f.hint}[/dim]", highlight=False, soft_wrap=True)
         if layers:
             for a in t.areas.values():
                 if a.rows:
