@@ -10,10 +10,35 @@ from regraft.errors import FileFormatError, InputError
 MAX_SMALL_FILE = 50_000_000  # configs, templates and manifests are small; refuse anything absurd
 
 
+def regular_file_size(path: Path, what: str) -> int:
+    """The size of ``path``, refused (one line) when it is missing, unreadable or not a regular file: a FIFO, a
+    device or a socket would block ``open()`` or never end. Also notes the file as an input of this command."""
+    import os
+    import stat
+
+    from regraft.outputs import note_read
+
+    note_read(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"Cannot read {what} '{path}': no such file.") from None
+    except PermissionError:
+        raise InputError(f"Cannot read {what} '{path}': permission denied.") from None
+    except (OSError, ValueError) as e:  # a name too long, a NUL in it, a loop of links
+        raise InputError(f"Cannot read {what} '{path}': {getattr(e, 'strerror', None) or e}.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"Cannot read {what} '{path}': it is a directory, expected a file.")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"Cannot read {what} '{path}': it is not a regular file (a FIFO, device or socket). "
+                         "Name the file itself.")
+    return st.st_size
+
+
 def read_text(path: Path, what: str = "file") -> str:
     path = Path(path)
+    size = regular_file_size(path, what)
     try:
-        size = path.stat().st_size
         if size > MAX_SMALL_FILE:
             raise FileFormatError(f"Cannot read {what} '{path}': it is {size} bytes, more than the {MAX_SMALL_FILE} "
                                   "bytes such a file can reasonably have. Check that you named the right file.")

@@ -145,9 +145,11 @@ def _bad(where: str, reason: str) -> FileFormatError:
 
 def _read_part(path: Path) -> tuple[_Part, dict[str, str], int]:
     """Read and validate one .safetensors header: (tensors as columns, __metadata__, bytes read)."""
+    from regraft.inspection.files import regular_file_size
+
     where = f"'{path.name}' (in {path.parent})"
+    size = regular_file_size(path, where)
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:

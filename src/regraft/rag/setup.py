@@ -110,6 +110,9 @@ class RagSetup:
             if not p.is_file():
                 raise InputError(f"{self.path}: samples entry '{s}' is not a file. Expected paths to text files, "
                                  "relative to the setup file.")
+            from regraft.outputs import note_read
+
+            note_read(p)
             out.append(p.read_text(encoding="utf-8", errors="replace"))
         return out
 
