@@ -418,3 +418,19 @@ def model_folders(draw):
         doc = draw(st.one_of(st.just({"metadata": {}, "weight_map": wmap}), json_values))
         f.files["model.safetensors.index.json"] = dumps(doc)
     return f
+
+
+# -- text a file can hold that a terminal or rich would act on (tests/hostile/test_escape.py) ------------------------
+MARKUP = ["[INST]", "[/INST]", "[bold red]", "[/]", "[/bold]", "[link=file:///etc/passwd]x[/link]", "[", "]", "\\[",
+          "[dim", "[@click=app.quit]", "[#ff0000 on blue]"]
+TERMINAL = ["\x1b[2J", "\x1b]0;pwned\x07", "\x1b]8;;http://evil\x1b\\", "\r", "\x08", "\x00", "\x9b31m", "\u202e",
+            "\u2066", "\ufeff", "\ud800", "\x7f", "\x1bc"]
+
+
+@st.composite
+def hostile_text(draw, min_parts: int = 1):
+    """Plain words mixed with rich markup and terminal control sequences."""
+    parts = draw(st.lists(st.one_of(st.sampled_from(MARKUP), st.sampled_from(TERMINAL),
+                                    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8)),
+                          min_size=min_parts, max_size=8))
+    return "".join(parts)

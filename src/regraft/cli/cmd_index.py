@@ -69,9 +69,11 @@ def run(args) -> int:
 
         c = Console(stderr=False)
         est = " (token counts are a 4 chars/token estimate: pass --tokenizer MODEL)" if rep.token_counts_estimated else ""
-        c.print(f"[bold]{rep.store}[/]: {rep.files} files, {rep.chunks} chunks; {rep.embedded} embedded, "
+        from regraft.escape import markup as _m
+
+        c.print(f"[bold]{_m(rep.store)}[/]: {rep.files} files, {rep.chunks} chunks; {rep.embedded} embedded, "
                 f"{rep.unchanged} unchanged, {rep.stale_deleted} stale removed; {rep.total_in_store} in store "
-                f"({rep.seconds:.1f}s, embedder {emb.name}, tokenizer {rep.tokenizer}){est}")
+                f"({rep.seconds:.1f}s, embedder {_m(emb.name)}, tokenizer {_m(rep.tokenizer)}){_m(est)}")
         for s in rep.skipped_files:
-            c.print(f"[yellow]skipped[/] {s}")
+            c.print(f"[yellow]skipped[/] {_m(s)}")
     return 0

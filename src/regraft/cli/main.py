@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(msg: str) -> str:
-    return " ".join(msg.split())
+    from regraft.escape import safe_line
+
+    return safe_line(" ".join(msg.split()))
 
 
 if __name__ == "__main__":
