@@ -28,10 +28,33 @@ def _load(name: str):
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one error line (``regraft CMD: error: ...``, exit 2) instead of usage + message."""
+
+    def error(self, message: str):
+        from regraft.escape import safe_line
+
+        self.exit(2, f"{self.prog}: error: {safe_line(' '.join(message.split())).rstrip('.')}. See '{self.prog} --help'.\n")
+
+
+def _plain_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every ``type=int`` / ``type=float`` flag of every command parses through regraft.numbers (plain bounded
+    decimals: '²', '١٢', '1_000', 10**400, 'nan', 'inf' are refused)."""
+    from regraft.numbers import float_flag, int_flag
+
+    for a in parser._actions:
+        if a.type is int:
+            a.type = int_flag()
+        elif a.type is float:
+            a.type = float_flag()
+        for sub in (getattr(a, "choices", None) or {}).values() if isinstance(a, argparse._SubParsersAction) else ():
+            _plain_numbers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from regraft import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="regraft",
         description="What carries over when you move LoRA adapters, serving configs and RAG setups between LLMs.",
     )
@@ -43,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         if module is not None:
             p = module.add_parser(sub)
             p.set_defaults(_run=module.run)
+    _plain_numbers(parser)
     return parser
 
 

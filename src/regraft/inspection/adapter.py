@@ -271,6 +271,7 @@ def _validate_config(config: dict, where: Path) -> None:
     r = config.get("r")
     if isinstance(r, int) and r <= 0:
         raise FileFormatError(f"Invalid adapter_config.json '{where}': 'r' is {r}, expected a positive rank.")
+    _validate_numbers(config, where)
     for key, want in (("rank_pattern", int), ("alpha_pattern", (int, float))):
         for k, v in (config.get(key) or {}).items():
             if not isinstance(v, want) or isinstance(v, bool) or (key == "rank_pattern" and v <= 0):
@@ -281,6 +282,29 @@ def _validate_config(config: dict, where: Path) -> None:
                 raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' key {k!r:.60} has {risk}, "
                                       "which can make regex matching run for hours; use a module name or a simpler "
                                       "pattern.")
+
+
+MAX_RANK = 1 << 20
+MAX_LAYER = 1 << 20
+
+
+def _validate_numbers(config: dict, where: Path) -> None:
+    """Every number through regraft.numbers: bounded, finite, an int where an int is meant (10**400 as r, NaN as
+    alpha, 1e300 in rank_pattern are refused with one line). Linear in the size of the lists."""
+    from regraft.numbers import parse_float, parse_int
+
+    at = f"Invalid adapter_config.json '{where}':"
+    if config.get("r") is not None:
+        parse_int(config["r"], f"{at} 'r'", 1, MAX_RANK, strings=False)
+    if config.get("lora_alpha") is not None:
+        parse_float(config["lora_alpha"], f"{at} 'lora_alpha'", -1e12, 1e12, strings=False)
+    ltt = config.get("layers_to_transform")
+    for v in ltt if isinstance(ltt, list) else [ltt] if ltt is not None else []:
+        parse_int(v, f"{at} 'layers_to_transform' entry", 0, MAX_LAYER, strings=False)
+    for k, v in (config.get("rank_pattern") or {}).items():
+        parse_int(v, f"{at} 'rank_pattern' value for {k!r:.60}", 1, MAX_RANK, strings=False)
+    for k, v in (config.get("alpha_pattern") or {}).items():
+        parse_float(v, f"{at} 'alpha_pattern' value for {k!r:.60}", -1e12, 1e12, strings=False)
 
 
 def _pattern_risk(key: str) -> str | None:

@@ -86,6 +86,26 @@ def _rows_table(console, target: str, area) -> None:
     console.print(table)
 
 
+_MAX_ITEMS = 50  # a card shows this many entries of a list (a 100k-entry layers_to_transform stays one short cell)
+
+
+def _head(items, n: int = _MAX_ITEMS):
+    items = list(items)
+    return items if len(items) <= n else items[:n] + [("...", f"{len(items) - n} more")]
+
+
+def _list_cell(v: list) -> str:
+    if len(v) > _MAX_ITEMS and all(isinstance(x, int) for x in v):
+        return f"{len(v)} entries: " + ", ".join(map(str, v[:_MAX_ITEMS])) + ", ..."
+    shown = [_clip(x) for x in v[:_MAX_ITEMS]] + ([f"... {len(v) - _MAX_ITEMS} more"] if len(v) > _MAX_ITEMS else [])
+    return "\n".join(shown) or "-"
+
+
+def _clip(x, n: int = 2000) -> str:
+    text = x if isinstance(x, str) else str(x)
+    return text if len(text) <= n else text[: n - 1] + f"… ({len(text)} characters)"
+
+
 def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -138,9 +158,9 @@ def render_card(card: dict, fmt: str = "table", console=None) -> str | None:
     table.add_column("value")
     for k, v in card.items():
         if isinstance(v, dict):
-            v = "\n".join(f"{kk}: {vv}" for kk, vv in v.items()) or "-"
+            v = "\n".join(f"{kk}: {_clip(vv)}" for kk, vv in _head(v.items())) or "-"
         elif isinstance(v, list):
-            v = "\n".join(map(str, v)) or "-"
-        table.add_row(_m(k), _m(v))
+            v = _list_cell(v)
+        table.add_row(_m(_clip(k)), _m(_clip(v, 20_000)))
     console.print(table)
     return None
