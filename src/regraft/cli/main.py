@@ -11,6 +11,7 @@ Exit codes: 0 carries over / success, 1 findings at or above --fail-on (or a fai
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -94,6 +95,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # read-only folder, full disk, permission, a name too long: one line, outputs rolled back
+        if debug:
+            raise
+        print(f"regraft {args.command}: error: {_one_line(_os_error(e))}", file=sys.stderr)
+        return 2
+
+
+_OS_HINT = {
+    errno.ENOSPC: "free some space or choose another --out", errno.EDQUOT: "free some space or choose another --out",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EACCES: "check the permissions, or choose another path", errno.EPERM: "check the permissions",
+    errno.ENAMETOOLONG: "use a shorter path", errno.ELOOP: "the path has a loop of links",
+}
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as: what failed, on which path, why, what to do. (Writers go through regraft.outputs, which
+    removes its temporary files on any error: nothing partial is left.)"""
+    where = " -> ".join(f"'{p}'" for p in (e.filename, e.filename2) if p is not None)
+    why = e.strerror or str(e) or type(e).__name__
+    hint = _OS_HINT.get(e.errno, "check the path")
+    return f"{'Cannot use ' + where + ': ' if where else ''}{why}. {hint[0].upper() + hint[1:]}."
 
 
 def _one_line(msg: str) -> str:
