@@ -14,6 +14,8 @@ import argparse
 import errno
 import importlib
 import os
+import pickle
+import re
 import sys
 
 # Order here is the order in `regraft --help`.
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except pickle.UnpicklingError as e:  # torch's weights_only loader refused a pickle (a malicious .bin)
+        if debug:
+            raise
+        print(f"regraft {args.command}: error: {_one_line(_pickle_error(e))}", file=sys.stderr)
+        return 2
     except OSError as e:  # read-only folder, full disk, permission, a name too long: one line, outputs rolled back
         if debug:
             raise
@@ -110,6 +117,12 @@ _OS_HINT = {
 }
 
 
+def _pickle_error(e: Exception) -> str:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return ("Refused to load a pickled checkpoint (.bin/.pt): it holds objects other than tensors, which could run "
+            f"code, and regraft never unpickles those ({first}). Use the model's safetensors weights.")
+
+
 def _os_error(e: OSError) -> str:
     """An OSError as: what failed, on which path, why, what to do. (Writers go through regraft.outputs, which
     removes its temporary files on any error: nothing partial is left.)"""
@@ -119,10 +132,17 @@ def _os_error(e: OSError) -> str:
     return f"{'Cannot use ' + where + ': ' if where else ''}{why}. {hint[0].upper() + hint[1:]}."
 
 
+_LONG_WORD = re.compile(r"\S{241,}")
+
+
 def _one_line(msg: str) -> str:
+    """One line, escaped, with any name longer than 240 characters (a 5000-character tensor name) cut in the
+    middle, and the whole at most 2000 characters."""
     from regraft.escape import safe_line
 
-    return safe_line(" ".join(msg.split()))
+    text = _LONG_WORD.sub(lambda m: f"{m.group()[:160]}…({len(m.group())} characters)…{m.group()[-40:]}",
+                          safe_line(" ".join(msg.split())))
+    return text if len(text) <= 2000 else text[:1990] + " …(cut)"
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ def inside(folder: Path, rel: str, named_in: str | None = None) -> Path:
     from regraft.errors import UnsafeInputError
 
     folder = Path(folder)
+    if not isinstance(rel, str) or not rel or "\0" in rel or len(rel) > 1024 or not _utf8(rel):
+        shown = repr(rel)[:80] + ("..." if len(repr(rel)) > 80 else "")
+        raise FileFormatError(f"'{named_in or folder}' (in {folder}) names the file {shown}: expected a file name "
+                              "(a string of at most 1024 characters, UTF-8, no NUL). Fix the manifest.")
     candidate = folder / rel
     if _plain_entry(folder, rel):
         return candidate
@@ -102,6 +106,14 @@ def inside(folder: Path, rel: str, named_in: str | None = None) -> Path:
         raise UnsafeInputError(f"{where}, a link to '{resolved}', outside {folder}. Refusing to read it; copy the "
                                "file into the folder if you trust it.")
     return candidate
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
 
 
 def _plain_entry(folder: Path, rel: str) -> bool:

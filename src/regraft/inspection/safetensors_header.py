@@ -192,6 +192,19 @@ def parse_header_doc(doc: dict, file: str, data_size: int | None, where: str) ->
 
 
 # Dtypes whose byte size is count x element size (the packed F4/F6 ones go through the exact per-tensor pass).
+# Dtypes torch can hold but not compute with on CPU (no copy/cat/matmul kernels): a port that changes tensors refuses
+# them up front, in one line, instead of a NotImplementedError from deep inside torch.
+PACKED_DTYPES = frozenset({"F4", "F6_E2M3", "F6_E3M2", "F8_E8M0"})
+
+
+def refuse_packed(dtypes, where: str, what: str) -> None:
+    """FileFormatError when any of ``dtypes`` is a packed/scale-only dtype that ``what`` cannot compute with."""
+    bad = sorted(set(dtypes) & PACKED_DTYPES)
+    if bad:
+        raise FileFormatError(f"Cannot {what}: '{where}' stores tensors as {', '.join(bad)} (packed micro-scaling "
+                              "formats torch cannot compute with here). Dequantize the adapter to BF16/F32 first.")
+
+
 _WHOLE_BYTES = frozenset(k for k in DTYPE_BYTES if k not in ("F4", "F6_E2M3", "F6_E3M2"))
 _DTYPE, _SHAPE, _OFFSETS = itemgetter("dtype"), itemgetter("shape"), itemgetter("data_offsets")
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
