@@ -434,3 +434,24 @@ def hostile_text(draw, min_parts: int = 1):
                                     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8)),
                           min_size=min_parts, max_size=8))
     return "".join(parts)
+
+
+# -- numbers a hostile file or flag can hold (tests/hostile/test_numbers.py) ------------------------------------------
+NUMBER_TEXTS = ["²", "١٢", "--5", "+-5", "1_000", " 5", "5 ", "0x10", "1e400", "-1e400", ".nan", "nan", "NaN", "inf",
+                "-inf", ".inf", "abc", "", "4.5", "1" + "0" * 400, "9" * 31, "1e3", "007", "-0", "5k", "٣"]
+
+
+@st.composite
+def number_texts(draw):
+    """What a user may write where a number belongs: valid decimals and everything that only looks like one."""
+    return draw(st.one_of(st.sampled_from(NUMBER_TEXTS), st.integers(-10**40, 10**40).map(str),
+                          st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                          st.text(st.sampled_from("0123456789+-._eE²٣ k"), max_size=12)))
+
+
+@st.composite
+def number_values(draw):
+    """JSON/YAML values where a number belongs: ints past every limit, floats, NaN, strings, bools, containers."""
+    return draw(st.one_of(number_texts(), st.integers(-10**400, 10**400), st.sampled_from([10**400, -10**400, 2**64]),
+                          st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+                          st.just([1, 2]), st.just({"a": 1})))

@@ -10,7 +10,6 @@ import re
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from regraft.escape import markup, safe
 from tests.hostile._files import adapter_folder

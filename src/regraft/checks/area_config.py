@@ -8,7 +8,6 @@ what the config asks), unknown (facts missing).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property

@@ -73,6 +73,34 @@ def read_json(path: Path, what: str | None = None, expect: type = dict):
     return doc
 
 
+def read_jsonl(path: Path, what: str, fields: tuple[str, ...] | None = None) -> list[dict]:
+    """One JSON object per line (blank lines skipped), each a dict; with ``fields``, each must hold a string in
+    one of them. Bounded like ``read_text`` (size, regular file, UTF-8); errors name the line."""
+    path = Path(path)
+    text = read_text(path, what)
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FileFormatError(f"Cannot parse {what} '{path}' line {i}: invalid JSON ({e.msg}). Expected one JSON "
+                                  "object per line.") from None
+        except (ValueError, RecursionError):
+            raise FileFormatError(f"Cannot parse {what} '{path}' line {i}: JSON nested too deeply or a number too "
+                                  "long. Expected one JSON object per line.") from None
+        if not isinstance(d, dict):
+            raise FileFormatError(f"Cannot use {what} '{path}' line {i}: a JSON {type(d).__name__}, expected an "
+                                  "object" + (f" with a string '{fields[0]}'" if fields else "") + ".")
+        if fields and not any(isinstance(d.get(f), str) for f in fields):
+            raise FileFormatError(f"Cannot use {what} '{path}' line {i}: expected a string in "
+                                  f"{' / '.join(repr(f) for f in fields)}.")
+        out.append(d)
+    return out
+
+
 def read_json_if_exists(path: Path, what: str | None = None):
     return read_json(path, what) if Path(path).is_file() else None
 
