@@ -455,3 +455,22 @@ def number_values(draw):
     return draw(st.one_of(number_texts(), st.integers(-10**400, 10**400), st.sampled_from([10**400, -10**400, 2**64]),
                           st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
                           st.just([1, 2]), st.just({"a": 1})))
+
+
+# -- templates that are slow or huge in one C call (tests/hostile/test_bounded.py) ----------------------------------
+_BIG = ["10**10", "10**10**10", "(2**64)**(2**64)", "999999999", "99999 * 99999", "9**9**9", "2**63", "1e308 * 1e308",
+        "range(10**9)|length", "(messages|length) * 10**9"]
+_SEQ = ["'a'", "'ab' * 1000", "[1]", "'%999999999d'", "'{:999999999}'", "'%.99999f'", "'%*d'", "messages"]
+
+
+@st.composite
+def heavy_templates(draw):
+    """Jinja expressions mixing big constants, repetition, format widths, pow, and filters that pad."""
+    big, seq = draw(st.sampled_from(_BIG)), draw(st.sampled_from(_SEQ))
+    form = draw(st.sampled_from([
+        "{{{{ {s} * {b} }}}}", "{{{{ {b} }}}}", "{{{{ {s} % 1 }}}}", "{{{{ {s}|format(1) }}}}",
+        "{{{{ 'x'|center({b}) }}}}", "{{{{ 'x'|indent({b}) }}}}", "{{{{ {s}.format(1) }}}}",
+        "{{% set w = {b} %}}{{{{ ('%' ~ w ~ 'd')|format(1) }}}}", "{{{{ ({s} * 10) * {b} }}}}",
+        "{{% set ns = namespace(s={s}) %}}{{% for i in range(40) %}}{{% set ns.s = ns.s + ns.s %}}{{% endfor %}}",
+    ]))
+    return form.format(s=seq, b=big)
