@@ -271,7 +271,6 @@ def _validate_config(config: dict, where: Path) -> None:
     r = config.get("r")
     if isinstance(r, int) and r <= 0:
         raise FileFormatError(f"Invalid adapter_config.json '{where}': 'r' is {r}, expected a positive rank.")
-    _validate_numbers(config, where)
     for key, want in (("rank_pattern", int), ("alpha_pattern", (int, float))):
         for k, v in (config.get(key) or {}).items():
             if not isinstance(v, want) or isinstance(v, bool) or (key == "rank_pattern" and v <= 0):
@@ -282,6 +281,7 @@ def _validate_config(config: dict, where: Path) -> None:
                 raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' key {k!r:.60} has {risk}, "
                                       "which can make regex matching run for hours; use a module name or a simpler "
                                       "pattern.")
+    _validate_numbers(config, where)
 
 
 MAX_RANK = 1 << 20

@@ -173,11 +173,38 @@ def _read_part(path: Path) -> tuple[_Part, dict[str, str], int]:
         raise _bad(where, f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict):
         raise _bad(where, f"header is a JSON {type(doc).__name__}, expected an object")
-    metadata = doc.get("__metadata__") or {}
+    metadata = doc.get("__metadata__")
+    if metadata is None:  # absent or null: what the safetensors library accepts
+        metadata = {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise _bad(where, "__metadata__ must map strings to strings")
+    n_tensors = len(doc) - ("__metadata__" in doc)
+    if any(text.count(f'"{f}"') != n_tensors for f in ("dtype", "shape", "data_offsets")):
+        _check_duplicate_fields(text, where)  # counts differ: a repeated key somewhere (rare; the exact pass)
     # No '-' anywhere (a memchr): no number in the header is negative, so the sign checks can be skipped.
-    return _validate(doc, path.name, size - 8 - n, where, unsigned="-" not in text), metadata, 8 + n
+    data_size = size - 8 - n
+    part = _validate(doc, path.name, data_size, where, unsigned="-" not in text)
+    covered = sum(part.nbytes)
+    if covered != data_size:  # spans are disjoint and inside the data: equal sums mean exact coverage
+        raise _bad(where, f"the tensors cover {covered} of the {data_size} data bytes (a gap between tensors or "
+                   "trailing bytes); the safetensors library refuses such a file")
+    return part, metadata, 8 + n
+
+
+_TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+
+
+def _check_duplicate_fields(text: str, where: str) -> None:
+    """Refuse a tensor entry that repeats a field (the safetensors library does: 'duplicate field'); a repeated
+    tensor name is last-wins there as in json.loads (then the coverage check decides)."""
+    def hook(pairs):
+        keys = [k for k, _ in pairs]
+        if _TENSOR_FIELDS & set(keys) and len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise _bad(where, f"a tensor entry repeats the field {dup!r}")
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=hook)
 
 
 def read_header(path: str | os.PathLike) -> Header:
