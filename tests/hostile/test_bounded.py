@@ -5,14 +5,16 @@ layers_to_transform and a Modelfile with an unclosed multi-MB TEMPLATE are read 
 from __future__ import annotations
 
 import json
+import os
 import time
 
-from hypothesis import given
+from hypothesis import given, settings
 
 from tests.hostile._files import adapter_folder
 from tests.hostile.strategies import heavy_templates
 
 
+@settings(max_examples=60 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else settings().max_examples)
 @given(heavy_templates())
 def test_heavy_templates_end_quickly(source):
     from regraft.rag.template import TemplateError, render

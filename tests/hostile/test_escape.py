@@ -5,6 +5,7 @@ reaches the terminal raw. JSON stays exact. One function does it: ``regraft.esca
 from __future__ import annotations
 
 import io
+import os
 import json
 import re
 
@@ -60,7 +61,7 @@ def test_plain_mistral_rag_setup(tmp_path, capsys, monkeypatch):
     assert "'[/INST]'" in out and "[INST]" in out, out  # shown, not eaten as a style tag
 
 
-@settings(max_examples=25)
+@settings(max_examples=25 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else settings().max_examples)
 @given(name=hostile_text(), key=hostile_text())
 def test_hostile_names_never_reach_the_terminal(tmp_path_factory, capsys, monkeypatch, name, key):
     """base_model_name_or_path, a config key, a stop string: shown escaped in text, exact in JSON."""

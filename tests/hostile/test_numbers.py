@@ -19,7 +19,7 @@ from regraft.numbers import NumberError, parse_float, parse_int
 from tests.hostile._files import adapter_folder, model_folder
 from tests.hostile.strategies import number_texts, number_values
 
-FEW = 15 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else 1000
+FEW = 15 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else settings().max_examples
 
 
 @given(number_texts())

@@ -36,7 +36,7 @@ def _inject(monkeypatch, stage: str, code: int) -> None:
         monkeypatch.setattr(os, "rename", fail)
 
 
-@settings(max_examples=10 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else 400)
+@settings(max_examples=10 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else settings().max_examples)
 @given(name=st.sampled_from(sorted(WRITERS)), stage=st.sampled_from(STAGES), code=st.sampled_from(ERRNOS))
 def test_write_errors_are_one_line_and_leave_nothing(world, tmp_path_factory, capsys, name, stage, code):
     from regraft.cli.main import main
