@@ -12,6 +12,9 @@ def add_format(p, choices=("table", "json", "markdown")) -> None:
 def emit(text: str | None) -> None:
     """Write data to stdout (renderers that print themselves return None)."""
     if text is not None:
+        from regraft.escape import safe  # no terminal control from a file's content; JSON has none to lose
+
+        text = safe(text)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

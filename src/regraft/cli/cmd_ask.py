@@ -52,8 +52,11 @@ def run(args) -> int:
         print_contract(report, err)
         res.trace.render(err)
     flag = " [red](degraded: master unavailable)[/]" if res.degraded else ""
-    err.print(f"[dim]route {res.route} ({res.model}); {'; '.join(res.decision.reasons)}[/]{flag}")
+    from regraft.escape import markup as _m
+    from regraft.escape import safe
+
+    err.print(f"[dim]route {_m(res.route)} ({_m(res.model)}); {_m('; '.join(res.decision.reasons))}[/]{flag}")
     if res.evidence:
-        err.print("[dim]sources: " + ", ".join(f"{h.path} ({h.score:.2f})" for h in res.evidence) + "[/]")
-    out.print(res.answer, markup=False, highlight=False)
+        err.print("[dim]sources: " + ", ".join(f"{_m(h.path)} ({h.score:.2f})" for h in res.evidence) + "[/]")
+    out.print(safe(res.answer), markup=False, highlight=False)
     return 0

@@ -56,8 +56,10 @@ def run(args) -> int:
 
     app = create_app(hybrid, max_request_bytes=args.max_request_bytes, trace_default=args.trace,
                      contract=report.to_dict() if report else None)
-    err.print(f"[green]regraft serve[/] on http://{args.host}:{args.port}/v1 (small {opts.small}"
-              + (f", master {opts.master}" if opts.master else ", no master") + ")")
+    from regraft.escape import markup as _m
+
+    err.print(f"[green]regraft serve[/] on http://{_m(args.host)}:{args.port}/v1 (small {_m(opts.small)}"
+              + (f", master {_m(opts.master)}" if opts.master else ", no master") + ")")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.run()

@@ -58,7 +58,8 @@ def run(args) -> int:
     res = plan(cfg, source, target, args.runtime)
     text, command = render(res)
     if args.out:
-        write_text_atomic(args.out, text, [args.config], args.force)
+        write_text_atomic(args.out, text, [args.config, target.path, source.path if source else None],
+                          args.force)
     if args.format == "json":
         d = res.to_dict()
         d.update(out=args.out, command=command, text=None if args.out else text)

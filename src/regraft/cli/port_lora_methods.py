@@ -44,10 +44,12 @@ def add_arguments(p) -> None:
 def read_calib(path) -> list[str] | None:
     if not path:
         return None
+    from regraft.inspection.files import read_jsonl, read_text
+
     p = Path(path)
     if p.suffix == ".jsonl":
-        return [json.loads(x).get("text", "") for x in p.read_text().splitlines() if x.strip()]
-    return [x for x in p.read_text().splitlines() if x.strip()]
+        return [d["text"] for d in read_jsonl(p, "--calib file", ("text",))]
+    return [x for x in read_text(p, "--calib file").splitlines() if x.strip()]
 
 
 def run(args, emit) -> int:

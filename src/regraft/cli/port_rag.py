@@ -52,7 +52,8 @@ def run(args) -> int:
     text = "\n".join(header) + "\n" + yaml.safe_dump(to_doc(res.setup), sort_keys=False, allow_unicode=True,
                                                      width=100)
     if args.out:
-        write_text_atomic(args.out, text, [args.rag], args.force)
+        write_text_atomic(args.out, text, [args.rag, target.path, source.path if source else None],
+                          args.force)
     if args.format == "json":
         d = res.to_dict()
         d.update(out=args.out)

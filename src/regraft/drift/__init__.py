@@ -327,10 +327,13 @@ def plot(rep: DriftReport, out: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(out)
+        from regraft import outputs
+
+        try:
+            with outputs.staged(out, [rep.a, rep.b], force=True) as st:  # a plot is replaced, never an input
+                fig.savefig(st.path, format="png")
+        finally:
+            plt.close(fig)
         return out
     return _html(rep, per, out)
 
@@ -359,7 +362,7 @@ def _html(rep: DriftReport, per: dict, out: Path) -> Path:
     doc = (f"<!doctype html><meta charset=utf-8><title>regraft drift</title><h3>drift {html.escape(rep.a)} &rarr; "
            f"{html.escape(rep.b)}</h3><p>sigma {rep.sigma:.4f}, verdict <b>{rep.verdict}</b>, "
            f"{html.escape(rep.summary()['copy_rule'])}</p>{svg}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(doc)
-    tmp.replace(out)
+    from regraft import outputs
+
+    outputs.write_text(out, doc, [rep.a, rep.b], force=True)  # a plot is replaced, never an input
     return out

@@ -7,7 +7,6 @@ whatever would otherwise load with another rank or scale.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -364,9 +363,10 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
         shapes = write_gguf(out, items, target.model_type, target.arch.num_layers, target.arch.num_experts,
                             plan.gguf_alpha, name=f"{Path(spec.path).name} for {name}")
         result.tensors_written = len(shapes)
-        side = out.with_name(out.name + ".regraft.json")
+        from regraft.port.write import write_side_report
+
         report["gguf_tensors"] = {k: list(v) for k, v in shapes.items()}
-        side.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        side = write_side_report(out, report)
         result.notes.append(f"report: {side}")
     else:
         cfg = build_config(spec, plan, items, name, revision, target.arch.num_experts)

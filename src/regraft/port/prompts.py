@@ -16,7 +16,6 @@ counted; max character-8-gram overlap is reported).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -27,18 +26,13 @@ _CLASSES = [string.ascii_lowercase, string.ascii_uppercase, string.digits]
 
 def load_seeds(path) -> list[dict]:
     """seeds.jsonl -> [{"prompt": str, "output": str | None}]."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        d = json.loads(line)
-        p = d.get("prompt", d.get("input", d.get("text")))
-        if p is None:
-            from regraft.errors import InputError
+    from regraft.inspection.files import read_jsonl
 
-            raise InputError(f"{path}: each line needs a 'prompt' (or 'input'/'text') field")
-        out.append({"prompt": p, "output": d.get("output", d.get("completion"))})
+    out = []
+    for d in read_jsonl(Path(path), "--prompts file", ("prompt", "input", "text")):
+        p = next(d[k] for k in ("prompt", "input", "text") if isinstance(d.get(k), str))
+        o = d.get("output", d.get("completion"))
+        out.append({"prompt": p, "output": o if isinstance(o, str) else None})
     return out
 
 
