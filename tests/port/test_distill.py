@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from regraft.port.methods.auto import auto_port, decide, render
+from regraft.port.methods.auto import auto_port, decide
 from regraft.port.methods.distill.training import distill_adapter
+from regraft.report.port import render_method_report as render
 
 from . import _tiny_across as T
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 
 from regraft.cli._common import emit
+from regraft.report.port import render_copy
 
 
 def add_arguments(p) -> None:
@@ -76,14 +77,14 @@ def run(args) -> int:
     try:
         result = _port(port_lora, spec, target, source, args, gguf)
     except PortBlocked as e:
-        emit(render_plan(e.plan.to_dict(), e.plan.grouped(), args, None) if args.format == "table"
+        emit(render_copy(e.plan.to_dict(), e.plan.grouped(), args, None) if args.format == "table"
              else json.dumps({"blocked": True, "plan": e.plan.to_dict()}, indent=2, default=str))
         raise
     d = result.to_dict()
     if args.format == "json":
         emit(json.dumps(d, indent=2, default=str))
     else:
-        emit(render_plan(d["plan"], result.plan.grouped(), args, result))
+        emit(render_copy(d["plan"], result.plan.grouped(), args, result))
     return 0
 
 
@@ -102,51 +103,3 @@ def _port(port_lora, spec, target, source, args, gguf):
         return port_lora(spec, target, args.out, runtime=args.runtime, layout=args.layout,
                          allow_lossy=args.allow_lossy, force=args.force, source=source, revision=args.revision,
                          target_name=args.target, drift=True, gguf=gguf)
-
-
-def render_plan(plan: dict, grouped: list[dict], args, result) -> str:
-    lines = [f"port lora {plan['adapter']} -> {plan['target']}  (runtime {plan['runtime']}, "
-             f"{plan['output_format']}, layout {plan['layout_in']} -> {plan['layout_out']})"]
-    rows = ([{**m, "layers": "", "experts": None, "count": 1} for m in plan["modules"]]
-            if getattr(args, "all_modules", False) else grouped)
-    w = max([len(r["module"]) for r in rows] + [6])
-    lines.append(f"  {'module':<{w}}  {'n':>4}  {'layers':<8} {'action':<18} {'exact':<5}  reason")
-    for r in rows:
-        act = "+".join(r["actions"])
-        lost = r.get("lost")
-        reason = r["reason"] + (f" [lost {lost:.3g}]" if isinstance(lost, float) else "")
-        layers = r.get("layers") or ""
-        if r.get("experts"):
-            layers += f" e{r['experts']}"
-        lines.append(f"  {r['module']:<{w}}  {r['count']:>4}  {layers:<8} {act:<18} {'yes' if r['exact'] else 'NO':<5}"
-                     f"  {reason}")
-    c = plan["counts"]
-    lines.append("  " + ", ".join(f"{k} {v}" for k, v in c.items()) +
-                 ("  -- exact" if plan["exact"] else "  -- NOT exact"))
-    for n in plan.get("notes") or []:
-        lines.append(f"  note: {n}")
-    if plan.get("runtime_flags") and plan["runtime"] != "peft":
-        lines.append(f"  run with: {plan['runtime_flags']}")
-    if result is None:
-        if plan["modules"] and any("unsupported" in m["actions"] for m in plan["modules"]):
-            lines.append("  blocked: modules with no exact move; --allow-lossy drops them (measured)")
-        return "\n".join(lines)
-    if result.drift:
-        dr = result.drift
-        if dr.get("measured"):
-            lines.append(f"  drift: sigma {dr['sigma']:.4f}, rel. Frobenius {dr['rel_fro']:.4f} -> {dr['verdict']}; "
-                         f"{dr['copy_rule']}")
-        else:
-            lines.append(f"  drift: not measured ({dr.get('why')})")
-    if result.out is not None:
-        what = "tensors unchanged (copied byte for byte)" if result.unchanged else f"{result.tensors_written} tensors"
-        lines.append(f"  wrote {result.out}: {what} in {result.seconds:.2f}s")
-        from pathlib import Path
-
-        if plan["output_format"] != "peft":
-            lines.append(f"  load it: llama-server -m MODEL.gguf --lora {result.out}")
-        elif Path(plan["target"]).is_dir():
-            lines.append(f"  check it: regraft verify {result.out} --on {plan['target']}")
-    elif args.dry_run:
-        lines.append("  dry run: nothing written")
-    return "\n".join(lines)

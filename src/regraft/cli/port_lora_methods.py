@@ -54,7 +54,7 @@ def run(args, emit) -> int:
     from regraft.errors import InputError
     from regraft.inspection.resolve import resolve_model
 
-    from regraft.port.methods.auto import render
+    from regraft.report.port import render_method_report
 
     target = resolve_model(args.target)
     if target.path is None:
@@ -94,13 +94,14 @@ def run(args, emit) -> int:
                         teacher=teacher, steps=args.steps, keep_generic=args.keep_generic,
                         sample_frac=args.sample_frac)
     if args.method != "auto":
-        from regraft.port.methods.auto import _generic_seqs, _rewrite_report
+        from regraft.port.prompts import generic_seqs
+        from regraft.port.result import rewrite_report
         from regraft.port.fidelity import adapter_checks
         from regraft.port.models import load_tokenizer
 
         tok = load_tokenizer(target.path)
         rep.checks = {**(rep.checks or {}), **adapter_checks(target.path, args.out, getattr(rep, "items_val", None) or [],
-                                                            _generic_seqs(calib, tok) if tok else [])}
-        _rewrite_report(args.out, rep)
-    emit(json.dumps(rep.to_dict(), indent=2, default=str) if args.format == "json" else render(rep))
+                                                            generic_seqs(calib, tok) if tok else [])}
+        rewrite_report(args.out, rep)
+    emit(json.dumps(rep.to_dict(), indent=2, default=str) if args.format == "json" else render_method_report(rep))
     return 0

@@ -38,7 +38,7 @@ class PortBlocked(RegraftError):
 
 
 @dataclass
-class PortResult:
+class CopyResult:
     plan: Plan
     out: Path | None
     config: dict | None = None
@@ -312,13 +312,13 @@ def apply_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, tensors: dict |
 def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | Path | None, *,
               runtime: str = "peft", layout: str = "auto", allow_lossy: bool = False, force: bool = False,
               source: ModelSpec | None = None, revision: str | None = None, target_name: str | None = None,
-              dry_run: bool = False, drift: bool = True, gguf: bool | None = None) -> PortResult:
+              dry_run: bool = False, drift: bool = True, gguf: bool | None = None) -> CopyResult:
     t0 = time.perf_counter()
     spec = adapter if isinstance(adapter, AdapterSpec) else read_adapter(adapter)
     if gguf is None:
         gguf = out is not None and str(out).endswith(".gguf")
     plan = make_plan(spec, target, runtime, layout, allow_lossy, gguf=gguf)
-    result = PortResult(plan, None)
+    result = CopyResult(plan, None)
     if dry_run:
         result.seconds = time.perf_counter() - t0
         return result

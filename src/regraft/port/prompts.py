@@ -213,3 +213,13 @@ def token_mask(excess_tokens, frac: float):
         return torch.ones(n, dtype=torch.bool)
     thr = excess_tokens.kthvalue(n - k + 1).values
     return excess_tokens >= thr
+
+
+def generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
+    """Token sequences of generic text (str, tokenised by ``tok``; or token-id lists) for the side-effect checks."""
+    if not calib_texts:
+        return []
+    if not isinstance(calib_texts[0], str):
+        return [list(s)[:L] for s in calib_texts[:n]]
+    seqs = [tok(t, add_special_tokens=False)["input_ids"][:L] for t in calib_texts[:n]]
+    return [s for s in seqs if len(s) > 1]

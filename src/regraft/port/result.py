@@ -27,7 +27,7 @@ def dumps(d) -> str:
 
 
 @dataclass
-class Report:
+class MethodReport:
     """What a transfer method did and measured. ``to_dict`` is what goes into regraft_transfer.json."""
 
     method: str
@@ -41,3 +41,18 @@ class Report:
 
     def to_dict(self) -> dict:
         return json.loads(dumps(asdict(self)))
+
+
+def rewrite_report(out_dir, rep: MethodReport) -> None:
+    """Add the checks to the report file inside the (already atomically written) output folder."""
+    import os
+
+    p = Path(out_dir) / "regraft_port.json"
+    try:
+        d = json.loads(p.read_text()) if p.exists() else {}
+    except ValueError:
+        d = {}
+    d.update({"regraft": f"port lora --method {rep.method}", **rep.to_dict()})
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(d, indent=2, default=str) + "\n")
+    os.replace(tmp, p)

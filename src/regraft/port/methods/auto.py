@@ -17,7 +17,8 @@ from pathlib import Path
 
 from regraft.port.memory import peak_rss_mb, reset_peak_rss
 from regraft.port.models import load_tokenizer
-from regraft.port.result import Report
+from regraft.port.prompts import generic_seqs
+from regraft.port.result import MethodReport, rewrite_report
 
 
 def decide(adapter_dir, source_dir, target_dir) -> dict:
@@ -77,19 +78,10 @@ def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, excl
     return items
 
 
-def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
-    if not calib_texts:
-        return []
-    if not isinstance(calib_texts[0], str):
-        return [list(s)[:L] for s in calib_texts[:n]]
-    seqs = [tok(t, add_special_tokens=False)["input_ids"][:L] for t in calib_texts[:n]]
-    return [s for s in seqs if len(s) > 1]
-
-
 def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
               calib_texts=None, n_prompts: int = 256, loss: str = "logit", force: bool = False,
               show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(),
-              refresh_below: float = 0.9, stream: bool = True, **distill_kw) -> Report:
+              refresh_below: float = 0.9, stream: bool = True, **distill_kw) -> MethodReport:
     """``stream``: project and the in-process teacher read the source/target layer by layer (see
     docs/transfer.md, memory); the label-free checks load the target whole (with the adapter, in PEFT)."""
     t0 = time.perf_counter()
@@ -108,7 +100,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         shutil.rmtree(tmp, ignore_errors=True)
         res = port_lora(str(adapter_dir), resolve_model(str(target_dir)), tmp, force=True,
                         source=resolve_model(str(source_dir)), target_name=str(target_dir), drift=False)
-        rep = Report("auto", out=str(out_dir), details={"decision": d, "copy": {"tensors": res.tensors_written}})
+        rep = MethodReport("auto", out=str(out_dir), details={"decision": d, "copy": {"tensors": res.tensors_written}})
         refresh = None
         if have_prompts and refresh_below > 0:
             # the copy rule is about weights; check the behaviour too, and refresh by distillation from the copy
@@ -168,7 +160,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
             items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
                                  teacher, stream, distill_kw.get("sample_frac", 0.0))
     with mem.phase("checks (target + adapter resident)"):
-        rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [], _generic_seqs(
+        rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [], generic_seqs(
             calib_texts, tok) if tok or calib_texts else [])}
     m = rep.details.setdefault("memory", {"mode": "streamed" if stream else "whole models",
                                           "peak_rss_mb_by_phase": {}})
@@ -178,65 +170,5 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
     rep.seconds = round(time.perf_counter() - t0, 3)
     rep.peak_rss_mb = max(rep.peak_rss_mb, mem.peak(), peak_rss_mb())
     m["peak_rss_mb"] = rep.peak_rss_mb
-    _rewrite_report(out_dir, rep)
+    rewrite_report(out_dir, rep)
     return rep
-
-
-def _rewrite_report(out_dir, rep: Report) -> None:
-    """Add the checks to the report file inside the (already atomically written) output folder."""
-    import json
-    import os
-
-    p = Path(out_dir) / "regraft_port.json"
-    try:
-        d = json.loads(p.read_text()) if p.exists() else {}
-    except ValueError:
-        d = {}
-    d.update({"regraft": f"port lora --method {rep.method}", **rep.to_dict()})
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(d, indent=2, default=str) + "\n")
-    os.replace(tmp, p)
-
-
-def render(rep: Report) -> str:
-    """Text report: decision, flags, the label-free checks, cost."""
-    L = [f"port lora --method {rep.method} -> {rep.out}"]
-    dec = rep.details.get("decision")
-    if dec:
-        L.append(f"  decision: {dec['method']}  ({dec['why']})")
-    for f in rep.flags:
-        L.append(f"  flag: {f}")
-    for n in rep.notes:
-        L.append(f"  note: {n}")
-    lm = rep.details.get("layer_map") or {}
-    if lm:
-        L.append(f"  layers ({lm['how']}): target<-source {lm['target_to_source']}")
-    pi = rep.details.get("projection_init")
-    if pi:
-        L.append(f"  projection init: layers target<-source {pi['layer_map']}, gamma {pi['gamma']}")
-    if "gamma" in rep.details:
-        L.append(f"  gain gamma {rep.details['gamma']}, modules written {rep.details.get('modules_written')}")
-    tr = rep.details.get("training")
-    if tr:
-        sel = rep.details.get("selection", {})
-        L.append(f"  distill: {rep.details['prompts']['pool']} synthetic prompts labelled, {sel.get('kept')} kept by "
-                 f"excess; loss {tr['loss']}, {tr['steps_run']} steps (best {tr['best_step']}, "
-                 f"{'early-stopped' if tr['early_stopped'] else 'budget reached'} on synthetic val "
-                 f"{tr['early_stop_metric']})")
-        L.append(f"  student: {rep.details['student']['init']}")
-    c = rep.checks or {}
-    if c.get("agreement") is not None:
-        L.append(f"  check teacher agreement {c['agreement']:.3f} (target base {c['target_base_agreement']:.3f}), "
-                 f"KL {c['kl']:.4f} (target base {c['target_base_kl']:.4f})  [synthetic held-out prompts]")
-    if c.get("generic_kl") is not None:
-        L.append(f"  check side effects on generic text: KL(target||adapted) {c['generic_kl']:.4f}, "
-                 f"NLL {c['generic_nll_base']:.4f} -> {c['generic_nll_adapted']:.4f}")
-    if "loads_in_peft" in c:
-        L.append("  loads in PEFT on the target: yes")
-    mem = rep.details.get("memory") or {}
-    if mem.get("peak_rss_mb_by_phase"):
-        L.append("  peak RSS by phase: " + ", ".join(f"{k} {v['peak_mb']:.0f} MB"
-                                                    for k, v in mem["peak_rss_mb_by_phase"].items()))
-    L.append(f"  wall {rep.seconds:.1f}s, peak RSS {rep.peak_rss_mb:.0f} MB ({mem.get('mode', 'whole models')}; "
-             "see docs/transfer.md)")
-    return "\n".join(L)

@@ -28,7 +28,7 @@ from regraft.port.fidelity import _pad, student_logp, teacher_fidelity, topk_kl
 from regraft.port.factors import ROLES
 from regraft.port.memory import peak_rss_mb, reset_peak_rss
 from regraft.port.models import load_model, load_tokenizer, progress
-from regraft.port.result import Report
+from regraft.port.result import MethodReport
 
 
 def make_student(target_dir, spec, init_adapter=None, dev=None):
@@ -87,7 +87,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     eval_every: int = 25, patience: int = 10, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True, gate_min_gain: float = 0.2, keep_generic: float = 0.0,
                     sample_frac: float = 0.0,
-                    force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> Report:
+                    force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> MethodReport:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
     Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``;
@@ -122,7 +122,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     acc = Accelerator(cpu=not torch.cuda.is_available())
     dev = acc.device
     spec, _, _ = read_factors(adapter_dir)
-    rep = Report("distill")
+    rep = MethodReport("distill")
     tok = load_tokenizer(target_dir) or load_tokenizer(source_dir)
     if tok is None:
         from regraft.errors import InputError
@@ -255,9 +255,9 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             tb_of = {id(it): t for it, t in zip(items, tbs)}
         gen = None
         if keep_generic > 0 and calib_texts:  # the bare target's own top-k on generic text: what to keep
-            from regraft.port.methods.auto import _generic_seqs
+            from regraft.port.prompts import generic_seqs
 
-            gseqs = [q for q in _generic_seqs(calib_texts, tok, n=128, L=64) if len(q) > 1]
+            gseqs = [q for q in generic_seqs(calib_texts, tok, n=128, L=64) if len(q) > 1]
             if gseqs:
                 gids, gmask = _pad(gseqs, tok.pad_token_id or 0)
                 tv, ti = [], []
