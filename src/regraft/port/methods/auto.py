@@ -1,4 +1,4 @@
-"""``auto``: the decision rule of research 6.5, always reported with its label-free checks.
+"""``auto``: copy when it carries the adapter, else project then distill; always reported with label-free checks.
 
 * every adapter module has an exact move onto the target (same shapes; issue 5's plan) and the weight drift is
   small (sigma <= 0.15, `regraft.drift`) -> ``copy`` (issue 5's writer);
@@ -21,14 +21,17 @@ from regraft.port.prompts import generic_seqs
 from regraft.port.result import MethodReport, rewrite_report
 
 
-def decide(adapter_dir, source_dir, target_dir) -> dict:
-    """{"method": "copy"|"project+distill", "why": str, "same_shapes": bool, "sigma": float|None}."""
-    from regraft.inspection.adapter import read_adapter
+def decide(adapter, source, target) -> dict:
+    """{"method": "copy"|"project+distill"|"unknown", "why": str, "same_shapes": bool, "sigma": float|None}.
+
+    ``adapter``: a folder or an ``AdapterSpec``; ``source``/``target``: folders or ``ModelSpec`` (read once by the
+    caller). Drift needs both weights local; without them a same-shape pair is ``unknown``."""
+    from regraft.inspection.adapter import AdapterSpec, read_adapter
     from regraft.inspection.resolve import resolve_model
     from regraft.port.plan import make_plan
 
-    spec = read_adapter(adapter_dir)
-    target = resolve_model(str(target_dir))
+    spec = adapter if isinstance(adapter, AdapterSpec) else read_adapter(adapter)
+    target = resolve_model(str(target)) if isinstance(target, (str, Path)) else target
     plan = make_plan(spec, target, "peft", "auto", False, gguf=False)
     exact = not plan.blocked
     out = {"same_shapes": exact, "sigma": None, "plan_counts": plan.counts()}
@@ -37,7 +40,13 @@ def decide(adapter_dir, source_dir, target_dir) -> dict:
         return out
     from regraft.drift import COPY_MAX, drift_once
 
-    rep = drift_once(source_dir, target_dir)
+    src_dir = source if isinstance(source, (str, Path)) else (source.path if source is not None and source.tensors
+                                                              else None)
+    if src_dir is None or target.path is None or not target.tensors:
+        out.update(method="unknown", why="same shapes, but drift needs both weights in local folders (copy if "
+                   f"sigma <= {COPY_MAX}, else project+distill)")
+        return out
+    rep = drift_once(src_dir, target.path)
     out["sigma"] = round(rep.sigma, 5)
     out["drift_verdict"] = rep.verdict
     if rep.copy_ok:
@@ -81,12 +90,14 @@ def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, excl
 def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
               calib_texts=None, n_prompts: int = 256, loss: str = "logit", force: bool = False,
               show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(),
-              refresh_below: float = 0.9, stream: bool = True, **distill_kw) -> MethodReport:
+              refresh_below: float = 0.9, stream: bool = True, decision: dict | None = None, mlp: str = "map",
+              **distill_kw) -> MethodReport:
     """``stream``: project and the in-process teacher read the source/target layer by layer (see
-    docs/transfer.md, memory); the label-free checks load the target whole (with the adapter, in PEFT)."""
+    docs/transfer.md, memory); the label-free checks load the target whole (with the adapter, in PEFT).
+    ``decision``: :func:`decide`'s answer when the caller has it already (the method table's plan)."""
     t0 = time.perf_counter()
     reset_peak_rss()
-    d = decide(adapter_dir, source_dir, target_dir)
+    d = decision or decide(adapter_dir, source_dir, target_dir)
     have_prompts = bool(seeds or prompts or template)
     if d["method"] == "copy":
         import shutil
@@ -120,7 +131,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
                 rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                                       template=template, n_prompts=n_prompts, loss=loss, init=tmp,
                                       calib_texts=calib_texts, force=force, show_progress=show_progress,
-                                      teacher=teacher, exclude=exclude, stream=stream, **distill_kw)
+                                      teacher=teacher, exclude=exclude, stream=stream, mlp=mlp, **distill_kw)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             rep.method = "auto"
@@ -136,14 +147,14 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                               template=template, n_prompts=n_prompts, loss=loss, init="project",
                               calib_texts=calib_texts, force=force, show_progress=show_progress, teacher=teacher,
-                              exclude=exclude, stream=stream, **distill_kw)
+                              exclude=exclude, stream=stream, mlp=mlp, **distill_kw)
         rep.method = "auto"
         rep.details["decision"] = {**d, "method": "project+distill"}
     else:
         from regraft.port.methods.project.projection import project_adapter
 
         rep = project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=calib_texts, force=force,
-                              show_progress=show_progress, stream=stream)
+                              show_progress=show_progress, stream=stream, mlp=mlp)
         rep.method = "auto"
         d = {**d, "method": "project (no prompts: distillation skipped)"}
         rep.details["decision"] = d
@@ -172,3 +183,60 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
     m["peak_rss_mb"] = rep.peak_rss_mb
     rewrite_report(out_dir, rep)
     return rep
+
+
+# -- the method-table entry ------------------------------------------------------------------------------------------
+
+def plan(request):
+    from regraft.port.cost import estimate
+    from regraft.port.methods import MethodPlan
+    from regraft.port.methods import across
+    from regraft.port.methods.distill import steps as distill_steps
+
+    d = decide(request.adapter, request.source, request.target) if request.source is not None else \
+        {"method": "unknown", "why": "no --from SOURCE: the drift rule cannot be applied"}
+    route = d["method"]
+    if route == "copy":
+        steps = ["copy the adapter unchanged (same shapes, small drift)"]
+        if request.has_prompts:
+            steps.append("check the copy against the teacher on held-out synthetic prompts; distil from the copy "
+                         "when it agrees on < 0.9 of tokens")
+    elif request.has_prompts:
+        steps = distill_steps(request, "from the projection (project, then the label-free gate)")
+    else:
+        steps = ["project (no prompts: distillation skipped, the result is flagged UNVERIFIED)"]
+    if route == "unknown":
+        steps.insert(0, f"decide when it runs: {d['why']}")
+    if route == "copy" or not request.has_prompts:
+        steps.append("label-free checks on what is written")
+    trains = route != "copy" or request.has_prompts
+    cost = estimate(request, project=route != "copy", distill=request.has_prompts) if trains else None
+    return MethodPlan("auto", steps, decision=d, cost=cost, needs=across.needs(request, "auto"))
+
+
+def run(request, plan):
+    from regraft.port.methods import across
+    from regraft.port.result import PortResult
+
+    if request.dry_run:
+        return across.dry("auto", plan)
+    plan.require()
+    b = request.budgets
+    rep = auto_port(request.adapter.path, request.local("source"), request.local("target"), request.out,
+                    seeds=request.seeds, template=request.template, calib_texts=request.calib,
+                    n_prompts=b.n_prompts, loss=b.loss, force=request.force, teacher=across.teacher(request),
+                    steps=b.steps, keep_generic=b.keep_generic, sample_frac=b.sample_frac, mlp=b.mlp,
+                    show_progress=request.show_progress,
+                    decision=plan.decision if plan.decision.get("method") != "unknown" else None)
+    return PortResult("auto", plan, report=rep)
+
+
+def _register():
+    from regraft.port.methods import Method, register
+    from regraft.port.methods.across import TRAINING_READS
+
+    return register(Method("auto", "copy when shapes match and drift is small, else project then distill",
+                           reads=TRAINING_READS, plan=plan, run=run, trains=True))
+
+
+METHOD = _register()

@@ -86,7 +86,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     steps: int = 1500, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
                     eval_every: int = 25, patience: int = 10, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True, gate_min_gain: float = 0.2, keep_generic: float = 0.0,
-                    sample_frac: float = 0.0,
+                    sample_frac: float = 0.0, mlp: str = "map",
                     force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> MethodReport:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
@@ -94,7 +94,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     ``sample_frac`` of the pool sampled from the source+adapter in the seeds' frame (`prompts.from_samples`; for
     seeds in words, where character substitution makes gibberish), the rest from seeds/template.
     ``n_prompts`` prompts are used for training (a pool of n_prompts/keep is labelled, the top ``keep`` by excess
-    kept). ``init``: "project" (project first, with ``calib_texts``), a projected adapter folder, or None.
+    kept). ``init``: "project" (project first, with ``calib_texts`` and ``mlp``), a projected adapter folder, or None.
     ``exclude``: known test prompts (leakage guard; a no-op in production).
     ``gate_init`` / ``gate_min_gain``: the projection is kept as the student's init only if it closes at least
     ``gate_min_gain`` of the bare target's teacher KL on held-out synthetic prompts (a label-free gate; a marginal
@@ -212,7 +212,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             try:
                 with mem.phase("projection init"):
                     prep = project_adapter(adapter_dir, source_dir, target_dir, init_dir, calib_texts=calib_texts,
-                                           force=True, show_progress=show_progress, stream=stream)
+                                           mlp=mlp, force=True, show_progress=show_progress, stream=stream)
                 rep.details["projection_init"] = {"flags": prep.flags, "gamma": prep.details.get("gamma"),
                                                   "layer_map": prep.details["layer_map"]["target_to_source"]}
             except Exception as e:  # projection is optional: fall back to standard init, say why

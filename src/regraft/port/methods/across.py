@@ -1,0 +1,54 @@
+"""What the methods that port across shapes (project, distill, auto) share: what they need before they can run,
+the teacher endpoint, the dry-run result, and the label-free checks added to what they wrote."""
+
+from __future__ import annotations
+
+TRAINING_READS = frozenset({"source", "calib", "mlp", "prompts", "template", "n_prompts", "loss", "steps",
+                            "keep_generic", "sample_frac", "teacher_url", "teacher_model", "teacher_base_model"})
+
+
+def needs(request, method: str, prompts: bool = False) -> list[str]:
+    """What is missing before ``method`` can run (the dry run lists it; ``MethodPlan.require`` refuses on it)."""
+    out = []
+    if request.source is None:
+        out.append("--from SOURCE (the model the adapter was trained on)")
+    elif request.local("source") is None:
+        out.append(f"the source's weights in a local folder (--from {request.source.name} has none here)")
+    if request.local("target") is None:
+        out.append(f"the target's weights in a local folder (--to {request.target_name} has none here)")
+    if prompts and not request.has_prompts:
+        out.append("prompts: --prompts seeds.jsonl (a few example prompts) or --template")
+    if request.out is None and not request.dry_run:
+        out.append("--out PATH (or --dry-run to see the plan)")
+    return out
+
+
+def teacher(request):
+    """The endpoint teacher of --teacher-url, or None (the teacher runs in process)."""
+    if request.teacher is None:
+        return None
+    from regraft.port.models import load_tokenizer
+    from regraft.port.teacher import EndpointTeacher
+
+    t = request.teacher
+    return EndpointTeacher(t.url, t.model, load_tokenizer(request.local("target")), base_model=t.base_model)
+
+
+def dry(name: str, plan):
+    from regraft.port.result import PortResult
+
+    return PortResult(name, plan, dry_run=True)
+
+
+def add_checks(request, rep) -> None:
+    """The label-free checks on what ``project``/``distill`` wrote, into the report and its regraft_port.json."""
+    from regraft.port.fidelity import adapter_checks
+    from regraft.port.models import load_tokenizer
+    from regraft.port.prompts import generic_seqs
+    from regraft.port.result import rewrite_report
+
+    target = request.local("target")
+    tok = load_tokenizer(target)
+    rep.checks = {**(rep.checks or {}), **adapter_checks(target, request.out, getattr(rep, "items_val", None) or [],
+                                                         generic_seqs(request.calib, tok) if tok else [])}
+    rewrite_report(request.out, rep)

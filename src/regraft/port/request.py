@@ -1,0 +1,137 @@
+"""``PortRequest``: what the user asked ``regraft port lora`` to do, built once (models resolved, adapter and
+calibration text read once) and handed to the chosen method's ``plan`` and ``run``.
+
+``given`` names the options the user set (CLI ``dest`` names); a method refuses any it does not read
+(:func:`regraft.port.methods.refuse_unread`), so no option is silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regraft.errors import FileFormatError, InputError
+from regraft.inspection.adapter import AdapterSpec
+from regraft.inspection.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """How much the training methods may spend (defaults: docs/port-verify-drift.md, "across shapes")."""
+
+    n_prompts: int = 256
+    steps: int = 1500
+    loss: str = "logit"  # logit | seq | delta
+    keep_generic: float = 1.0
+    sample_frac: float = 0.0
+    mlp: str = "map"  # map | skip
+    batch: int = 32  # distill batch (not a CLI option: the cost estimate uses it)
+    max_new: int = 24  # teacher completion length (idem)
+    keep: float = 0.5  # fraction of the labelled pool kept by excess (idem)
+
+
+@dataclass(frozen=True)
+class TeacherEndpoint:
+    url: str
+    model: str = "default"
+    base_model: str | None = None
+
+
+@dataclass
+class PortRequest:
+    adapter: AdapterSpec
+    target: ModelSpec
+    target_name: str  # what the user typed for --to (recorded as base_model_name_or_path)
+    method: str = "copy"
+    source: ModelSpec | None = None
+    runtime: str = "peft"
+    layout: str = "auto"
+    out: Path | None = None
+    revision: str | None = None
+    allow_lossy: bool = False
+    force: bool = False
+    dry_run: bool = False
+    drift: bool = True
+    gguf: bool = False
+    seeds: list[str] | None = None  # --prompts, read once
+    seeds_path: Path | None = None
+    template: str | None = None
+    calib: list[str] | None = None  # --calib, read once
+    budgets: Budgets = field(default_factory=Budgets)
+    teacher: TeacherEndpoint | None = None
+    given: frozenset[str] = frozenset()  # options the user set explicitly (CLI dest names)
+    show_progress: bool = True
+
+    @property
+    def has_prompts(self) -> bool:
+        return bool(self.seeds or self.template)
+
+    def local(self, which: str) -> Path | None:
+        """The local weights folder of ``source`` or ``target`` (None when it is a catalog/hub name only)."""
+        m = self.source if which == "source" else self.target
+        return Path(m.path) if m is not None and m.path is not None and m.tensors else None
+
+
+def read_calib(path: str | Path | None) -> list[str] | None:
+    """--calib FILE: .txt one text per line, .jsonl a 'text' field per line. Bad paths/content -> InputError."""
+    if not path:
+        return None
+    p = Path(path)
+    text = read_text(p, "--calib")
+    if p.suffix == ".jsonl":
+        out = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError as e:
+                raise FileFormatError(f"--calib {p}: line {n} is not JSON ({e.msg}); expected one object per line "
+                                      "with a 'text' field, or pass a .txt file with one text per line") from None
+            if not isinstance(d, dict) or not isinstance(d.get("text"), str):
+                raise FileFormatError(f"--calib {p}: line {n} has no 'text' string field; expected "
+                                      '{"text": "..."} per line')
+            out.append(d["text"])
+    else:
+        out = [x for x in text.splitlines() if x.strip()]
+    if not out:
+        raise InputError(f"--calib {p}: the file holds no text; expected generic unlabelled text, one per line")
+    return out
+
+
+def read_seeds(path: str | Path | None) -> list[str] | None:
+    """--prompts SEEDS.jsonl: a 'prompt' (or 'input'/'text') field per line. Bad paths/content -> InputError."""
+    if not path:
+        return None
+    p = Path(path)
+    text = read_text(p, "--prompts")
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError as e:
+            raise FileFormatError(f"--prompts {p}: line {n} is not JSON ({e.msg}); expected one object per line "
+                                  'like {"prompt": "..."}') from None
+        v = d.get("prompt", d.get("input", d.get("text"))) if isinstance(d, dict) else None
+        if not isinstance(v, str):
+            raise FileFormatError(f"--prompts {p}: line {n} needs a 'prompt' (or 'input'/'text') string field")
+        out.append(v)
+    if not out:
+        raise InputError(f"--prompts {p}: no prompts in the file; expected a few example prompts, one JSON per line")
+    return out
+
+
+def read_text(p: Path, option: str) -> str:
+    if not p.exists():
+        raise InputError(f"{option} {p}: no such file; pass an existing file")
+    if not p.is_file():
+        raise InputError(f"{option} {p}: not a regular file; pass a file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FileFormatError(f"{option} {p}: not UTF-8 text; expected a text file") from None
+    except OSError as e:
+        raise InputError(f"{option} {p}: cannot be read ({e.strerror}); check its permissions") from None
