@@ -7,6 +7,28 @@ TRAINING_READS = frozenset({"source", "calib", "mlp", "prompts", "template", "n_
                             "keep_generic", "sample_frac", "teacher_url", "teacher_model", "teacher_base_model"})
 
 
+DISTILL_ONLY = frozenset({"n_prompts", "steps", "loss", "keep_generic", "sample_frac", "teacher_url", "teacher_model",
+                          "teacher_base_model"})
+
+
+def refuse_unused(request, method: str) -> None:
+    """Options a training method reads only in some cases: refused when that case does not hold (never ignored)."""
+    from regraft.errors import InputError
+    from regraft.port.methods import option_name
+
+    if not request.has_prompts:
+        unused = sorted(option_name(d) for d in DISTILL_ONLY & request.given)
+        if unused:
+            raise InputError(f"{', '.join(unused)}: --method {method} distils only with prompts; give --prompts "
+                             "seeds.jsonl (or --template), or drop them")
+    if "keep_generic" in request.given and request.budgets.keep_generic > 0 and not request.calib:
+        raise InputError(f"--keep-generic: the side-effect guard of --method {method} needs generic text; give "
+                         "--calib FILE, or drop it")
+    if "sample_frac" in request.given and request.teacher is not None and request.budgets.sample_frac > 0:
+        raise InputError(f"--sample-frac: --method {method} samples prompts with the in-process teacher only; drop "
+                         "--teacher-url or --sample-frac")
+
+
 def needs(request, method: str, prompts: bool = False) -> list[str]:
     """What is missing before ``method`` can run (the dry run lists it; ``MethodPlan.require`` refuses on it)."""
     out = []

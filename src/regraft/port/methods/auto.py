@@ -193,6 +193,8 @@ def plan(request):
     from regraft.port.methods import across
     from regraft.port.methods.distill import steps as distill_steps
 
+    across.refuse_unused(request, "auto")
+
     d = decide(request.adapter, request.source, request.target) if request.source is not None else \
         {"method": "unknown", "why": "no --from SOURCE: the drift rule cannot be applied"}
     route = d["method"]
@@ -204,10 +206,13 @@ def plan(request):
     elif request.has_prompts:
         steps = distill_steps(request, "from the projection (project, then the label-free gate)")
     else:
-        steps = ["project (no prompts: distillation skipped, the result is flagged UNVERIFIED)"]
+        from regraft.port.methods.project import steps as project_steps
+
+        steps = ["no prompts: project only, distillation skipped (the result is flagged UNVERIFIED)",
+                 *project_steps(request)]
     if route == "unknown":
         steps.insert(0, f"decide when it runs: {d['why']}")
-    if route == "copy" or not request.has_prompts:
+    if route == "copy":
         steps.append("label-free checks on what is written")
     trains = route != "copy" or request.has_prompts
     cost = estimate(request, project=route != "copy", distill=request.has_prompts) if trains else None

@@ -17,7 +17,9 @@ def steps(request, init: str) -> list[str]:
     out = [f"synthetic prompts from {src or 'nothing (refused: give --prompts)'}"
            + (f", {b.sample_frac:.0%} sampled from the source+adapter" if b.sample_frac else ""),
            f"teacher source+adapter, {teacher}: greedy completions and top-k log-probs; keep the top "
-           f"{b.keep:.0%} by excess", f"student: LoRA on the target, init {init}",
+           f"{b.keep:.0%} by excess", f"student: LoRA on the target, init {init} ("
+           + ("projection on --calib text" if request.calib else "projection by the weight-only fallback")
+           + (", MLP skipped" if b.mlp == "skip" else "") + ")",
            f"train ({b.loss} loss) up to {b.steps} steps of {b.batch}, early stop on a synthetic validation split"
            + (f", side-effect guard {b.keep_generic:g} x KL on --calib" if b.keep_generic and request.calib else ""),
            "write a PEFT LoRA, then the label-free checks (teacher agreement/KL, side effects)"]
@@ -26,6 +28,8 @@ def steps(request, init: str) -> list[str]:
 
 def plan(request) -> MethodPlan:
     from regraft.port.cost import estimate
+
+    across.refuse_unused(request, "distill")
 
     return MethodPlan("distill", steps(request, "from the projection when it passes the label-free gate"),
                       cost=estimate(request, project=True, distill=True),

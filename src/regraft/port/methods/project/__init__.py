@@ -10,15 +10,18 @@ from regraft.port.methods import Method, MethodPlan, register
 from regraft.port.methods import across
 
 
+def steps(request) -> list[str]:
+    mlp = "MLP by ridge maps" if request.budgets.mlp == "map" else "MLP skipped (--mlp skip)"
+    calib = f"{len(request.calib)} --calib texts" if request.calib else "no --calib: weight-only fallback (flagged)"
+    return [f"match layers (CKA on paired activations of {calib}) and fit maps per module; attention head by head, "
+            f"{mlp}", "calibrate each module's scale, search a global gain", "write a PEFT LoRA (an initialiser, "
+            "flagged as such)", "label-free checks: loads in PEFT, side effects on generic text"]
+
+
 def plan(request) -> MethodPlan:
     from regraft.port.cost import estimate
 
-    mlp = "MLP by ridge maps" if request.budgets.mlp == "map" else "MLP skipped (--mlp skip)"
-    calib = f"{len(request.calib)} --calib texts" if request.calib else "no --calib: weight-only fallback (flagged)"
-    steps = [f"match layers (CKA on paired activations of {calib}) and fit maps per module; attention head by head, "
-             f"{mlp}", "calibrate each module's scale, search a global gain", "write a PEFT LoRA (an initialiser, "
-             "flagged as such)", "label-free checks: loads in PEFT, side effects on generic text"]
-    return MethodPlan("project", steps, cost=estimate(request, project=True, distill=False),
+    return MethodPlan("project", steps(request), cost=estimate(request, project=True, distill=False),
                       needs=across.needs(request, "project"))
 
 
