@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regraft.errors import InputError, RegraftError
+from regraft.errors import InputError, PortBlocked, RegraftError  # noqa: F401 (PortBlocked re-exported)
 from regraft.inspection.adapter import AdapterSpec, _pattern_key, read_adapter
 from regraft.inspection.model import ModelSpec
 from regraft.port import conversion, fixups, relayout
@@ -23,18 +23,6 @@ from regraft.port.items import Item, items_from_spec, load_tensors, tensor_key
 from regraft.port.plan import Plan, make_plan
 
 MOE_LEAVES = {"gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"}
-
-
-class PortBlocked(RegraftError):
-    """Some modules have no exact move and --allow-lossy was not given (exit 1, plan printed)."""
-
-    exit_code = 1
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        rows = plan.blocked
-        super().__init__(f"{len(rows)} module(s) cannot be moved exactly (e.g. {rows[0].module}: {rows[0].reason}). "
-                         "See the plan; --allow-lossy drops them and reports how much is lost.")
 
 
 @dataclass
