@@ -29,10 +29,10 @@ def runtimes() -> list[str]:
     return runtime_names()
 
 
-def add_runtime(p, default: str | None = "peft", help_default: str | None = None, choices=None) -> None:
-    names = list(choices or runtimes())
-    p.add_argument("--runtime", choices=names, default=default, metavar="RUNTIME",
-                   help=f"{', '.join(names)} (default: {help_default or default})")
+def add_runtime(p, default: str | None = "peft", help_default: str | None = None) -> None:
+    """--runtime, the names listed from the catalog; the library refuses an unknown one in one line, naming them."""
+    p.add_argument("--runtime", default=default, metavar="RUNTIME",
+                   help=f"{', '.join(runtimes())} (default: {help_default or default})")
 
 
 def emit(text: str | None) -> None:
