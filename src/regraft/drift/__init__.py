@@ -10,7 +10,7 @@ load), shard by shard in file order, and reduced in float64 to:
 
 Lineage verdict from the overall sigma: ``same weights`` (sigma <= 1e-4: identical or a re-cast),
 ``siblings`` (sigma <= 0.30: one trunk, different post-training), ``unrelated`` (above). The copy rule of
-research/lora_transfer.md 6.5 is separate and stricter: same shapes and sigma <= 0.15 -> copy the adapter.
+The copy rule (docs/transfer.md, auto) is separate and stricter: same shapes and sigma <= 0.15 -> copy the adapter.
 Values are widened to float32 (exact for bf16/f16) and every sum is accumulated in float64. Peak memory is a few
 chunks (default 1M values: ~20 MB), whatever the model size.
 """

@@ -1,4 +1,5 @@
-"""Synthetic prompts for distillation (research 6.4 step 1) and TiTok-style excess selection (step 3).
+"""Synthetic prompts for distillation (docs/transfer.md, distill step 1) and TiTok-style excess selection
+(step 3).
 
 Sources, any of:
 * ``seeds``: a few example prompts (seeds.jsonl: {"prompt": ...} or {"input": ...} or {"text": ...} per line).

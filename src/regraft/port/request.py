@@ -18,7 +18,7 @@ from regraft.inspection.model import ModelSpec
 
 @dataclass(frozen=True)
 class Budgets:
-    """How much the training methods may spend (defaults: docs/port-verify-drift.md, "across shapes")."""
+    """How much the training methods may spend (the CLI defaults; docs/transfer.md, distill)."""
 
     n_prompts: int = 256
     steps: int = 1500

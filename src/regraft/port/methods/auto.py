@@ -1,7 +1,7 @@
 """``auto``: copy when it carries the adapter, else project then distill; always reported with label-free checks.
 
-* every adapter module has an exact move onto the target (same shapes; issue 5's plan) and the weight drift is
-  small (sigma <= 0.15, `regraft.drift`) -> ``copy`` (issue 5's writer);
+* every adapter module has an exact move onto the target (same shapes; the copy method's plan, port/plan.py) and the weight drift is
+  small (sigma <= 0.15, `regraft.drift`) -> ``copy`` (port/api.py);
 * otherwise -> ``project`` as initialiser, then ``distill`` when prompts (seeds or a template) are given; without
   prompts the projection is written and flagged as unverified;
 * MoE source -> attention projection + distillation (expert deltas have no dense equivalent).
@@ -115,7 +115,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         refresh = None
         if have_prompts and refresh_below > 0:
             # the copy rule is about weights; check the behaviour too, and refresh by distillation from the copy
-            # when it does not follow the teacher (research 6.4 step 6)
+            # when it does not follow the teacher (docs/transfer.md, auto)
             from regraft.port.fidelity import adapter_checks as _ac
 
             tok = load_tokenizer(target_dir)

@@ -1,4 +1,4 @@
-"""``distill``: carry an adapter to any target by distillation on synthetic prompts (research 6.4).
+"""``distill``: carry an adapter to any target by distillation on synthetic prompts (docs/transfer.md, "distill").
 
 1. Synthetic prompts from seeds / a template / sampling the source+adapter (`prompts`), leakage-guarded.
 2. Teacher = source+adapter (in process, or an OpenAI-compatible endpoint): greedy completion, top-k log-probs,
@@ -225,7 +225,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         student, roles, init_note = make_student(target_dir, spec, init_dir, dev)
         if init_dir is not None and val and gate_init:
             # label-free gate: keep the projection as init only if it is closer to the teacher than the bare
-            # target on held-out synthetic prompts (across lineages it usually is not: research 0.1-0.2)
+            # target on held-out synthetic prompts (across lineages it usually is not: docs/transfer.md, the numbers)
             with torch.no_grad():
                 kl_p = teacher_fidelity(student, val)["kl"]
                 with student.disable_adapter():
@@ -272,7 +272,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             rep.details["keep_generic"] = {"weight": keep_generic, "texts": len(gseqs)}
         elif keep_generic > 0:
             rep.notes.append("keep_generic needs calib_texts (generic text): side-effect guard off")
-        if lr is None:  # research 6.4: 1e-4 without warm-up from a projection, 2e-4 with a short warm-up otherwise
+        if lr is None:  # docs/transfer.md, distill: 1e-4 without warm-up from a projection, 2e-4 with a short warm-up otherwise
             lr = 1e-4 if init_dir is not None else 2e-4
         params = [p for p in student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))

@@ -1,6 +1,6 @@
 """``project``: training-free, rank-preserving projection of a LoRA onto a model of other shapes.
 
-research/lora_transfer.md 6.3. For every target layer j matched to a source layer i (CKA on paired activations of
+docs/transfer.md, "project". For every target layer j matched to a source layer i (CKA on paired activations of
 generic calibration text + order-preserving alignment), every adapter module is moved with
 
     B_t = R_out^T B_s,   A_t = A_s Q_in^T        (x_s ~= Q_in^T x_t,  y_t ~= R_out^T y_s)
@@ -681,7 +681,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
     a_s, a_t = _arch(src), _arch(tgt)
     if a_s["moe"]:
         rep.notes.append("MoE source: expert LoRA has no dense equivalent; attention projected only, expert "
-                         "deltas need distill (research 5)")
+                         "deltas need distill (docs/transfer.md)")
     if a_t["moe"]:
         rep.notes.append("MoE target: MLP projection skipped (experts are not targeted)")
     do_mlp = mlp == "map" and not a_s["moe"] and not a_t["moe"]
