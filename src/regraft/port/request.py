@@ -78,23 +78,10 @@ def read_calib(path: str | Path | None) -> list[str] | None:
     if not path:
         return None
     p = Path(path)
-    text = read_text(p, "--calib")
     if p.suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except ValueError as e:
-                raise FileFormatError(f"--calib {p}: line {n} is not JSON ({e.msg}); expected one object per line "
-                                      "with a 'text' field, or pass a .txt file with one text per line") from None
-            if not isinstance(d, dict) or not isinstance(d.get("text"), str):
-                raise FileFormatError(f"--calib {p}: line {n} has no 'text' string field; expected "
-                                      '{"text": "..."} per line')
-            out.append(d["text"])
+        out = [_field(d, ("text",), p, "--calib", n) for n, d in read_jsonl(p, "--calib")]
     else:
-        out = [x for x in text.splitlines() if x.strip()]
+        out = [x for x in read_text(p, "--calib").splitlines() if x.strip()]
     if not out:
         raise InputError(f"--calib {p}: the file holds no text; expected generic unlabelled text, one per line")
     return out
@@ -105,23 +92,31 @@ def read_seeds(path: str | Path | None) -> list[str] | None:
     if not path:
         return None
     p = Path(path)
-    text = read_text(p, "--prompts")
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
+    out = [_field(d, ("prompt", "input", "text"), p, "--prompts", n) for n, d in read_jsonl(p, "--prompts")]
+    if not out:
+        raise InputError(f"--prompts {p}: no prompts in the file; expected a few example prompts, one JSON per line")
+    return out
+
+
+def read_jsonl(p: Path, option: str):
+    """(line number, object) of each non-empty line; a line that is not a JSON object -> FileFormatError."""
+    for n, line in enumerate(read_text(p, option).splitlines(), 1):
         if not line.strip():
             continue
         try:
             d = json.loads(line)
         except ValueError as e:
-            raise FileFormatError(f"--prompts {p}: line {n} is not JSON ({e.msg}); expected one object per line "
-                                  'like {"prompt": "..."}') from None
-        v = d.get("prompt", d.get("input", d.get("text"))) if isinstance(d, dict) else None
-        if not isinstance(v, str):
-            raise FileFormatError(f"--prompts {p}: line {n} needs a 'prompt' (or 'input'/'text') string field")
-        out.append(v)
-    if not out:
-        raise InputError(f"--prompts {p}: no prompts in the file; expected a few example prompts, one JSON per line")
-    return out
+            raise FileFormatError(f"{option} {p}: line {n} is not JSON ({e.msg}); expected one JSON object per "
+                                  "line") from None
+        yield n, d
+
+
+def _field(d, keys: tuple[str, ...], p: Path, option: str, n: int) -> str:
+    v = next((d[k] for k in keys if k in d), None) if isinstance(d, dict) else None
+    if not isinstance(v, str):
+        more = f" (or {'/'.join(repr(k) for k in keys[1:])})" if len(keys) > 1 else ""
+        raise FileFormatError(f"{option} {p}: line {n} needs a {keys[0]!r}{more} string field")
+    return v
 
 
 def read_text(p: Path, option: str) -> str:
