@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from regraft.drift import drift, plot
-from tests.port import _tiny as T
+from tests import factories as T
 
 warnings.filterwarnings("ignore")
 
