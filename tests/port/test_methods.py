@@ -204,3 +204,14 @@ def test_options_that_would_be_unused_in_this_case_are_refused(tiny, files, caps
                "--dry-run"])
     err = capsys.readouterr().err
     assert rc == 2 and what in err and "\n" not in err.strip(), err
+
+
+@pytest.mark.parametrize("method", TRAINING)
+def test_training_methods_refuse_an_unwritable_output_before_any_work(tiny, files, tmp_path, capsys, method):
+    """--out over the input or in a missing folder: refused at once (not after the training), one line, exit 2."""
+    argv = ["port", "lora", str(tiny["lora"]), "--from", str(tiny["dense"]), "--to", str(tiny["other"]),
+            "--method", method] + (["--prompts", str(files / "seeds.jsonl")] if method != "project" else [])
+    for out, what in ((tmp_path / "missing" / "o", "does not exist"), (tiny["lora"] / "o", "Refusing")):
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert what in err and "\n" not in err.strip(), err

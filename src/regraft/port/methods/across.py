@@ -45,6 +45,15 @@ def needs(request, method: str, prompts: bool = False) -> list[str]:
     return out
 
 
+def preflight(request) -> None:
+    """Before hours of work: the output can be written (not over an input, not over an existing path without
+    --force, its folder exists) -- the same check the writer repeats at the end."""
+    from regraft.port.write import check_output
+
+    check_output(request.out, [request.adapter.path, request.local("source"), request.local("target")],
+                 request.force)
+
+
 def teacher(request):
     """The endpoint teacher of --teacher-url, or None (the teacher runs in process)."""
     if request.teacher is None:

@@ -226,6 +226,7 @@ def run(request, plan):
     if request.dry_run:
         return across.dry("auto", plan)
     plan.require()
+    across.preflight(request)
     b = request.budgets
     rep = auto_port(request.adapter.path, request.local("source"), request.local("target"), request.out,
                     seeds=request.seeds, template=request.template, calib_texts=request.calib,

@@ -42,6 +42,7 @@ def run(request, plan: MethodPlan):
     if request.dry_run:
         return across.dry("distill", plan)
     plan.require()
+    across.preflight(request)
     from regraft.port.methods.distill.training import distill_adapter
 
     b = request.budgets

@@ -31,6 +31,7 @@ def run(request, plan: MethodPlan):
     if request.dry_run:
         return across.dry("project", plan)
     plan.require()
+    across.preflight(request)
     from regraft.port.methods.project.projection import project_adapter
 
     rep = project_adapter(request.adapter.path, request.local("source"), request.local("target"), request.out,
