@@ -141,3 +141,8 @@ class PortBlocked(RegraftError):
         rows = plan.blocked
         super().__init__(f"{len(rows)} module(s) cannot be moved exactly (e.g. {rows[0].module}: {rows[0].reason}). "
                          "See the plan; --allow-lossy drops them and reports how much is lost.")
+
+
+# regraft/checks/namespaces.py
+class NamespaceError(InputError):
+    """Adapter keys cannot be renamed exactly between two model-class namespaces (regraft.checks.namespaces)."""

@@ -6,7 +6,8 @@ import warnings
 
 import pytest
 
-from regraft.drift import drift, plot
+from regraft.drift import drift
+from regraft.report.drift import plot
 from tests import factories as T
 
 warnings.filterwarnings("ignore")

@@ -48,19 +48,21 @@ def add_arguments(p) -> None:
     p.add_argument("--to", dest="target", required=True, metavar="TARGET",
                    help="target model: local folder, cached repo id or catalog name")
     p.add_argument("--out", metavar="PATH", help="output adapter folder (or .gguf file)")
-    p.add_argument("--method", choices=names(), default="copy",
+    p.add_argument("--method", choices=names(), default=None,
                    help="copy (default: exact moves only), relayout (MoE expert layout only), project "
                         "(training-free initialiser), distill (synthetic prompts + teacher), auto (copy if shapes "
                         "match and drift is small, else project then distill; the decision and label-free checks "
-                        "are printed)")
+                        "are printed); --layout FROM:TO alone means relayout")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (and for project/distill/auto the estimated cost) and write nothing")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     add_format(p, ("table", "json"))
     g = p.add_argument_group("copy and relayout")
     add_runtime(g, default=None, help_default="peft")
-    g.add_argument("--layout", choices=("auto", "keep", "v4", "v5"),
-                   help="MoE expert layout of the output: v4 per-expert, v5 fused (default: what the runtime needs)")
+    g.add_argument("--layout", type=_layout_arg,
+                   help="MoE expert layout of the output: v4 per-expert, v5 fused (default: what the runtime "
+                        "needs); or FROM:TO between producer layouts (relayout; catalog/layouts.json, e.g. "
+                        "mlx-lm:peft, unsloth-3d-blockwise:peft-3d-linear, auto:peft-3d-linear)")
     g.add_argument("--from", dest="source", metavar="SOURCE",
                    help="the model the adapter was trained on: for copy, the drift report (default: the adapter's "
                         "base_model_name_or_path when it is a local folder); required by project/distill/auto")
@@ -112,7 +114,11 @@ def build_request(args):
     from regraft.port.methods import get, refuse_unread
     from regraft.port.request import Budgets, PortRequest, TeacherEndpoint, read_calib, read_seeds
 
-    method = get(args.method)
+    producer = ":" in (args.layout or "")  # FROM:TO between producer layouts: the relayout method
+    method = get(args.method or ("relayout" if producer else "copy"))
+    if producer and method.name != "relayout":
+        raise InputError(f"--layout {args.layout} converts between producer layouts, which is --method relayout, "
+                         f"not --method {method.name}")
     given = given_options(args)
     refuse_unread(method, given)
     if (args.teacher_model or args.teacher_base_model) and not args.teacher_url:
@@ -124,7 +130,8 @@ def build_request(args):
     runtime = args.runtime or "peft"
     out = Path(args.out) if args.out else None
     return PortRequest(
-        adapter=read_adapter(resolve_adapter_arg(args.adapter)), target=resolve_model(args.target),
+        adapter=None if producer else read_adapter(resolve_adapter_arg(args.adapter)),
+        adapter_path=resolve_adapter_arg(args.adapter), target=resolve_model(args.target),
         target_name=args.target, method=method.name, source=resolve_model(args.source) if args.source else None,
         runtime=runtime, layout=args.layout or "auto", out=out, revision=args.revision,
         allow_lossy=args.allow_lossy, force=args.force, dry_run=args.dry_run, drift=not args.no_drift,
@@ -133,6 +140,14 @@ def build_request(args):
         budgets=budgets, given=given,
         teacher=TeacherEndpoint(args.teacher_url, args.teacher_model or "default", args.teacher_base_model)
         if args.teacher_url else None)
+
+
+def _layout_arg(value: str) -> str:
+    import argparse
+
+    if value in ("auto", "keep", "v4", "v5") or (":" in value and all(value.split(":", 1))):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid layout {value!r}: auto, keep, v4, v5 or FROM:TO")
 
 
 def run(args) -> int:

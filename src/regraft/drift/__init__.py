@@ -343,10 +343,3 @@ def lineage_by_weights(source, target) -> DriftReport | None:
     if not source.tensors or not target.tensors:
         return None
     return drift_once(source.path, target.path)
-
-
-def plot(rep: DriftReport, out: str | Path) -> Path:
-    """The drift plot (``regraft.report.drift.plot``): PNG (matplotlib) or HTML, role x layer."""
-    from regraft.report.drift import plot as _plot
-
-    return _plot(rep, out)

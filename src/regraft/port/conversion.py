@@ -5,38 +5,43 @@ A conversion turns the adapter's items (:class:`regraft.port.items.Item`) into a
     convert(items, num_experts, intermediate) -> items        # one function per output layout
     blockers(items, num_experts) -> [reason, ...]              # why a conversion to that layout cannot be exact
 
-The defaults are ``regraft.port.relayout`` (per-expert v4 <-> fused v5). ``regraft.port.layouts`` (exact conversions
-as pure functions, owned by the layouts work) overrides them when it defines ``CONVERSIONS = {layout: convert}`` and
-optionally ``BLOCKERS = {layout: blockers}``; nothing else in the port changes when it does.
+The conversions are ``regraft.port.relayout``'s (per-expert v4 <-> fused v5), registered in ``CONVERSIONS`` /
+``BLOCKERS`` below: another exact conversion between these item layouts is one more entry there. Conversions between
+*producer* layouts (MLX-LM, Unsloth, NeMo, ...: other key names and files) work on whole tensor dicts instead and
+live in ``regraft.port.layouts`` (``relayout --layout FROM:TO``).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 V4, V5 = "moe-v4-per-expert", "moe-v5-fused"
 
 
-def _defaults() -> tuple[dict[str, Callable], dict[str, Callable]]:
+def _to_v4(items, n, inter):
     from regraft.port import relayout
 
-    return ({V4: lambda items, n, inter: relayout.to_v4(items, n, inter),
-             V5: lambda items, n, inter: relayout.to_v5(items, n)},
-            {V5: lambda items, n: relayout.v5_blockers(items, n)})
+    return relayout.to_v4(items, n, inter)
+
+
+def _to_v5(items, n, inter):
+    from regraft.port import relayout
+
+    return relayout.to_v5(items, n)
+
+
+def _v5_blockers(items, n):
+    from regraft.port import relayout
+
+    return relayout.v5_blockers(items, n)
+
+
+CONVERSIONS: dict[str, Callable] = {V4: _to_v4, V5: _to_v5}  # output layout -> convert(items, n, inter)
+BLOCKERS: dict[str, Callable] = {V5: _v5_blockers}  # output layout -> blockers(items, n)
 
 
 def tables() -> tuple[dict[str, Callable], dict[str, Callable]]:
-    conv, block = _defaults()
-    try:
-        mod = importlib.import_module("regraft.port.layouts")
-    except ModuleNotFoundError as e:
-        if e.name != "regraft.port.layouts":
-            raise
-        return conv, block
-    conv.update(getattr(mod, "CONVERSIONS", None) or {})
-    block.update(getattr(mod, "BLOCKERS", None) or {})
-    return conv, block
+    return CONVERSIONS, BLOCKERS
 
 
 def available(layout_out: str) -> bool:

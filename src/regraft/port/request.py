@@ -40,9 +40,10 @@ class TeacherEndpoint:
 
 @dataclass
 class PortRequest:
-    adapter: AdapterSpec
+    adapter: AdapterSpec | None  # None only for a producer-layout relayout (--layout FROM:TO reads the folder itself)
     target: ModelSpec
     target_name: str  # what the user typed for --to (recorded as base_model_name_or_path)
+    adapter_path: Path | None = None
     method: str = "copy"
     source: ModelSpec | None = None
     runtime: str = "peft"

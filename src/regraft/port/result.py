@@ -70,11 +70,14 @@ class PortResult:
     copy: object | None = None  # regraft.port.api.CopyResult
     report: MethodReport | None = None
     dry_run: bool = False
+    layouts: dict | None = None  # relayout between producer layouts: regraft.port.relayout.relayout_folder's report
 
     @property
     def out(self):
         if self.copy is not None:
             return self.copy.out
+        if self.layouts is not None:
+            return self.layouts.get("out")
         return self.report.out if self.report is not None else None
 
     def to_dict(self) -> dict:
@@ -82,9 +85,11 @@ class PortResult:
             d = self.copy.to_dict()
         elif self.report is not None:
             d = self.report.to_dict()
+        elif self.layouts is not None:
+            d = dict(self.layouts)
         else:
             d = {"out": None}
         d.update(method=self.method, dry_run=self.dry_run)
-        if self.dry_run and self.copy is None:
+        if self.dry_run and self.copy is None and self.layouts is None:
             d["plan"] = self.plan.to_dict()
         return d

@@ -115,7 +115,19 @@ def render_port(result, fmt: str = "table", all_modules: bool = False, blocked=N
         return render_copy(c.plan.to_dict(), c.plan.grouped(), c, all_modules, result.dry_run)
     if result.report is not None:
         return render_method_report(result.report)
+    if result.layouts is not None:
+        return render_layouts(result.layouts)
     return render_method_plan(result.plan)
+
+
+def render_layouts(rep: dict) -> str:
+    """A relayout between producer layouts (``regraft.port.relayout.relayout_folder``'s report)."""
+    lines = [f"port lora {rep['adapter']}: layout {rep['from_layout']} -> {rep['to_layout']} "
+             f"(producer {rep['producer']}, exact)"]
+    lines += [f"  note: {n}" for n in rep.get("notes", [])]
+    lines.append("  dry run: nothing written" if rep.get("dry_run") else
+                 f"  wrote {rep['out']}: {rep['tensors_written']} tensors")
+    return "\n".join(lines)
 
 
 def render_method_plan(plan) -> str:

@@ -58,10 +58,11 @@ class MethodPlan:
     cost: dict | None = None  # regraft.port.cost: estimated prompts/steps/tokens/memory/time (training methods)
     needs: list[str] = field(default_factory=list)  # what is missing before it can run (empty: it can)
     notes: list[str] = field(default_factory=list)
+    layouts: dict | None = None  # relayout between producer layouts: {from_layout, to_layout, producer, ...}
 
     def to_dict(self) -> dict:
         return {"method": self.method, "steps": self.steps, "decision": self.decision, "cost": self.cost,
-                "needs": self.needs, "notes": self.notes,
+                "needs": self.needs, "notes": self.notes, "layouts": self.layouts,
                 "modules": self.modules.to_dict() if self.modules is not None else None}
 
     def require(self) -> None:
