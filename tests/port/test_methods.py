@@ -215,3 +215,16 @@ def test_training_methods_refuse_an_unwritable_output_before_any_work(tiny, file
         assert main([*argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert what in err and "\n" not in err.strip(), err
+
+
+def test_producer_layouts_are_the_relayout_method(tiny, tmp_path, capsys):
+    """--layout FROM:TO alone is --method relayout (dry run: nothing written); with another method it is refused."""
+    out = tmp_path / "o"
+    assert main(["port", "lora", str(tiny["lora"]), "--to", str(tiny["dense"]), "--layout", "peft:mlx-lm",
+                 "--dry-run", "--out", str(out), "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["method"] == "relayout" and d["from_layout"] == "peft" and d["to_layout"] == "mlx-lm"
+    assert not out.exists()
+    assert main(["port", "lora", str(tiny["lora"]), "--to", str(tiny["dense"]), "--layout", "peft:mlx-lm",
+                 "--method", "copy", "--out", str(out)]) == 2
+    assert "--method relayout" in capsys.readouterr().err and not out.exists()
