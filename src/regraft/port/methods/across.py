@@ -71,6 +71,23 @@ def dry(name: str, plan):
     return PortResult(name, plan, dry_run=True)
 
 
+def start(name: str, request, plan):
+    """The dry-run result, or None after checking that the method can run and write its output."""
+    if request.dry_run:
+        return dry(name, plan)
+    plan.require()
+    preflight(request)
+    return None
+
+
+def training_kwargs(request) -> dict:
+    """The keyword arguments ``distill_adapter`` and ``auto_port`` share, from the request."""
+    b = request.budgets
+    return dict(seeds=request.seeds, template=request.template, calib_texts=request.calib, n_prompts=b.n_prompts,
+                loss=b.loss, steps=b.steps, teacher=teacher(request), force=request.force,
+                keep_generic=b.keep_generic, sample_frac=b.sample_frac, mlp=b.mlp, show_progress=request.show_progress)
+
+
 def add_checks(request, rep) -> None:
     """The label-free checks on what ``project``/``distill`` wrote, into the report and its regraft_port.json."""
     from regraft.port.fidelity import adapter_checks

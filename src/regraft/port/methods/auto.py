@@ -223,16 +223,11 @@ def run(request, plan):
     from regraft.port.methods import across
     from regraft.port.result import PortResult
 
-    if request.dry_run:
-        return across.dry("auto", plan)
-    plan.require()
-    across.preflight(request)
-    b = request.budgets
+    done = across.start("auto", request, plan)
+    if done is not None:
+        return done
     rep = auto_port(request.adapter.path, request.local("source"), request.local("target"), request.out,
-                    seeds=request.seeds, template=request.template, calib_texts=request.calib,
-                    n_prompts=b.n_prompts, loss=b.loss, force=request.force, teacher=across.teacher(request),
-                    steps=b.steps, keep_generic=b.keep_generic, sample_frac=b.sample_frac, mlp=b.mlp,
-                    show_progress=request.show_progress,
+                    **across.training_kwargs(request),
                     decision=plan.decision if plan.decision.get("method") != "unknown" else None)
     return PortResult("auto", plan, report=rep)
 

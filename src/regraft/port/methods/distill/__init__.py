@@ -39,18 +39,13 @@ def plan(request) -> MethodPlan:
 def run(request, plan: MethodPlan):
     from regraft.port.result import PortResult
 
-    if request.dry_run:
-        return across.dry("distill", plan)
-    plan.require()
-    across.preflight(request)
+    done = across.start("distill", request, plan)
+    if done is not None:
+        return done
     from regraft.port.methods.distill.training import distill_adapter
 
-    b = request.budgets
     rep = distill_adapter(request.adapter.path, request.local("source"), request.local("target"), request.out,
-                          seeds=request.seeds, template=request.template, n_prompts=b.n_prompts, loss=b.loss,
-                          calib_texts=request.calib, steps=b.steps, teacher=across.teacher(request),
-                          force=request.force, keep_generic=b.keep_generic, sample_frac=b.sample_frac, mlp=b.mlp,
-                          show_progress=request.show_progress)
+                          **across.training_kwargs(request))
     across.add_checks(request, rep)
     return PortResult("distill", plan, report=rep)
 

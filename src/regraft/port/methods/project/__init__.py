@@ -28,10 +28,9 @@ def plan(request) -> MethodPlan:
 def run(request, plan: MethodPlan):
     from regraft.port.result import PortResult
 
-    if request.dry_run:
-        return across.dry("project", plan)
-    plan.require()
-    across.preflight(request)
+    done = across.start("project", request, plan)
+    if done is not None:
+        return done
     from regraft.port.methods.project.projection import project_adapter
 
     rep = project_adapter(request.adapter.path, request.local("source"), request.local("target"), request.out,
