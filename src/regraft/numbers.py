@@ -11,16 +11,12 @@ from __future__ import annotations
 import math
 import re
 
-from regraft.errors import FileFormatError
+from regraft.errors import FileFormatError, NumberError  # noqa: F401 (re-exported)
 
 MAX_DIGITS = 30
 _INT = re.compile(r"[+-]?[0-9]{1,%d}" % MAX_DIGITS)
 _DEC = re.compile(r"[+-]?(?:[0-9]{1,%d}(?:\.[0-9]{0,%d})?|\.[0-9]{1,%d})(?:[eE][+-]?[0-9]{1,3})?"
                   % (MAX_DIGITS, MAX_DIGITS, MAX_DIGITS))
-
-
-class NumberError(FileFormatError):
-    """A value that should be a number is not a plain bounded decimal."""
 
 
 def shown(value, n: int = 60) -> str:

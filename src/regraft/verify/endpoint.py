@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from regraft.errors import InputError, RegraftError
+from regraft.errors import EndpointError, InputError, RegraftError
 from regraft.hybrid.backends import Backend, BackendError
 
 from .compare import PairStats, Pos, compare_generations
@@ -42,10 +42,6 @@ GENERIC_PROMPTS = [
     "Translate 'good morning' into German.",
     "What is two plus two?",
 ]
-
-
-class EndpointError(RegraftError):
-    """The endpoint cannot be probed (unreachable, unknown model name, not an OpenAI-compatible server)."""
 
 
 @dataclass

@@ -181,7 +181,7 @@ def flags(ctx: LoraContext):
     if allowed:
         r = next((x for x in allowed if x >= r), r)
     text = tmpl.format(model=ctx.target.name, rank=r, name="adapter", adapter=str(ctx.adapter.path))
-    from regraft.verify.recipes import verify_command
+    from regraft.checks.verify_recipe import verify_command
 
     verify = verify_command(ctx.runtime, ctx.target.name, str(ctx.adapter.path))
     yield flags.rule.finding(f"{ctx.runtime}: {text}", hint=f"then prove it is applied: {verify}" if verify else "",
