@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from regraft.checks.namespaces import NamespaceError, detect_namespace, namespaces, rename_keys, target_namespace
-from regraft.inspection.model import ModelSpec
 
 K = "base_model.model."
 

@@ -39,9 +39,9 @@ def _part_of(name: str, parts: dict[str, str]) -> tuple[str, str] | None:
     """(part, prefix) of the longest prefix of ``parts`` that ``name`` starts with (at a name boundary)."""
     best = None
     for part, prefix in parts.items():
-        if name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + "."):
-            if best is None or len(prefix) > len(best[1]):
-                best = (part, prefix)
+        at_boundary = name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + ".")
+        if at_boundary and (best is None or len(prefix) > len(best[1])):
+            best = (part, prefix)
     return best
 
 
@@ -59,7 +59,7 @@ def detect_namespace(names) -> str | None:
     """The one namespace every name fits (causal_lm before the wrappers when several fit), or None."""
     common: set[str] | None = None
     for n in names:
-        n = n[len(PEFT_PREFIX):] if n.startswith(PEFT_PREFIX) else n
+        n = n.removeprefix(PEFT_PREFIX)
         found = set(key_namespaces(n))
         common = found if common is None else common & found
         if not common:

@@ -75,7 +75,7 @@ def _raise_if_known_fake(repo_id: str) -> None:
     import re
 
     for pattern, entry in fakes.get("patterns", {}).items():
-        if re.match(pattern, full, re.I):
+        if re.match(pattern, full, re.IGNORECASE):
             raise UnknownModelError(_unknown_message(repo_id, f"'{full}' does not exist as open weights: "
                                                      f"{entry['why']}. Source: {entry['_source']}."))
 
