@@ -69,6 +69,8 @@ def codes(report, i=0):
     ("Qwen/Qwen3.6-35B-A3B", "Qwen/Qwen3.5-35B-A3B", False),  # same class
     ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-VL-30B-A3B-Instruct", True),
     ("Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-32B", False),
+    ("Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-8B", True),  # wrapper -> CausalLM, same shapes: all 252 after rename
+    ("Qwen/Qwen3-VL-8B-Instruct", "openai/gpt-oss-20b", False),  # another model: under half found even renamed
 ])
 def test_rg115_on_catalog_pairs(source, target, fires):
     from regraft.checks.engine import check

@@ -131,7 +131,8 @@ def namespace_mismatch(module_names: list[str], arch) -> Mismatch | None:
     """Facts for RG115: every adapter module misses the target as named, and is found once renamed exactly.
 
     ``module_names`` are adapter module names without the PEFT prefix; ``arch`` the target Architecture.
-    None when the names already match (any of them), when they fit no namespace, or when renaming finds nothing.
+    None when the names already match (any of them), when they fit no namespace, or when fewer than half of them
+    are found once renamed (then the target is another model, and the shape rules say so).
     """
     if arch is None or not module_names:
         return None
@@ -153,6 +154,6 @@ def namespace_mismatch(module_names: list[str], arch) -> Mismatch | None:
         except NamespaceError:
             continue
         hits = [n for n in names if found(renamed[n])]
-        if hits:
+        if 2 * len(hits) >= len(names):  # the same model under another class, not merely another model
             return Mismatch(from_ns, to_ns, len(names), 0, len(hits), (hits[0], renamed[hits[0]]))
     return None
