@@ -36,8 +36,10 @@ def add_arguments(p) -> None:
                    help="target model: local folder, cached repo id or catalog name")
     p.add_argument("--out", metavar="PATH", help="output adapter folder (or .gguf file)")
     p.add_argument("--runtime", default="peft", help="peft (default), vllm, sglang, llama.cpp, ollama")
-    p.add_argument("--layout", default="auto", choices=("auto", "keep", "v4", "v5"),
-                   help="MoE expert layout of the output: v4 per-expert, v5 fused (default: what the runtime needs)")
+    p.add_argument("--layout", default="auto", type=_layout_arg,
+                   help="MoE expert layout of the output: v4 per-expert, v5 fused (default: what the runtime "
+                        "needs); or FROM:TO between producer layouts (catalog/layouts.json, e.g. mlx-lm:peft, "
+                        "unsloth-3d-blockwise:peft-3d-linear, auto:peft-3d-linear)")
     p.add_argument("--from", dest="source", metavar="SOURCE",
                    help="the model the adapter was trained on, for the drift report (default: the adapter's "
                         "base_model_name_or_path when it is a local folder)")
@@ -53,7 +55,39 @@ def add_arguments(p) -> None:
     add_transfer_arguments(p)  # --method copy|project|distill|auto, --prompts, --calib, ...
 
 
+def _layout_arg(value: str) -> str:
+    import argparse
+
+    if value in ("auto", "keep", "v4", "v5") or (":" in value and all(value.split(":", 1))):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid layout {value!r}: auto, keep, v4, v5 or FROM:TO")
+
+
+def _run_relayout(args) -> int:
+    """--layout FROM:TO: an exact conversion between producer layouts (regraft.port.relayout.relayout_folder)."""
+    from regraft.errors import InputError
+    from regraft.inspection.resolve import resolve_model
+    from regraft.port.relayout import relayout_folder
+
+    if not args.out and not args.dry_run:
+        raise InputError("--layout FROM:TO writes a new adapter: give --out PATH (or --dry-run).")
+    src, dst = args.layout.split(":", 1)
+    rep = relayout_folder(args.adapter, args.out, src, dst, resolve_model(args.target), args.force, args.dry_run)
+    if args.format == "json":
+        emit(json.dumps(rep, indent=2, default=str))
+    else:
+        lines = [f"port lora {rep['adapter']}: layout {rep['from_layout']} -> {rep['to_layout']} "
+                 f"(producer {rep['producer']}, exact)"]
+        lines += [f"  note: {n}" for n in rep.get("notes", [])]
+        lines.append("  dry run: nothing written" if rep.get("dry_run") else
+                     f"  wrote {rep['out']}: {rep['tensors_written']} tensors")
+        emit("\n".join(lines))
+    return 0
+
+
 def run(args) -> int:
+    if ":" in getattr(args, "layout", ""):
+        return _run_relayout(args)
     if getattr(args, "method", "copy") != "copy":  # across shapes: regraft.port.methods (docs/transfer.md)
         from regraft.cli.port_lora_methods import run as run_transfer
 
