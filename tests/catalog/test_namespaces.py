@@ -162,3 +162,18 @@ def test_rg115_and_peft_oracle_on_tiny_qwen36(tmp_path):
     assert "missing adapter keys" not in warned
     assert all(torch.equal(sd[new[k]], v) for k, v in tensors.items())  # every tensor, bit-exact
 
+
+
+def test_rename_key_directions_used_by_port_layouts():
+    from regraft.checks.namespaces import rename_key
+
+    k = K + "model.layers.2.self_attn.q_proj.lora_A.weight"
+    wrapped = rename_key(k, "causal->conditional")
+    assert wrapped == K + "model.language_model.layers.2.self_attn.q_proj.lora_A.weight"
+    assert rename_key(wrapped, "conditional->causal") == k
+    assert rename_key("language_model.model.layers.0.mlp.up_proj", "conditional->causal") == "model.layers.0.mlp.up_proj"
+    assert rename_key("model.layers.0.x", "causal->conditional", "llama4") == "language_model.model.layers.0.x"
+    with pytest.raises(NamespaceError):
+        rename_key(k, "conditional->causal")  # already text-only
+    with pytest.raises(NamespaceError):
+        rename_key(k, "sideways")
