@@ -91,9 +91,11 @@ def _strip_meta(doc: dict) -> dict:
 
 
 def catalog_model(model_id: str) -> ModelSpec:
-    entry = catalog.model_entry(model_id)
-    meta = {k: v for k, v in entry.items() if k.startswith("_")}
-    return ModelSpec(name=model_id, origin="catalog", config=_strip_meta(entry), status=entry["_status"],
+    import copy
+
+    entry = catalog.model_entry(model_id)  # cached: hand out a copy, so no caller can change the catalog
+    meta = copy.deepcopy({k: v for k, v in entry.items() if k.startswith("_")})
+    return ModelSpec(name=model_id, origin="catalog", config=copy.deepcopy(_strip_meta(entry)), status=entry["_status"],
                      meta=meta, generation_config=entry.get("_generation_config"))
 
 
