@@ -75,3 +75,12 @@ def test_catalog_holds_the_additions_exactly():
         want = json.loads(f.read_text(encoding="utf-8"))
         got = config_of(catalog.model_entry(mid))
         assert json.dumps(got) == json.dumps(want), mid
+
+
+def test_resolved_specs_do_not_share_the_cached_entry():
+    from regraft.inspection.resolve import resolve_model
+
+    spec = resolve_model("Qwen/Qwen3.6-27B")
+    spec.config["text_config"]["hidden_size"] = 1
+    assert catalog.model_entry("Qwen/Qwen3.6-27B")["text_config"]["hidden_size"] == 5120
+    assert resolve_model("Qwen/Qwen3.6-27B").arch.values["hidden_size"] == 5120

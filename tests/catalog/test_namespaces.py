@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from regraft.checks.namespaces import NamespaceError, detect_namespace, namespaces, rename_keys, target_namespace
-from regraft.inspection.model import ModelSpec
 
 K = "base_model.model."
 
@@ -70,6 +69,8 @@ def codes(report, i=0):
     ("Qwen/Qwen3.6-35B-A3B", "Qwen/Qwen3.5-35B-A3B", False),  # same class
     ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-VL-30B-A3B-Instruct", True),
     ("Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-32B", False),
+    ("Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-8B", True),  # wrapper -> CausalLM, same shapes: all 252 after rename
+    ("Qwen/Qwen3-VL-8B-Instruct", "openai/gpt-oss-20b", False),  # another model: under half found even renamed
 ])
 def test_rg115_on_catalog_pairs(source, target, fires):
     from regraft.checks.engine import check
@@ -161,3 +162,18 @@ def test_rg115_and_peft_oracle_on_tiny_qwen36(tmp_path):
     assert "missing adapter keys" not in warned
     assert all(torch.equal(sd[new[k]], v) for k, v in tensors.items())  # every tensor, bit-exact
 
+
+
+def test_rename_key_directions_used_by_port_layouts():
+    from regraft.checks.namespaces import rename_key
+
+    k = K + "model.layers.2.self_attn.q_proj.lora_A.weight"
+    wrapped = rename_key(k, "causal->conditional")
+    assert wrapped == K + "model.language_model.layers.2.self_attn.q_proj.lora_A.weight"
+    assert rename_key(wrapped, "conditional->causal") == k
+    assert rename_key("language_model.model.layers.0.mlp.up_proj", "conditional->causal") == "model.layers.0.mlp.up_proj"
+    assert rename_key("model.layers.0.x", "causal->conditional", "llama4") == "language_model.model.layers.0.x"
+    with pytest.raises(NamespaceError):
+        rename_key(k, "conditional->causal")  # already text-only
+    with pytest.raises(NamespaceError):
+        rename_key(k, "sideways")

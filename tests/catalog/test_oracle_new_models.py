@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("peft")
 
-from tests.factories import build_adapter, build_model  # noqa: E402
-from tests.core.test_architectures import tiny  # noqa: E402
-from tests.core.test_oracle_peft import peft_outcome, regraft_outcome  # noqa: E402
+from tests.factories import build_adapter, build_model
+from tests.core.test_architectures import tiny
+from tests.core.test_oracle_peft import peft_outcome, regraft_outcome
 
 
 def oss(**over):
@@ -31,11 +31,11 @@ def qwen36_text(**over):
 MODELS = {"oss": oss(), "oss-8x": oss(num_local_experts=8), "oss-wide": oss(hidden_size=48),
           "q36": qwen36_text(), "q36-8x": qwen36_text(num_experts=8)}
 ADAPTERS = {
-    "oss-attn": ("oss", dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])),
-    "oss-experts": ("oss", dict(target_modules=["q_proj"],
-                                target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])),
-    "q36-attn": ("q36", dict(target_modules=["q_proj", "v_proj", "in_proj_qkv", "out_proj"])),
-    "q36-mlp": ("q36", dict(target_modules=["gate_proj", "up_proj", "down_proj"])),
+    "oss-attn": ("oss", {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}),
+    "oss-experts": ("oss", {"target_modules": ["q_proj"],
+                                "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]}),
+    "q36-attn": ("q36", {"target_modules": ["q_proj", "v_proj", "in_proj_qkv", "out_proj"]}),
+    "q36-mlp": ("q36", {"target_modules": ["gate_proj", "up_proj", "down_proj"]}),
 }
 CASES = [(a, t) for a, (base, _) in ADAPTERS.items() for t in MODELS if t.split("-")[0] == base.split("-")[0]]
 

@@ -16,7 +16,7 @@ def quickstart() -> tuple[list[list[str]], list[int]]:
     text = README.read_text(encoding="utf-8")
     section = text[text.index("## Quick start"):]
     section = section[:section.index("\n## ", 3)]
-    block = re.search(r"```bash\n(.+?)\n```", section, re.S).group(1)
+    block = re.search(r"```bash\n(.+?)\n```", section, re.DOTALL).group(1)
     commands = [shlex.split(part) for part in re.split(r"&&|;", block)]
     checks = [c[2:] for c in commands if c[:2] == ["regraft", "check"]]
     codes = [int(c) for c in re.findall(r"exits (\d)", section)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -21,7 +22,7 @@ def user_dir(tmp_path, monkeypatch):
 
 
 def model_folder(tmp_path, base="Qwen/Qwen3-8B", **change):
-    cfg = {k: v for k, v in catalog.model_entry(base).items() if not k.startswith("_")}
+    cfg = copy.deepcopy({k: v for k, v in catalog.model_entry(base).items() if not k.startswith("_")})
     cfg.update(change)
     folder = tmp_path / "my-model"
     folder.mkdir()
@@ -72,14 +73,14 @@ def test_add_list_check_remove(tmp_path, capsys, user_dir):
 
 def test_a_partial_builtin_is_replaced_by_the_users_real_config(tmp_path, capsys):
     """Llama 4 Scout is partial in the catalog (no tie flag); the user's own config completes it -- not a guess."""
-    cfg = {k: v for k, v in catalog.model_entry("meta-llama/Llama-4-Scout-17B-16E-Instruct").items()
-           if not k.startswith("_")}
+    cfg = copy.deepcopy({k: v for k, v in catalog.model_entry("meta-llama/Llama-4-Scout-17B-16E-Instruct").items()
+                         if not k.startswith("_")})  # the catalog's cached entry must not change
     cfg["tie_word_embeddings"] = False
     cfg["text_config"].update(eos_token_id=[200001, 200007, 200008], tie_word_embeddings=False)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    code, _, err = run(capsys, "check", "meta-llama/Llama-4-Scout-17B-16E-Instruct",
-                       "meta-llama/Llama-4-Scout-17B-16E-Instruct", "--format", "json")
+    code, _, _ = run(capsys, "check", "meta-llama/Llama-4-Scout-17B-16E-Instruct",
+                     "meta-llama/Llama-4-Scout-17B-16E-Instruct", "--format", "json")
     assert code in (0, 1)
     assert run(capsys, "catalog", "add", str(path), "--name", "meta-llama/Llama-4-Scout-17B-16E-Instruct")[0] == 0
     from regraft.inspection.resolve import resolve_model
@@ -126,5 +127,6 @@ def test_check_on_a_user_model_does_not_import_torch(tmp_path, user_dir):
             "'--format', 'json']); print('torch' in sys.modules, 'transformers' in sys.modules)")
     env = {"REGRAFT_CATALOG_DIR": str(user_dir), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
            "PYTHONPATH": ":".join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                         check=False)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr

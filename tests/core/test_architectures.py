@@ -10,13 +10,13 @@ import pytest
 
 from regraft import catalog
 from regraft.inspection.model import ModelSpec
-from tests.factories import build_model, tiny_config
+from tests.factories import tiny_config
 
 pytest.importorskip("transformers")
 
 SWEEP = [m for m in catalog.model_ids() if catalog.model_entry(m).get("model_type")
          and catalog.model_entry(m)["_status"] != "partial"]
-TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=4, out_hidden_size=32)
+TINY_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 48, "num_heads": 4, "out_hidden_size": 32}
 # transformers 5.24 save_pretrained writes these fused experts in its own (E, out, in) orientation; the Hub
 # checkpoint (described as the disk namespace) has them transposed, and transformers transposes on load.
 TRANSPOSED_ON_LOAD = {"qwen3_vl_moe": re.compile(r"\.mlp\.experts\.(gate_up|down)_proj$")}

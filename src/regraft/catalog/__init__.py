@@ -62,7 +62,7 @@ def model_entry(model_id: str) -> dict:
 
 def _size_key(name: str) -> tuple:
     """Total size in billions from the name (Qwen3-30B-A3B -> 30, Qwen3.8-2.4T-A95B -> 2400, gpt-oss-20b -> 20)."""
-    m = re.search(r"-(\d+(?:\.\d+)?)([BT])(?=-|$)", name.split("/")[-1], re.I)
+    m = re.search(r"-(\d+(?:\.\d+)?)([BT])(?=-|$)", name.split("/")[-1], re.IGNORECASE)
     return (float(m.group(1)) * (1000 if m.group(2).upper() == "T" else 1) if m else 0.0,)
 
 
@@ -77,7 +77,7 @@ def nearest_models(name: str, n: int = 4) -> list[str]:
     ids = list(model_ids())
     short = name.split("/")[-1]
     picks: list[str] = []
-    m = re.match(r"([A-Za-z]+[\d.]*)-(\d+(?:\.\d+)?)[BT]", short, re.I)
+    m = re.match(r"([A-Za-z]+[\d.]*)-(\d+(?:\.\d+)?)[BT]", short, re.IGNORECASE)
     if m:  # same family at the closest sizes first, then any family at the closest size and version
         fam, size, ver = m.group(1).lower(), _size_key(short)[0], _version(short)
         ver_gap = (lambda i: round(abs((_version(i) or 0) - ver), 3)) if ver is not None else (lambda i: 0)

@@ -6,6 +6,7 @@ A model's language model is named ``model.layers.*`` in its text-only CausalLM c
 nothing on the other class. This module says which namespace names belong to, and renames them exactly.
 
     rename_keys(keys, from_ns, to_ns) -> {old: new}    # adapter tensor keys or module names, PEFT prefix kept
+    rename_key(name, "causal->conditional" | "conditional->causal", model_type=None) -> str   # port/layouts.py
     detect_namespace(names) -> namespace id | None
     target_namespace(arch, checkpoint=False) -> namespace id
     namespace_mismatch(module_names, arch) -> Mismatch | None   # the facts behind rule RG115
@@ -20,7 +21,8 @@ from importlib import resources
 
 from regraft.errors import NamespaceError
 
-__all__ = ["NamespaceError", "detect_namespace", "namespace_mismatch", "namespaces", "rename_keys", "target_namespace"]
+__all__ = ["NamespaceError", "detect_namespace", "namespace_mismatch", "namespaces", "rename_key", "rename_keys",
+           "target_namespace"]
 
 PEFT_PREFIX = "base_model.model."
 
@@ -39,9 +41,9 @@ def _part_of(name: str, parts: dict[str, str]) -> tuple[str, str] | None:
     """(part, prefix) of the longest prefix of ``parts`` that ``name`` starts with (at a name boundary)."""
     best = None
     for part, prefix in parts.items():
-        if name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + "."):
-            if best is None or len(prefix) > len(best[1]):
-                best = (part, prefix)
+        at_boundary = name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + ".")
+        if at_boundary and (best is None or len(prefix) > len(best[1])):
+            best = (part, prefix)
     return best
 
 
@@ -59,7 +61,7 @@ def detect_namespace(names) -> str | None:
     """The one namespace every name fits (causal_lm before the wrappers when several fit), or None."""
     common: set[str] | None = None
     for n in names:
-        n = n[len(PEFT_PREFIX):] if n.startswith(PEFT_PREFIX) else n
+        n = n.removeprefix(PEFT_PREFIX)
         found = set(key_namespaces(n))
         common = found if common is None else common & found
         if not common:
@@ -131,7 +133,8 @@ def namespace_mismatch(module_names: list[str], arch) -> Mismatch | None:
     """Facts for RG115: every adapter module misses the target as named, and is found once renamed exactly.
 
     ``module_names`` are adapter module names without the PEFT prefix; ``arch`` the target Architecture.
-    None when the names already match (any of them), when they fit no namespace, or when renaming finds nothing.
+    None when the names already match (any of them), when they fit no namespace, or when fewer than half of them
+    are found once renamed (then the target is another model, and the shape rules say so).
     """
     if arch is None or not module_names:
         return None
@@ -153,6 +156,25 @@ def namespace_mismatch(module_names: list[str], arch) -> Mismatch | None:
         except NamespaceError:
             continue
         hits = [n for n in names if found(renamed[n])]
-        if hits:
+        if 2 * len(hits) >= len(names):  # the same model under another class, not merely another model
             return Mismatch(from_ns, to_ns, len(names), 0, len(hits), (hits[0], renamed[hits[0]]))
     return None
+
+
+def rename_key(name: str, direction: str, model_type: str | None = None) -> str:
+    """One key, for callers that think in directions (port/layouts.py): ``causal->conditional`` moves a text-only
+    CausalLM name into the wrapper of ``model_type`` (its module names; Qwen's ``qwen_vl`` when not given),
+    ``conditional->causal`` moves a wrapper name (whichever wrapper namespace it is in) out. Exact, via rename_keys.
+    """
+    bare = name.removeprefix(PEFT_PREFIX)
+    if direction == "causal->conditional":
+        info = model_type_info(model_type)
+        to_ns = info["module_names"] if info and info.get("wrapper") else "qwen_vl"
+        return rename_keys([name], "causal_lm", to_ns)[name]
+    if direction == "conditional->causal":
+        from_ns = detect_namespace([bare])
+        if from_ns is None or from_ns == "causal_lm":
+            raise NamespaceError(f"Key '{name}' is not in a ConditionalGeneration wrapper namespace "
+                                 f"({', '.join(ns for ns in namespaces() if ns != 'causal_lm')}).")
+        return rename_keys([name], from_ns, "causal_lm")[name]
+    raise NamespaceError(f"Unknown direction '{direction}'; expected causal->conditional or conditional->causal.")

@@ -74,7 +74,7 @@ class Architecture:
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def for_config(cls, config: dict, partial: bool = False) -> "Architecture | None":
+    def for_config(cls, config: dict, partial: bool = False) -> Architecture | None:
         model_type = config.get("model_type")
         data = architecture_data(model_type) if model_type else None
         if data is None:
@@ -85,7 +85,7 @@ class Architecture:
         return cls(data, config, partial, full)
 
     @cached_property
-    def towers(self) -> list["Architecture"]:
+    def towers(self) -> list[Architecture]:
         """The other stacks described by the file (a vision encoder), each bound to its config sub-dict; a tower
         whose config is absent (a partial entry without vision_config) is left out, not guessed."""
         out = []

@@ -75,7 +75,7 @@ def _raise_if_known_fake(repo_id: str) -> None:
     import re
 
     for pattern, entry in fakes.get("patterns", {}).items():
-        if re.match(pattern, full, re.I):
+        if re.match(pattern, full, re.IGNORECASE):
             raise UnknownModelError(_unknown_message(repo_id, f"'{full}' does not exist as open weights: "
                                                      f"{entry['why']}. Source: {entry['_source']}."))
 
@@ -91,9 +91,11 @@ def _strip_meta(doc: dict) -> dict:
 
 
 def catalog_model(model_id: str) -> ModelSpec:
-    entry = catalog.model_entry(model_id)
-    meta = {k: v for k, v in entry.items() if k.startswith("_")}
-    return ModelSpec(name=model_id, origin="catalog", config=_strip_meta(entry), status=entry["_status"],
+    import copy
+
+    entry = catalog.model_entry(model_id)  # cached: hand out a copy, so no caller can change the catalog
+    meta = copy.deepcopy({k: v for k, v in entry.items() if k.startswith("_")})
+    return ModelSpec(name=model_id, origin="catalog", config=copy.deepcopy(_strip_meta(entry)), status=entry["_status"],
                      meta=meta, generation_config=entry.get("_generation_config"))
 
 
