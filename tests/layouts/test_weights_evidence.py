@@ -106,3 +106,20 @@ def test_check_without_local_base_never_imports_torch(tmp_path):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "numpy" not in imported
     assert '"RG304"' in out.stdout
+
+
+def test_grouping_contrast_finds_the_expert_groups():
+    """Columns of one expert drawn from that expert's own low-dimensional output span (what its gradients write)."""
+    from regraft.checks.weights_evidence import GROUP_MARGIN, grouping_contrast
+
+    g = torch.Generator().manual_seed(2)
+    E, r, out = 8, 4, 64
+    spans = [torch.randn(out, 3, generator=g) for _ in range(E)]
+    cols = torch.stack([spans[e] @ torch.randn(3, r, generator=g) for e in range(E)], dim=-1)  # out, r, E
+    b = cols.reshape(out, r * E)  # interleaved: column k*E+e
+    inter, block = grouping_contrast(b, E, "interleaved"), grouping_contrast(b, E, "block")
+    assert inter - block > GROUP_MARGIN, (inter, block)
+    b_blk = cols.permute(0, 2, 1).reshape(out, E * r)  # the same columns stored block-wise
+    assert grouping_contrast(b_blk, E, "block") - grouping_contrast(b_blk, E, "interleaved") > GROUP_MARGIN
+    noise = torch.randn(out, r * E, generator=g)
+    assert abs(grouping_contrast(noise, E, "interleaved") - grouping_contrast(noise, E, "block")) < GROUP_MARGIN
