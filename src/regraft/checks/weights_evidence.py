@@ -287,8 +287,11 @@ def _findings(scores: dict, questions: list[str], p, n_layers: int) -> Evidence:
             f"`regraft port lora --layout {_layout_of(answers, p)}:peft-3d-linear` converts it exactly" if bad
             else "")))
     if p.layout == "unknown":
+        if p.orientation and not answers.get("orientation"):
+            answers["orientation"] = p.orientation  # the files decided it (chained widths, base widths, version)
+        open_q = [q for q in questions if not (q == "orientation" and p.orientation)]
         decided = _layout_of(answers, p)
-        if decided and all(answers.get(q) for q in questions):
+        if decided and all(answers.get(q) for q in open_q):
             ev.layout = decided
     return ev
 

@@ -55,6 +55,7 @@ class ProducerReport:
     expert_layout: str | None = None  # the layout of the expert part (None: no expert LoRA)
     fused: dict = field(default_factory=dict)  # param -> {"a": shape, "b": shape} for fused 3-D experts
     weights_file: str | None = None
+    orientation: str | None = None  # fused experts: linear | positional, when the files decide it
 
     def to_dict(self) -> dict:
         return {"producer": self.producer, "layout": self.layout, "expert_layout": self.expert_layout,
@@ -210,6 +211,7 @@ def _fused_orientation(config: dict, fused: dict, widths, rep: ProducerReport) -
                            "moe_intermediate_size), or a local base for the numbers")
         return "unknown"
     how, value = orient
+    rep.orientation = value
     rep.evidence.append(f"fused 3-D expert LoRA (target_parameters), orientation {value} by {how}")
     if value == "positional":
         return "nemo-automodel-3d-swapped" if rep.producer == "nemo-automodel" else "peft-3d-positional"
