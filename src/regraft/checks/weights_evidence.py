@@ -175,10 +175,10 @@ def evidence_for_context(ctx) -> Evidence | None:
         return None
     gu = p.fused[1]
     square = gu["a"][1] == gu["b"][0]
-    questions = []
-    if square:
+    questions = []  # only what the files left open: numbers that do not separate never undo a decided layout
+    if square and p.orientation is None:
         questions.append("orientation")
-    if p.producer in ("unsloth", "unknown") or "unsloth-3d-blockwise" in p.candidates:
+    if "unsloth-3d-blockwise" in p.candidates:
         questions.append("b-order")
     if not questions:
         return None
