@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-SIZES = {"H32-I16-E4": dict(hidden_size=32, moe_intermediate_size=16, num_experts=4),
-         "H64-I32-E8": dict(hidden_size=64, moe_intermediate_size=32, num_experts=8)}
+SIZES = {"H32-I16-E4": {"hidden_size": 32, "moe_intermediate_size": 16, "num_experts": 4},
+         "H64-I32-E8": {"hidden_size": 64, "moe_intermediate_size": 32, "num_experts": 8}}
 
 
 def train(size: dict, seed: int, steps: int, lr: float, opt_name: str = "adamw"):

@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from regraft.errors import InputError  # noqa: E402
-from regraft.port.layouts import convert  # noqa: E402
-from tests.layouts._world import hand_merged_logits, moe_world, read_adapter_files, save_adapter  # noqa: E402
-from tests.port._tiny import peft_adapter, peft_logits  # noqa: E402
+from regraft.errors import InputError
+from regraft.port.layouts import convert
+from tests.layouts._world import hand_merged_logits, moe_world, read_adapter_files, save_adapter
+from tests.port._tiny import peft_adapter, peft_logits
 
 TOL = 1e-5
 G = "base_model.model.model.layers.{}.mlp.experts"
@@ -123,7 +123,7 @@ def test_tinker_raw_to_per_expert(world, tmp_path):
             raw[f"{pre}.{w}.lora_A.weight"] = torch.randn(*sa, generator=g) * 0.3
             raw[f"{pre}.{w}.lora_B.weight"] = torch.randn(*sb, generator=g) * 0.3
 
-        def d(w, e):
+        def d(w, e, pre=pre):
             a, b = raw[f"{pre}.{w}.lora_A.weight"], raw[f"{pre}.{w}.lora_B.weight"]
             return s * b[0 if b.shape[0] == 1 else e] @ a[0 if a.shape[0] == 1 else e]
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 PREFIX = "base_model.model."
 _README_TAGS = (  # first match wins: Unsloth model cards also carry the 'trl' tag
-    ("unsloth", re.compile(r"\bunsloth\b", re.I)),
-    ("llama-factory", re.compile(r"llama[-_ ]?factory|llamaboard", re.I)),
-    ("axolotl", re.compile(r"\baxolotl\b", re.I)),
-    ("trl", re.compile(r"(^|\n)\s*-\s*trl\s*(\n|$)|\btrl\b.*\b(sft|dpo|grpo)\b", re.I)),
+    ("unsloth", re.compile(r"\bunsloth\b", re.IGNORECASE)),
+    ("llama-factory", re.compile(r"llama[-_ ]?factory|llamaboard", re.IGNORECASE)),
+    ("axolotl", re.compile(r"\baxolotl\b", re.IGNORECASE)),
+    ("trl", re.compile(r"(^|\n)\s*-\s*trl\s*(\n|$)|\btrl\b.*\b(sft|dpo|grpo)\b", re.IGNORECASE)),
 )
 _PEFT_README_VERSION = re.compile(r"PEFT\s+(\d+\.\d+(?:\.\d+)?)")
 

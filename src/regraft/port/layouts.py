@@ -18,7 +18,7 @@ reshape of the same numbers (bit-exact), so the converted adapter computes the s
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from regraft.errors import InputError
 
@@ -133,7 +133,7 @@ def _fused_pairs(tensors: dict) -> dict:
 def blockwise_to_interleaved(tensors: dict, config: dict, base: dict) -> Result:
     E = _need(base, "num_experts", "block-wise expert LoRA")
     n = 0
-    for (_, _), p in _fused_pairs(tensors).items():
+    for p in _fused_pairs(tensors).values():
         b = tensors[p["B"]]
         r = b.shape[1] // E
         if b.shape[1] != r * E:
@@ -149,7 +149,7 @@ def blockwise_to_interleaved(tensors: dict, config: dict, base: dict) -> Result:
 def positional_to_linear(tensors: dict, config: dict, base: dict) -> Result:
     E = _need(base, "num_experts", "fused expert LoRA")
     n = 0
-    for (_, _), p in _fused_pairs(tensors).items():
+    for p in _fused_pairs(tensors).values():
         a, b = tensors[p["A"]], tensors[p["B"]]
         r = a.shape[0] // E
         a3 = a.reshape(E, r, -1)  # E, r, out   (positional: delta_e = A_e^T B_e^T)
@@ -241,7 +241,7 @@ def tinker_to_per_expert(tensors: dict, config: dict, base: dict) -> Result:
 def _namespace_rename(direction: str) -> Callable[[str], str]:
     """The catalog helper's name rename (catalog/namespaces.json); not built here a second time."""
     try:
-        from regraft.checks import namespaces  # noqa: F401  (catalog helper, issue 14)
+        from regraft.checks import namespaces
     except ImportError:
         raise InputError("CausalLM <-> ConditionalGeneration renames need regraft's namespaces catalog "
                          "(catalog/namespaces.json), which this build does not have yet.") from None
