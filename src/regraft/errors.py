@@ -61,3 +61,7 @@ def need(module: str, what: str, extra: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise MissingDependencyError(what, extra, module.split(".")[0]) from e
+
+
+class NamespaceError(InputError):
+    """Adapter keys cannot be renamed exactly between two model-class namespaces (regraft.checks.namespaces)."""

@@ -22,6 +22,7 @@ class LoraContext:
     runtime: str
     runtime_data: dict = field(default_factory=dict)
     drift: str = "auto"  # auto (both local and <= DRIFT_AUTO_BYTES) | always | never
+    serving_config: str | None = None  # check --config: the serving command line / file the LoRA flags come from
 
     @cached_property
     def weights_bytes(self) -> int | None:
@@ -72,15 +73,39 @@ class LoraContext:
         return self.adapter is None
 
     @cached_property
-    def matches(self) -> list[Match]:
+    def namespace_mismatch(self):
+        """regraft.checks.namespaces.Mismatch when the adapter is named for another class of the target (RG115)."""
         a = self.effective_adapter
+        if a is None or self.target.arch is None:
+            return None
+        from regraft.checks.namespaces import namespace_mismatch
+
+        return namespace_mismatch([am.module for am in a.modules], self.target.arch)
+
+    @cached_property
+    def matched_adapter(self) -> AdapterSpec | None:
+        """The adapter as the shape rules see it: renamed exactly into the target's namespace when RG115 applies
+        (the rename is reported once by RG115; the other rules then judge the tensors, not the prefix)."""
+        a, m = self.effective_adapter, self.namespace_mismatch
+        if a is None or m is None:
+            return a
+        from dataclasses import replace
+
+        from regraft.checks.namespaces import rename_keys
+
+        new = rename_keys([am.module for am in a.modules], m.from_ns, m.to_ns)
+        return replace(a, modules=[replace(am, module=new[am.module]) for am in a.modules])
+
+    @cached_property
+    def matches(self) -> list[Match]:
+        a = self.matched_adapter
         if a is None or self.target.arch is None:
             return []
         return match_adapter(a, self.target.arch)
 
     @cached_property
     def uncovered(self) -> dict[str, list[int]]:
-        a = self.effective_adapter
+        a = self.matched_adapter
         if a is None or self.target.arch is None:
             return {}
         return uncovered_layers(a, self.target.arch)

@@ -120,7 +120,7 @@ def _check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterS
                             "TARGET?' module by module")
     for target in targets:
         report.bytes_read += target.bytes_read
-        ctx = LoraContext(source, target, adapter, runtime, rd, options.get("drift") or "auto")
+        ctx = LoraContext(source, target, adapter, runtime, rd, options.get("drift") or "auto", options.get("config"))
         result = TargetResult(target.name, target.source)
         result.areas["lora"] = lora_area(ctx, select, ignore)
         for area in ("config", "rag"):

@@ -255,7 +255,17 @@ _TYPES = {"r": int, "lora_alpha": (int, float), "use_rslora": bool, "use_dora": 
           "peft_type": str, "lora_bias": bool}
 
 
+_LORA_KEYS = {"peft_type", "r", "lora_alpha", "target_modules", "target_parameters", "base_model_name_or_path",
+              "lora_parameters", "fine_tune_type"}
+_MODEL_KEYS = {"model_type", "architectures", "hidden_size", "num_hidden_layers", "vocab_size"}
+
+
 def _validate_config(config: dict, where: Path) -> None:
+    if not config.keys() & _LORA_KEYS and len(config.keys() & _MODEL_KEYS) >= 2:
+        raise FileFormatError(f"Invalid adapter_config.json '{where}': it is a model's config.json "
+                              f"(model_type {config.get('model_type')!r:.40}, no LoRA keys such as r, lora_alpha, "
+                              "target_modules). Save the adapter with PEFT's save_pretrained, or pass the folder as "
+                              "a MODEL.")
     for key, typ in _TYPES.items():
         v = config.get(key)
         if v is not None and (not isinstance(v, typ) or (typ is int and isinstance(v, bool))):

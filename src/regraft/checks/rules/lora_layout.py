@@ -1,4 +1,4 @@
-"""RG304-RG308: which producer wrote the adapter, in which layout, and what each runtime version does with it.
+"""RG304-RG307: which producer wrote the adapter, in which layout, and what each runtime version does with it.
 
 Facts: ``catalog/layouts.json`` (layouts, versioned runtime behaviour, sources). Evidence: the adapter's files
 (:mod:`regraft.inspection.producer`) and, with a local base model, the numbers (:mod:`regraft.checks.weights_evidence`).
@@ -119,7 +119,7 @@ def layout_evidence(ctx: LoraContext):
     Bad:  an A/B-swapped expert export where 2*moe_intermediate == hidden: every shape check passes
     Good: a finding that names the orientation the numbers support, with the numbers
     Not detected yet: on bench/layout_evidence.py (no wrong call in 96) the orientation is never decided and the
-    lora_B order only when its columns keep their expert grouping; routed vs shared is judged by names (RG308).
+    lora_B order only when its columns keep their expert grouping; routed vs shared is judged by names (RG322).
     """
     ev = ctx.layout_evidence
     if ev is None:
@@ -133,33 +133,3 @@ def layout_evidence(ctx: LoraContext):
         else:
             yield layout_evidence.rule.finding(f.text, severity=Severity.WARNING, verdict=Verdict.UNKNOWN,
                                                hint=f.hint, data=f.data)
-
-
-@rule("RG308", "experts-not-covered", area="lora", severity=Severity.WARNING, verdict=None)
-def experts_not_covered(ctx: LoraContext):
-    """An MoE adapter that targets MLP names but never touches the routed experts (only shared experts, or nothing).
-
-    `target_modules` with gate/up/down names reaches only the shared experts on Qwen3.5/3.6 and Nemotron-H:
-    axolotl#3515 measured 13.5 MB instead of 3.7 GB at r=16 on Qwen3.5-35B-A3B (vllm#47088).
-    Bad:  target_modules [..., up_proj, down_proj] and no target_parameters on Qwen3.5-35B-A3B
-    Good: target_parameters ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"] when the experts should learn
-    """
-    a, arch = ctx.adapter, ctx.target.arch
-    if a is None or arch is None or not arch.values.get("num_experts") or not a.lora_modules:
-        return
-    routed = [m for m in a.lora_modules if m.kind == "fused_experts" or m.expert is not None]
-    if routed:
-        return
-    shared = sorted({m.module.rsplit(".", 1)[-1] for m in a.lora_modules if "shared_expert" in m.module})
-    tm = a.target_modules
-    names = [tm] if isinstance(tm, str) else list(tm or [])
-    meant_mlp = shared or any(x in str(n) for n in names for x in ("gate_proj", "up_proj", "down_proj", "all-linear",
-                                                                   "w1", "w2", "w3", "experts"))
-    if not meant_mlp:  # an attention-only adapter by choice
-        return
-    what = f"only the shared expert ({', '.join(shared)})" if shared else "no expert at all"
-    yield experts_not_covered.rule.finding(
-        f"the adapter adapts {what}: none of the target's {arch.values.get('num_experts')} routed experts per layer "
-        "(no experts.<e>.* keys, no fused target_parameters)",
-        hint="intended? routed experts need target_parameters (PEFT >= 0.18); see axolotl#3515",
-        data={"shared": shared})
