@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from regraft.errors import InputError
-from regraft.port.layouts import convert
-from tests.layouts._world import hand_merged_logits, moe_world, read_adapter_files, save_adapter
-from tests.port._tiny import peft_adapter, peft_logits
+from regraft.errors import InputError  # noqa: E402
+from regraft.port.layouts import convert  # noqa: E402
+from tests.layouts._world import hand_merged_logits, moe_world, read_adapter_files, save_adapter  # noqa: E402
+from tests.factories import peft_adapter, peft_logits  # noqa: E402
 
 TOL = 1e-5
 G = "base_model.model.model.layers.{}.mlp.experts"
