@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-SIZES = {"H32-I16-E4": dict(hidden_size=32, moe_intermediate_size=16, num_experts=4),
-         "H64-I32-E8": dict(hidden_size=64, moe_intermediate_size=32, num_experts=8)}
+SIZES = {"H32-I16-E4": {"hidden_size": 32, "moe_intermediate_size": 16, "num_experts": 4},
+         "H64-I32-E8": {"hidden_size": 64, "moe_intermediate_size": 32, "num_experts": 8}}
 
 
 def train(size: dict, seed: int, steps: int, lr: float, opt_name: str = "adamw"):
@@ -58,11 +58,13 @@ def train(size: dict, seed: int, steps: int, lr: float, opt_name: str = "adamw")
         opt.zero_grad()
         losses.append(float(out.loss))
     pairs = {}
-    for n, p in pm.named_parameters():
+    named = dict(pm.named_parameters())
+    for n, p in named.items():
         if ".experts.base_layer.lora_A" in n:
             layer = int(n.split("layers.")[1].split(".")[0])
-            b = dict(pm.named_parameters())[n.replace("lora_A", "lora_B")]
-            pairs[layer] = (p.detach().clone(), b.detach().clone())
+            b = named[n.replace("lora_A", "lora_B")]
+            b_down = named[n.replace(".base_layer.lora_A", ".lora_B")]  # down_proj (outer ParamWrapper)
+            pairs[layer] = (p.detach().clone(), b.detach().clone(), b_down.detach().clone())
     return pairs, downs, cfg.num_experts, (losses[0], losses[-1])
 
 
@@ -74,15 +76,19 @@ def variants(pairs: dict, E: int, seed: int):
         a3, b3 = a.reshape(E, r, -1), b.reshape(b.shape[0], r, E)
         return b3.permute(2, 1, 0).reshape(E * r, -1), a3.permute(2, 1, 0).reshape(a3.shape[-1], r * E)
 
-    def block(a, b):  # B column k*E+e -> e*r+k
-        r = a.shape[0] // E
-        return a, b.reshape(b.shape[0], r, E).permute(0, 2, 1).reshape(b.shape[0], E * r)
+    def reorder(b):  # B column k*E+e -> e*r+k
+        r = b.shape[1] // E
+        return b.reshape(b.shape[0], r, E).permute(0, 2, 1).reshape(b.shape[0], E * r)
+
+    def block(a, b, b_down):
+        return a, reorder(b), reorder(b_down)
 
     g = torch.Generator().manual_seed(seed)
     untrained = {k: (torch.empty_like(a).uniform_(-1, 1, generator=g) / a.shape[1] ** 0.5,
-                     torch.randn(b.shape, generator=g) * 0.1) for k, (a, b) in pairs.items()}
+                     torch.randn(b.shape, generator=g) * 0.1, torch.randn(bd.shape, generator=g) * 0.1)
+                 for k, (a, b, bd) in pairs.items()}
     return {"trained, stored as PEFT >= 0.19 (linear, interleaved)": (pairs, "linear", "interleaved"),
-            "trained, stored PEFT 0.18 positional": ({k: positional(*v) for k, v in pairs.items()}, "positional",
+            "trained, stored PEFT 0.18 positional": ({k: positional(*v[:2]) for k, v in pairs.items()}, "positional",
                                                      None),
             "trained, stored Unsloth block-wise": ({k: block(*v) for k, v in pairs.items()}, "linear", "block"),
             "untrained (random B)": (untrained, None, None)}
@@ -95,7 +101,7 @@ def main() -> int:
     regimes = {"AdamW 150 steps lr 5e-3": ("adamw", 150, 5e-3), "SGD 1 step lr 1 (the raw gradient)": ("sgd", 1, 1.0)}
     import torch
 
-    from regraft.checks.weights_evidence import MARGIN, judge, layer_scores
+    from regraft.checks.weights_evidence import GROUP_MARGIN, MARGIN, decide, layer_scores
 
     torch.set_num_threads(1)
     seeds = {"H32-I16-E4": range(2 if args.quick else 4), "H64-I32-E8": range(1 if args.quick else 2)}
@@ -107,13 +113,16 @@ def main() -> int:
                 pairs, downs, E, (l0, l1) = train(size, seed, steps, lr, opt_name)
             for name, (pv, t_orient, t_order) in variants(pairs, E, seed).items():
                 layers = sorted(pv)
-                s = layer_scores([pv[k] for k in layers], [downs[k] for k in layers], E)
+                s = layer_scores([pv[k][:2] for k in layers], [downs[k] for k in layers], E,
+                                 [pv[k][2] for k in layers if len(pv[k]) > 2])
                 for q, truth in (("orientation", t_orient), ("b-order", t_order)):
-                    answer, lead = judge(s[q])
+                    answer, lead = decide(s, q)
                     ok = (answer == truth) if truth else (answer is None)
                     rows.append({"regime": regime, "size": size_name, "seed": seed, "variant": name, "question": q,
                                  "truth": truth or "no signal", "decided": answer or "unknown",
-                                 "lead": round(lead, 4), "contrast": {k: round(v, 4) for k, v in s[q].items()},
+                                 "lead": round(lead, 4), "contrast": {k: round(v, 4) for k, v in s[q].items()} if q == "orientation" else
+                                 {**{f"grouping {k}": round(v, 4) for k, v in s["b-grouping"].items()},
+                                  **{f"coupling {k}": round(v, 4) for k, v in s[q].items()}},
                                  "correct": ok, "wrong": answer is not None and answer != truth,
                                  "loss": [round(l0, 3), round(l1, 3)]})
     secs = time.time() - t0
@@ -131,7 +140,8 @@ def main() -> int:
              f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread). "
              f"Real PEFT training ({', '.join(regimes)}), r=4, tiny qwen3_moe with "
              f"2*moe_intermediate == hidden (gate_up shapes blind), seeds per size "
-             f"{ {k: len(v) for k, v in seeds.items()} }. Decision margin {MARGIN}.", "",
+             f"{ {k: len(v) for k, v in seeds.items()} }. Margins: coupling {MARGIN} (orientation, and the veto on "
+             f"the B order), grouping {GROUP_MARGIN} (B order).", "",
              "| regime | variant | question | n | correct | unknown | WRONG | median lead |",
              "|---|---|---|---|---|---|---|---|"]
     for (regime, variant, q), d in summary.items():

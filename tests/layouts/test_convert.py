@@ -123,7 +123,7 @@ def test_tinker_raw_to_per_expert(world, tmp_path):
             raw[f"{pre}.{w}.lora_A.weight"] = torch.randn(*sa, generator=g) * 0.3
             raw[f"{pre}.{w}.lora_B.weight"] = torch.randn(*sb, generator=g) * 0.3
 
-        def d(w, e):
+        def d(w, e, pre=pre):
             a, b = raw[f"{pre}.{w}.lora_A.weight"], raw[f"{pre}.{w}.lora_B.weight"]
             return s * b[0 if b.shape[0] == 1 else e] @ a[0 if a.shape[0] == 1 else e]
 

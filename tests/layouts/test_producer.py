@@ -107,3 +107,23 @@ def test_check_on_mlx_folder_names_the_conversion(tmp_path, capsys):
     code = main(["check", "Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B", "--adapter", str(tmp_path / "mlx")])
     err = capsys.readouterr().err
     assert code == 2 and "MLX-LM adapter" in err and "--layout mlx-lm:peft" in err and len(err.strip().splitlines()) == 1
+
+
+def test_namespace_conversion_uses_the_catalog_rename():
+    """causal-lm -> conditional-generation (Qwen3.5 wrapper) and back, through regraft.checks.namespaces."""
+    pytest.importorskip("torch")
+    import torch
+
+    from regraft.errors import InputError
+    from regraft.port.layouts import convert
+
+    t = {f"{P}.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 4),
+         f"{P}.0.self_attn.q_proj.lora_B.weight": torch.ones(4, 2)}
+    out, _, notes = convert(t, {}, "causal-lm", "conditional-generation", {"namespace": "qwen_vl"})
+    assert sorted(out) == ["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight",
+                           "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.weight"]
+    assert "causal_lm to qwen_vl" in notes[0]
+    back, _, _ = convert(out, {}, "ns.auto", "causal-lm")
+    assert sorted(back) == sorted(t) and all(back[k] is t[k] for k in t)  # the same tensors, renamed only
+    with pytest.raises(InputError, match="wrapper namespace is unknown"):
+        convert(t, {}, "causal-lm", "conditional-generation", {})

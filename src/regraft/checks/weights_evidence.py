@@ -16,7 +16,10 @@ its output-side energy along the top right-singular directions of W_down_e: with
     contrast = mean_e q(e, e) / mean_{e != f} q(e, f)          (1.0 when the update ignores its own expert)
 
 The reading that pairs the right tensors shows contrast > 1; a wrong reading mixes experts or axes and falls back to
-~1. A reading is decided only when its contrast beats every other by ``MARGIN`` (calibrated by
+~1. For the lora_B order a second, base-free statistic: the rank columns of one expert all receive that expert's
+output gradients, so under the right grouping columns of the same expert are more alike than columns of different
+experts (grouping contrast = mean |cos| within an expert's r columns / mean |cos| across experts). The order is
+decided by the grouping contrast (lead >= ``GROUP_MARGIN``) unless the coupling contrast decides the other way. A reading is decided only when its contrast beats every other by ``MARGIN`` (calibrated by
 bench/layout_evidence.py); otherwise the answer is ``unknown``. An adapter that was never trained (random B)
 or experts that saw no tokens give no contrast: unknown, never a guess.
 """
@@ -26,7 +29,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-MARGIN = 0.15  # contrast lead needed to decide: the smallest with no wrong decision in bench/results/layout_evidence.md
+MARGIN = 0.15  # coupling-contrast lead needed to decide: the smallest with no wrong call in the first bench run
+GROUP_MARGIN = 0.45  # grouping-contrast lead needed to decide the lora_B order (bench/results/layout_evidence.md)
 MAX_LAYERS = 4
 READ_BUDGET = 1 << 30  # bytes of base down_proj weights read at most (one layer is always read)
 
@@ -84,6 +88,26 @@ def expert_deltas(a, b, E: int, b_order: str = "interleaved", transpose: bool = 
     return [d.T for d in out] if transpose else out
 
 
+def grouping_contrast(b, E: int, order: str) -> float:
+    """Mean |cos| between lora_B columns of the same expert over that across experts, under a B reading."""
+    import torch
+
+    out_f, n = b.shape
+    r = n // E
+    if r < 2:
+        return 1.0
+    cols = b.float()
+    g = cols.reshape(out_f, r, E).permute(2, 0, 1) if order == "interleaved" else \
+        cols.reshape(out_f, E, r).permute(1, 0, 2)  # E, out, r
+    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    flat = g.permute(0, 2, 1).reshape(E * r, out_f)
+    c = (flat @ flat.T).abs()
+    same = torch.block_diag(*[torch.ones(r, r) for _ in range(E)]).bool()
+    eye = torch.eye(E * r).bool()
+    between = float(c[~same].mean())
+    return float(c[same & ~eye].mean()) / between if between > 0 else 1.0
+
+
 def judge(scores: dict[str, float], margin: float = MARGIN) -> tuple[str | None, float]:
     """The candidate whose contrast leads the others by ``margin`` (and exceeds 1 + margin), or None."""
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
@@ -93,13 +117,17 @@ def judge(scores: dict[str, float], margin: float = MARGIN) -> tuple[str | None,
     return None, lead
 
 
-def layer_scores(pairs: list[tuple], downs: list[list], E: int) -> dict[str, dict[str, float]]:
-    """Mean contrast over layers for every reading: {"orientation": {...}, "b-order": {...}}.
+def layer_scores(pairs: list[tuple], downs: list[list], E: int, other_bs: list | None = None) -> dict:
+    """Mean contrast over layers for every reading: {"orientation": {...}, "b-order": {...}, "b-grouping": {...}}.
 
-    ``pairs``: per layer (A, B) of gate_up; ``downs``: per layer the E base down_proj weights [H, I]."""
+    ``pairs``: per layer (A, B) of gate_up; ``downs``: per layer the E base down_proj weights [H, I];
+    ``other_bs``: more fused lora_B tensors (down_proj) for the grouping statistic."""
     import math
 
     orient, order = {"linear": [], "positional": []}, {"interleaved": [], "block": []}
+    grouping = {o: [grouping_contrast(b, E, o) for _, b in pairs] + [grouping_contrast(b, E, o)
+                                                                     for b in other_bs or []]
+                for o in ("interleaved", "block")}
     for (a, b), dw in zip(pairs, downs):
         square = a.shape[1] == b.shape[0]
         orient["linear"].append(coupling_contrast(expert_deltas(a, b, E), dw))
@@ -109,7 +137,20 @@ def layer_scores(pairs: list[tuple], downs: list[list], E: int) -> dict[str, dic
         order["block"].append(coupling_contrast(expert_deltas(a, b, E, "block"), dw))
     gm = (lambda xs: math.exp(sum(math.log(max(x, 1e-9)) for x in xs) / len(xs)) if xs else None)
     return {"orientation": {k: gm(v) for k, v in orient.items() if v},
-            "b-order": {k: gm(v) for k, v in order.items() if v}}
+            "b-order": {k: gm(v) for k, v in order.items() if v},
+            "b-grouping": {k: gm(v) for k, v in grouping.items() if v}}
+
+
+def decide(scores: dict, question: str) -> tuple[str | None, float]:
+    """The decision both the check and the bench use: orientation by the coupling contrast; the lora_B order by
+    the grouping contrast, vetoed when the coupling contrast decides the other order."""
+    if question == "orientation":
+        return judge(scores["orientation"])
+    answer, lead = judge(scores["b-grouping"], GROUP_MARGIN)
+    veto, _ = judge(scores["b-order"])
+    if answer is not None and veto is not None and veto != answer:
+        return None, lead
+    return answer, lead
 
 
 # -- the check path ------------------------------------------------------------------------------------------------
@@ -134,10 +175,10 @@ def evidence_for_context(ctx) -> Evidence | None:
         return None
     gu = p.fused[1]
     square = gu["a"][1] == gu["b"][0]
-    questions = []
-    if square:
+    questions = []  # only what the files left open: numbers that do not separate never undo a decided layout
+    if square and p.orientation is None:
         questions.append("orientation")
-    if p.producer in ("unsloth", "unknown") or "unsloth-3d-blockwise" in p.candidates:
+    if "unsloth-3d-blockwise" in p.candidates:
         questions.append("b-order")
     if not questions:
         return None
@@ -158,8 +199,9 @@ def measure(spec, base, questions: list[str], producer_report) -> Evidence:
     n_layers = max(1, min(MAX_LAYERS, READ_BUDGET // per_layer)) if per_layer else MAX_LAYERS
     step = max(1, len(names) // n_layers)
     chosen = names[::step][:n_layers]
-    pairs, downs, missing = [], [], []
+    pairs, downs, missing, other_bs = [], [], [], []
     with safe_open(str(inside(spec.path, spec.weights_file)), "pt") as f:
+        keys = set(f.keys())
         for layer, pre, ka in chosen:
             w = _down_weights(base, pre, E)
             if w is None:
@@ -167,11 +209,14 @@ def measure(spec, base, questions: list[str], producer_report) -> Evidence:
                 continue
             pairs.append((f.get_tensor(ka), f.get_tensor(ka.replace(".lora_A.", ".lora_B."))))
             downs.append(w)
+            kb_down = ka.replace(".base_layer.lora_A.", ".lora_B.")
+            if kb_down in keys:
+                other_bs.append(f.get_tensor(kb_down))
     if not pairs:
         return Evidence([EvidenceFinding(q, f"{q}: unknown: the base has no down_proj weights for "
                                             f"{missing[0]}.experts (names differ?)", False,
                                          hint="give the base checkpoint the adapter was trained on") for q in questions])
-    scores = layer_scores(pairs, downs, E)
+    scores = layer_scores(pairs, downs, E, other_bs)
     return _findings(scores, questions, producer_report, len(pairs))
 
 
@@ -216,15 +261,18 @@ def _findings(scores: dict, questions: list[str], p, n_layers: int) -> Evidence:
         s = scores[q]
         if len(s) < 2:
             continue
-        answer, lead = judge(s)
+        answer, lead = decide(scores, q)
         answers[q] = answer
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in s.items())
+        margin = MARGIN if q == "orientation" else GROUP_MARGIN
+        shown = s if q == "orientation" else {f"grouping {k}": v for k, v in scores["b-grouping"].items()} | {
+            f"coupling {k}": v for k, v in s.items()}
+        nums = ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
         files = said[0] if q == "orientation" else said[1]
-        data = {"question": q, "contrast": s, "lead": round(lead, 4), "margin": MARGIN, "layers": n_layers}
+        data = {"question": q, "contrast": shown, "lead": round(lead, 4), "margin": margin, "layers": n_layers}
         if answer is None:
             ev.findings.append(EvidenceFinding(
-                q, f"{q}: unknown: expert-coupling contrast {nums} over {n_layers} layers (lead {lead:.3f} < "
-                   f"{MARGIN}): the numbers do not separate the readings", False, data=data,
+                q, f"{q}: unknown: contrast {nums} over {n_layers} layers (lead {lead:.3f}, needed {margin}): "
+                   "the numbers do not separate the readings", False, data=data,
                 hint="an untrained or barely trained adapter gives no contrast; ask the producer which version "
                      "wrote it"))
             continue
@@ -232,15 +280,18 @@ def _findings(scores: dict, questions: list[str], p, n_layers: int) -> Evidence:
         what = {"linear": "PEFT >= 0.19 orientation", "positional": "PEFT 0.18 orientation (or A/B swapped on "
                 "export)", "interleaved": "lora_B interleaved (PEFT)", "block": "lora_B block-wise (Unsloth "
                 "before unsloth-zoo#1269)"}[answer]
-        text = f"{q}: the numbers support {what}: expert-coupling contrast {nums} over {n_layers} layers"
+        text = f"{q}: the numbers support {what}: contrast {nums} over {n_layers} layers"
         if bad:
             text += f"; the files say {files}"
         ev.findings.append(EvidenceFinding(q, text, True, answer, bad, data=data, hint=(
             f"`regraft port lora --layout {_layout_of(answers, p)}:peft-3d-linear` converts it exactly" if bad
             else "")))
     if p.layout == "unknown":
+        if p.orientation and not answers.get("orientation"):
+            answers["orientation"] = p.orientation  # the files decided it (chained widths, base widths, version)
+        open_q = [q for q in questions if not (q == "orientation" and p.orientation)]
         decided = _layout_of(answers, p)
-        if decided and all(answers.get(q) for q in questions):
+        if decided and all(answers.get(q) for q in open_q):
             ev.layout = decided
     return ev
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 PREFIX = "base_model.model."
 _README_TAGS = (  # first match wins: Unsloth model cards also carry the 'trl' tag
-    ("unsloth", re.compile(r"\bunsloth\b", re.I)),
-    ("llama-factory", re.compile(r"llama[-_ ]?factory|llamaboard", re.I)),
-    ("axolotl", re.compile(r"\baxolotl\b", re.I)),
-    ("trl", re.compile(r"(^|\n)\s*-\s*trl\s*(\n|$)|\btrl\b.*\b(sft|dpo|grpo)\b", re.I)),
+    ("unsloth", re.compile(r"\bunsloth\b", re.IGNORECASE)),
+    ("llama-factory", re.compile(r"llama[-_ ]?factory|llamaboard", re.IGNORECASE)),
+    ("axolotl", re.compile(r"\baxolotl\b", re.IGNORECASE)),
+    ("trl", re.compile(r"(^|\n)\s*-\s*trl\s*(\n|$)|\btrl\b.*\b(sft|dpo|grpo)\b", re.IGNORECASE)),
 )
 _PEFT_README_VERSION = re.compile(r"PEFT\s+(\d+\.\d+(?:\.\d+)?)")
 
@@ -55,6 +55,7 @@ class ProducerReport:
     expert_layout: str | None = None  # the layout of the expert part (None: no expert LoRA)
     fused: dict = field(default_factory=dict)  # param -> {"a": shape, "b": shape} for fused 3-D experts
     weights_file: str | None = None
+    orientation: str | None = None  # fused experts: linear | positional, when the files decide it
 
     def to_dict(self) -> dict:
         return {"producer": self.producer, "layout": self.layout, "expert_layout": self.expert_layout,
@@ -210,6 +211,7 @@ def _fused_orientation(config: dict, fused: dict, widths, rep: ProducerReport) -
                            "moe_intermediate_size), or a local base for the numbers")
         return "unknown"
     how, value = orient
+    rep.orientation = value
     rep.evidence.append(f"fused 3-D expert LoRA (target_parameters), orientation {value} by {how}")
     if value == "positional":
         return "nemo-automodel-3d-swapped" if rep.producer == "nemo-automodel" else "peft-3d-positional"

@@ -13,12 +13,14 @@ reshape of the same numbers (bit-exact), so the converted adapter computes the s
 - peft-3d-positional / nemo-automodel-3d-swapped -> peft-3d-linear: per expert A' = B_e^T, B' = A_e^T.
 - megatron-3d-per-projection -> peft-3d-linear: A [E, r, in] -> [E*r, in]; B [E, out, r] -> [out, r*E].
 - tinker-raw -> peft-per-expert: the broadcast expert axis expanded, w1/w3/w2 -> gate/up/down_proj.
+- causal-lm <-> conditional-generation (or ns.<id> -> ns.<id>, ns.auto to detect): keys renamed by the catalog's
+  :func:`regraft.checks.namespaces.rename_keys`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from regraft.errors import InputError
 
@@ -30,9 +32,11 @@ def convert(tensors: dict, config: dict, from_layout: str, to_layout: str, base:
     """Convert an adapter's tensors and config from one layout to another (exact), or raise InputError."""
     if from_layout == to_layout:
         raise InputError(f"The adapter is already in layout '{to_layout}': nothing to convert.")
+    if _is_namespace(from_layout) or _is_namespace(to_layout):
+        return rename_namespace(dict(tensors), dict(config), dict(base or {}), from_layout, to_layout)
     fn = CONVERSIONS.get((from_layout, to_layout))
     if fn is None:
-        known = ", ".join(f"{a}:{b}" for a, b in CONVERSIONS)
+        known = ", ".join(f"{a}:{b}" for a, b in CONVERSIONS) + ", causal-lm:conditional-generation (and back)"
         raise InputError(f"No exact conversion from layout '{from_layout}' to '{to_layout}'. Known: {known}.")
     return fn(dict(tensors), dict(config), dict(base or {}))
 
@@ -133,7 +137,7 @@ def _fused_pairs(tensors: dict) -> dict:
 def blockwise_to_interleaved(tensors: dict, config: dict, base: dict) -> Result:
     E = _need(base, "num_experts", "block-wise expert LoRA")
     n = 0
-    for (_, _), p in _fused_pairs(tensors).items():
+    for p in _fused_pairs(tensors).values():
         b = tensors[p["B"]]
         r = b.shape[1] // E
         if b.shape[1] != r * E:
@@ -149,7 +153,7 @@ def blockwise_to_interleaved(tensors: dict, config: dict, base: dict) -> Result:
 def positional_to_linear(tensors: dict, config: dict, base: dict) -> Result:
     E = _need(base, "num_experts", "fused expert LoRA")
     n = 0
-    for (_, _), p in _fused_pairs(tensors).items():
+    for p in _fused_pairs(tensors).values():
         a, b = tensors[p["A"]], tensors[p["B"]]
         r = a.shape[0] // E
         a3 = a.reshape(E, r, -1)  # E, r, out   (positional: delta_e = A_e^T B_e^T)
@@ -237,30 +241,42 @@ def tinker_to_per_expert(tensors: dict, config: dict, base: dict) -> Result:
     return out, cfg, notes
 
 
-# -- multimodal wrapper namespaces (the catalog's mechanism) ------------------------------------------------------
-def _namespace_rename(direction: str) -> Callable[[str], str]:
-    """The catalog helper's name rename (catalog/namespaces.json); not built here a second time."""
-    try:
-        from regraft.checks import namespaces  # noqa: F401  (catalog helper, issue 14)
-    except ImportError:
-        raise InputError("CausalLM <-> ConditionalGeneration renames need regraft's namespaces catalog "
-                         "(catalog/namespaces.json), which this build does not have yet.") from None
-    fn = getattr(namespaces, "rename_key", None)
-    if fn is None:
-        raise InputError("regraft.checks.namespaces has no rename_key(name, direction): cannot rename.")
-    return lambda name: fn(name, direction)
+# -- multimodal wrapper namespaces (the catalog's mechanism: regraft.checks.namespaces) ---------------------------
+def _namespace_id(layout: str, tensors: dict, base: dict, side: str) -> str:
+    from regraft.checks.namespaces import detect_namespace
+
+    if layout == "causal-lm":
+        return "causal_lm"
+    if layout == "conditional-generation":
+        ns = base.get("namespace")
+        if not ns or ns == "causal_lm":
+            raise InputError("conditional-generation: the target's wrapper namespace is unknown (give a TARGET whose "
+                             "architecture lists it in catalog/namespaces.json, or name it: ns.<id>).")
+        return ns
+    ns = layout[3:]
+    if ns == "auto":
+        ns = detect_namespace(tensors)
+        if ns is None:
+            raise InputError(f"Cannot tell the {side} namespace of the adapter's keys; name it: ns.<id>.")
+    return ns
 
 
-def causal_to_conditional(tensors: dict, config: dict, base: dict) -> Result:
-    rename = _namespace_rename("causal->conditional")
-    return {rename(k): v for k, v in tensors.items()}, config, ["names moved into the ConditionalGeneration "
-                                                                 "wrapper namespace (catalog namespaces)"]
+def rename_namespace(tensors: dict, config: dict, base: dict, from_layout: str, to_layout: str) -> Result:
+    """CausalLM <-> ConditionalGeneration (or any two catalog namespaces): keys renamed by
+    :func:`regraft.checks.namespaces.rename_keys` (exact, never a key passed through unmapped)."""
+    from regraft.checks.namespaces import rename_keys
+
+    src = _namespace_id(from_layout, tensors, base, "source")
+    dst = _namespace_id(to_layout, tensors, base, "target")
+    if src == dst:
+        raise InputError(f"The adapter's keys are already in namespace '{dst}': nothing to rename.")
+    mapping = rename_keys(list(tensors), src, dst)
+    return {mapping[k]: v for k, v in tensors.items()}, config, [
+        f"{len(mapping)} keys renamed from namespace {src} to {dst} (catalog/namespaces.json)"]
 
 
-def conditional_to_causal(tensors: dict, config: dict, base: dict) -> Result:
-    rename = _namespace_rename("conditional->causal")
-    return {rename(k): v for k, v in tensors.items()}, config, ["names moved out of the ConditionalGeneration "
-                                                                 "wrapper namespace (catalog namespaces)"]
+def _is_namespace(layout: str) -> bool:
+    return layout in ("causal-lm", "conditional-generation") or layout.startswith("ns.")
 
 
 CONVERSIONS: dict[tuple[str, str], Callable[[dict, dict, dict], Result]] = {
@@ -273,6 +289,4 @@ CONVERSIONS: dict[tuple[str, str], Callable[[dict, dict, dict], Result]] = {
     ("nemo-automodel-3d-swapped", "peft-3d-linear"): positional_to_linear,
     ("megatron-3d-per-projection", "peft-3d-linear"): per_projection_to_linear,
     ("tinker-raw", "peft-per-expert"): tinker_to_per_expert,
-    ("causal-lm", "conditional-generation"): causal_to_conditional,
-    ("conditional-generation", "causal-lm"): conditional_to_causal,
 }

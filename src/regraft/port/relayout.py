@@ -228,7 +228,10 @@ def relayout_folder(adapter: str, out: str, from_layout: str, to_layout: str, ta
         from_layout = rep.layout
     if rep.weights_file is None:
         raise InputError(f"Cannot relayout '{src}': no adapter_model.safetensors or adapters.safetensors.")
-    base = {"num_experts": vals.get("num_experts"), "hidden_size": vals.get("hidden_size"),
+    from regraft.checks.namespaces import target_namespace
+
+    base = {"namespace": target_namespace(arch) if arch is not None else None,
+            "num_experts": vals.get("num_experts"), "hidden_size": vals.get("hidden_size"),
             "moe_intermediate_size": vals.get("moe_intermediate_size"),
             "num_hidden_layers": vals.get("num_hidden_layers")}
     report = {"adapter": str(src), "from_layout": from_layout, "to_layout": to_layout, "producer": rep.producer,

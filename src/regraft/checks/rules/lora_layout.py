@@ -118,8 +118,8 @@ def layout_evidence(ctx: LoraContext):
     too small to separate them.
     Bad:  an A/B-swapped expert export where 2*moe_intermediate == hidden: every shape check passes
     Good: a finding that names the orientation the numbers support, with the numbers
-    Not detected yet: at the margin with no wrong call on bench/layout_evidence.py (0.15) the contrast decides none
-    of the tiny trained cases (it abstains: unknown); routed vs shared coverage is judged by names (RG322).
+    Not detected yet: on bench/layout_evidence.py (no wrong call in 96) the orientation is never decided and the
+    lora_B order only when its columns keep their expert grouping; routed vs shared is judged by names (RG322).
     """
     ev = ctx.layout_evidence
     if ev is None:
