@@ -32,9 +32,9 @@ def run(args) -> int:
 
         adapter = read_adapter(path, allow_pickle=args.allow_pickle)
         card = adapter.describe()
-        card["health"] = health_card(adapter, full=args.health)
+        card["health"] = health_card(adapter, full=getattr(args, "health", False))
     else:
-        if args.health:
+        if getattr(args, "health", False):
             from regraft.errors import InputError
 
             raise InputError("--health applies to adapter folders (adapter_config.json); "
