@@ -27,12 +27,21 @@ def run(args) -> int:
     path = Path(args.thing).expanduser()
     if path.is_dir() and (path / "adapter_config.json").is_file():
         from regraft.inspection.adapter import read_adapter
-
         from regraft.inspection.adapter_health import health_card
+        from regraft.inspection.producer import inspect_producer, producer_of
 
-        adapter = read_adapter(path, allow_pickle=args.allow_pickle)
-        card = adapter.describe()
-        card["health"] = health_card(adapter, full=getattr(args, "health", False))
+        if (path / "adapters.safetensors").is_file() and not (path / "adapter_model.safetensors").is_file():
+            if getattr(args, "health", False):
+                from regraft.errors import InputError
+
+                raise InputError(f"{path}: --health reads PEFT adapter files, and this is an MLX-LM folder "
+                                 "(adapters.safetensors); convert it first with `regraft port lora --layout`.")
+            card = {"path": str(path), "producer": inspect_producer(path).to_dict()}  # MLX-LM: not PEFT files
+        else:
+            adapter = read_adapter(path, allow_pickle=args.allow_pickle)
+            card = adapter.describe()
+            card["producer"] = producer_of(adapter).to_dict()
+            card["health"] = health_card(adapter, full=getattr(args, "health", False))
     else:
         if getattr(args, "health", False):
             from regraft.errors import InputError

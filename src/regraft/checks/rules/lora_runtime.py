@@ -13,7 +13,7 @@ from regraft.checks.registry import rule
 
 def _max_rank(ctx: LoraContext) -> int:
     a = ctx.adapter
-    return max((m.rank or 0) for m in a.lora_modules if m.kind != "fused_experts") if a and a.lora_modules else 0
+    return max(((m.rank or 0) for m in a.lora_modules if m.kind != "fused_experts"), default=0) if a else 0
 
 
 @rule("RG401", "runtime-rank", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
@@ -181,7 +181,11 @@ def flags(ctx: LoraContext):
     if allowed:
         r = next((x for x in allowed if x >= r), r)
     text = tmpl.format(model=ctx.target.name, rank=r, name="adapter", adapter=str(ctx.adapter.path))
-    yield flags.rule.finding(f"{ctx.runtime}: {text}", data={"command": text})
+    from regraft.verify.recipes import verify_command
+
+    verify = verify_command(ctx.runtime, ctx.target.name, str(ctx.adapter.path))
+    yield flags.rule.finding(f"{ctx.runtime}: {text}", hint=f"then prove it is applied: {verify}" if verify else "",
+                             data={"command": text, **({"verify": verify} if verify else {})})
 
 
 # --- the serving side: `check --config` with a vllm / sglang / llama-server command line or an Ollama Modelfile ---
