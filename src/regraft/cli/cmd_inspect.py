@@ -27,12 +27,11 @@ def run(args) -> int:
     path = Path(args.thing).expanduser()
     if path.is_dir() and (path / "adapter_config.json").is_file():
         from regraft.inspection.adapter import read_adapter
+        from regraft.inspection.adapter_health import health_card
         from regraft.inspection.producer import inspect_producer, producer_of
 
-        from regraft.inspection.adapter_health import health_card
-
         if (path / "adapters.safetensors").is_file() and not (path / "adapter_model.safetensors").is_file():
-            if args.health:
+            if getattr(args, "health", False):
                 from regraft.errors import InputError
 
                 raise InputError(f"{path}: --health reads PEFT adapter files, and this is an MLX-LM folder "
@@ -42,9 +41,9 @@ def run(args) -> int:
             adapter = read_adapter(path, allow_pickle=args.allow_pickle)
             card = adapter.describe()
             card["producer"] = producer_of(adapter).to_dict()
-            card["health"] = health_card(adapter, full=args.health)
+            card["health"] = health_card(adapter, full=getattr(args, "health", False))
     else:
-        if args.health:
+        if getattr(args, "health", False):
             from regraft.errors import InputError
 
             raise InputError("--health applies to adapter folders (adapter_config.json); "

@@ -174,7 +174,7 @@ def experts_untouched(adapter, base) -> dict | None:
             "expert_lora_bytes": per_layer * sparse * bytes_each}
 
 
-QUICK_BYTES = 16 * 2**20  # `inspect` without --health scans NaN/Inf only below this size (well under 50 ms)
+QUICK_BYTES = MAX_SCAN_BYTES  # `inspect` without --health scans NaN/Inf only up to this size (under 50 ms)
 
 
 def health_card(adapter, full: bool = False) -> dict:
