@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regraft.cli._common import add_format
+
 import argparse
 
 
@@ -14,7 +16,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_hybrid_options(p)
     p.add_argument("--route", choices=["auto", "small", "master"], default="auto", help="explicit user choice")
     p.add_argument("--trace", action="store_true", help="show every step and why it escalated")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     return p
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regraft.cli._common import add_format
+
 import argparse
 
 
@@ -28,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--from-records", metavar="FILE.jsonl", help="refit from records written by --records "
                    "(no endpoints needed)")
     p.add_argument("--quantile", type=float, default=0.1, help="the per-token quantile for the logprob signals")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     return p
 
 

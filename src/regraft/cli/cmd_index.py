@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regraft.cli._common import add_format
+
 import argparse
 
 
@@ -19,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--ext", action="append", help="file extension to include (repeatable; default .md .markdown .txt .rst)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--prune", action="store_true", help="delete chunks of files no longer under DOCS")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -43,7 +45,7 @@ def _index(args):
     exts = tuple(e if e.startswith(".") else "." + e for e in args.ext) if args.ext else DEFAULT_EXTS
     rep = index_docs(args.docs, args.store, embedder=emb, tokenizer_model=args.tokenizer,
                      max_tokens=args.max_tokens, batch_size=args.batch_size, exts=exts, prune=args.prune,
-                     progress=not args.no_progress and args.format == "text" and sys.stderr.isatty())
+                     progress=not args.no_progress and args.format == "table" and sys.stderr.isatty())
     return rep, emb
 
 

@@ -51,6 +51,7 @@ VLLM_PASS = {
     "limit_mm_per_prompt", "allowed_local_media_path", "tokenizer_mode", "config_format", "disable_custom_all_reduce",
     "generation_config", "kv_transfer_config", "chat_template_content_format", "response_role", "enable_lora_bias",
     "max_seq_len_to_capture", "num_scheduler_steps", "disable_log_stats", "worker_cls", "kv_offloading_size",
+    "lora_target_modules", "lora_extra_vocab_size",  # checked by the LoRA rules (configs/serve_cmdline.py)
 }
 SGLANG = {
     "model_path": "model", "model": "model", "context_length": "max_model_len",
@@ -467,7 +468,7 @@ def _apply_args(cfg: ServingConfig, args: list[str], table: dict, passthrough: s
         else:
             value = args[i + 1]
             i += 2
-            if nk in ("lora_modules", "lora_paths", "lora"):  # several values may follow
+            if nk in ("lora_modules", "lora_paths", "lora", "lora_target_modules"):  # several values may follow
                 vals = [value]
                 while i < len(args) and _is_value(args[i]):
                     vals.append(args[i])

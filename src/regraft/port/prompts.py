@@ -1,4 +1,5 @@
-"""Synthetic prompts for distillation (research 6.4 step 1) and TiTok-style excess selection (step 3).
+"""Synthetic prompts for distillation (docs/transfer.md, distill step 1) and TiTok-style excess selection
+(step 3).
 
 Sources, any of:
 * ``seeds``: a few example prompts (seeds.jsonl: {"prompt": ...} or {"input": ...} or {"text": ...} per line).
@@ -207,3 +208,13 @@ def token_mask(excess_tokens, frac: float):
         return torch.ones(n, dtype=torch.bool)
     thr = excess_tokens.kthvalue(n - k + 1).values
     return excess_tokens >= thr
+
+
+def generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
+    """Token sequences of generic text (str, tokenised by ``tok``; or token-id lists) for the side-effect checks."""
+    if not calib_texts:
+        return []
+    if not isinstance(calib_texts[0], str):
+        return [list(s)[:L] for s in calib_texts[:n]]
+    seqs = [tok(t, add_special_tokens=False)["input_ids"][:L] for t in calib_texts[:n]]
+    return [s for s in seqs if len(s) > 1]

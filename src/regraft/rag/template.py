@@ -22,14 +22,7 @@ from importlib import resources
 from regraft.errors import InputError
 
 
-class TemplateError(InputError):
-    """A chat template that cannot be compiled or rendered (names the template and the line)."""
-
-    def __init__(self, name: str, line: int | None, what: str):
-        self.template_name, self.line, self.what = name, line, what
-        where = f"{name}, line {line}" if line else name
-        super().__init__(f"Chat template {where}: {what}. Expected a Jinja chat template as transformers renders it; "
-                         "fix the template (chat_template.jinja or tokenizer_config.json of the model folder).")
+from regraft.errors import TemplateError  # noqa: E402,F401  (defined in errors.py)
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from regraft.checks.finding import Report, Verdict, verdict_text
+from regraft.checks.finding import CheckReport, Verdict, verdict_text
 from regraft.escape import markup as _m
 from regraft.escape import safe as _s
 
@@ -15,7 +15,7 @@ _STYLE = {
 _SEV = {"error": "red", "warning": "yellow", "info": "dim"}
 
 
-def render_check(report: Report, fmt: str = "table", layers: bool = False, console=None) -> str | None:
+def render_check(report: CheckReport, fmt: str = "table", layers: bool = False, console=None) -> str | None:
     if fmt == "json":
         return json.dumps(report.to_dict(layers), indent=2, default=list)
     if fmt == "markdown":
@@ -24,7 +24,7 @@ def render_check(report: Report, fmt: str = "table", layers: bool = False, conso
     return None
 
 
-def _areas(report: Report) -> list[str]:
+def _areas(report: CheckReport) -> list[str]:
     seen = []
     for t in report.targets:
         for a in t.areas:
@@ -33,7 +33,7 @@ def _areas(report: Report) -> list[str]:
     return seen
 
 
-def _table(report: Report, layers: bool, console) -> None:
+def _table(report: CheckReport, layers: bool, console) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -63,8 +63,8 @@ def _table(report: Report, layers: bool, console) -> None:
             console.print(f"  [{_SEV[f.severity.value]}]{f.code} {f.severity.value:7}[/] {_m('[' + f.area + ']')} "
                           f"{_m(f.message)}",
                           highlight=False, soft_wrap=True)
-            if f.hint and f.severity.value != "info":
-                console.print(f"      [dim]-> {_m(f.hint)}[/dim]", highlight=False)
+            if f.hint and (f.severity.value != "info" or "verify" in f.data):  # RG407: the verify command
+                console.print(f"      [dim]-> {_m(f.hint)}[/dim]", highlight=False, soft_wrap=True)
         if layers:
             for a in t.areas.values():
                 if a.rows:
@@ -110,7 +110,7 @@ def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _markdown(report: Report, layers: bool) -> str:
+def _markdown(report: CheckReport, layers: bool) -> str:
     areas = _areas(report)
     head = {"lora": "LoRA", "config": "Config", "rag": "RAG"}
     out = [f"# regraft check: {report.source}" + (f" + `{report.adapter}`" if report.adapter else ""), "",
