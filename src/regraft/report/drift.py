@@ -93,10 +93,13 @@ def _png(rep, out: Path) -> Path:
     cb = fig.colorbar(im, ax=[ax_t, ax], fraction=0.03, pad=0.02)
     cb.set_label("relative change ‖A − B‖F / ‖A‖F", fontsize=8)
     cb.ax.tick_params(labelsize=7)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
+    from regraft import outputs
+
+    try:
+        with outputs.staged(out, [rep.a, rep.b], force=True) as st:  # a plot is replaced, never an input
+            fig.savefig(st.path, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -132,7 +135,7 @@ def _html(rep, out: Path) -> Path:
            f"{', log scale' if log else ''}; routed experts pooled per role.</p>"
            f"<table><tr><th class=r>layer</th>{head}</tr>{''.join(body)}"
            f"<tr><th class=r>whole layer</th>{total}</tr></table>")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(doc)
-    tmp.replace(out)
+    from regraft import outputs
+
+    outputs.write_text(out, doc, [rep.a, rep.b], force=True)  # a plot is replaced, never an input
     return out
