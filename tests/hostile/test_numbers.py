@@ -162,12 +162,12 @@ def test_packed_f4_adapter_is_refused_before_torch(world, tmp_path, capsys):
 @pytest.mark.parametrize("body", ['{"text": 5}\n', "[1, 2]\n", "not json\n", "[" * 5000 + "\n", '"x"\n',
                                   "\udcff\n"])
 def test_calib_and_prompts_files(tmp_path, body):
-    from regraft.cli.port_lora_methods import read_calib
     from regraft.errors import InputError
     from regraft.port.prompts import load_seeds
+    from regraft.port.request import read_calib, read_seeds
 
     f = tmp_path / "f.jsonl"
     f.write_bytes(body.encode("utf-8", "surrogateescape"))
-    for read in (read_calib, load_seeds):
+    for read in (read_calib, read_seeds, load_seeds):
         with pytest.raises(InputError):
             read(f)
