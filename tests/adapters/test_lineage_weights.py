@@ -16,7 +16,7 @@ def test_declared_local_base_is_measured_against_the_target(tmp_path):
     from regraft.checks.finding import Verdict
     from regraft.inspection.adapter import read_adapter
     from regraft.inspection.resolve import read_model_folder
-    from tests.core.factories import build_adapter, build_model, set_base, tiny_config
+    from tests.factories import build_adapter, build_model, set_base, tiny_config
 
     cfg = tiny_config("Qwen/Qwen3-8B", tie_word_embeddings=False)
     base_model, base_dir = build_model(tmp_path / "base", cfg, seed=1)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("peft")
 
-from tests.core.factories import build_adapter, build_model  # noqa: E402
+from tests.factories import build_adapter, build_model  # noqa: E402
 from tests.core.test_architectures import tiny  # noqa: E402
 from tests.core.test_oracle_peft import peft_outcome, regraft_outcome  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 
 from regraft import catalog
 from regraft.inspection.model import ModelSpec
-from tests.core.factories import build_model, tiny_config
+from tests.factories import build_model, tiny_config
 
 pytest.importorskip("transformers")
 

@@ -16,7 +16,7 @@ from regraft.checks.engine import check  # noqa: E402
 from regraft.checks.finding import Verdict  # noqa: E402
 from regraft.inspection.adapter import read_adapter  # noqa: E402
 from regraft.inspection.resolve import read_model_folder  # noqa: E402
-from tests.core.factories import build_adapter, build_model, tiny_config  # noqa: E402
+from tests.factories import build_adapter, build_model, tiny_config  # noqa: E402
 
 MODELS = {
     "dense": ("Qwen/Qwen3-8B", {}),
@@ -119,7 +119,7 @@ def test_check_agrees_with_peft(world, adapter, target):
 def test_self_pair_loads_and_sibling_is_flagged(world, tmp_path):
     import shutil
 
-    from tests.core.factories import set_base
+    from tests.factories import set_base
 
     models, adapters = world
     ad = tmp_path / "lora"

@@ -11,7 +11,7 @@ pytest.importorskip("peft")
 from regraft.errors import InputError  # noqa: E402
 from regraft.port.layouts import convert  # noqa: E402
 from tests.layouts._world import hand_merged_logits, moe_world, read_adapter_files, save_adapter  # noqa: E402
-from tests.port._tiny import peft_adapter, peft_logits  # noqa: E402
+from tests.factories import peft_adapter, peft_logits  # noqa: E402
 
 TOL = 1e-5
 G = "base_model.model.model.layers.{}.mlp.experts"

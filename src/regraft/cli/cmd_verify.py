@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from regraft.cli._common import emit
+from regraft.cli._common import add_format, emit
 
 
 def add_parser(sub):
@@ -42,7 +42,7 @@ def add_parser(sub):
                    help="load the model in this dtype (default float32; bf16 halves memory, tolerance 2e-2)")
     p.add_argument("--merge", action="store_true", help="also merge_and_unload and compare logits with PEFT's")
     p.add_argument("--all-modules", action="store_true", help="list every module, not only problems")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     e = p.add_argument_group("served adapter (--endpoint)")
     e.add_argument("--endpoint", metavar="URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     e.add_argument("--model", metavar="NAME", help="the adapter's served name (vLLM: NAME of --lora-modules NAME=PATH)")

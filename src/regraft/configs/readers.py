@@ -538,12 +538,13 @@ def read_modelfile(text: str, path: Path) -> ServingConfig:
         parts = line.split(None, 1)
         instr = parts[0].lower()
         rest = parts[1] if len(parts) > 1 else ""
-        if rest.startswith('"""'):
-            body = rest[3:]
-            while '"""' not in body and i < len(lines):
-                body += "\n" + lines[i]
+        if rest.startswith('"""'):  # up to the closing quotes, linear in the lines (an unclosed one runs to the end)
+            chunks = [rest[3:]]
+            while '"""' not in chunks[-1] and i < len(lines):
+                chunks.append(lines[i])
                 i += 1
-            rest = body.split('"""', 1)[0]
+            chunks[-1] = chunks[-1].split('"""', 1)[0]
+            rest = "\n".join(chunks)
         elif len(rest) >= 2 and rest[0] == rest[-1] == '"':
             rest = rest[1:-1]
         if instr == "parameter":

@@ -33,8 +33,7 @@ from regraft.errors import RegraftError
 from .chunking import CharEstimate, count_tokens
 
 
-class ContractError(RegraftError):
-    """The small model and the master do not accept the same requests."""
+from regraft.errors import ContractError  # noqa: E402,F401  (defined in errors.py)
 
 
 @dataclass

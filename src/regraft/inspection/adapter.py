@@ -294,6 +294,30 @@ def _validate_config(config: dict, where: Path) -> None:
                 raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' key {k!r:.60} has {risk}, "
                                       "which can make regex matching run for hours; use a module name or a simpler "
                                       "pattern.")
+    _validate_numbers(config, where)
+
+
+MAX_RANK = 1 << 20
+MAX_LAYER = 1 << 20
+
+
+def _validate_numbers(config: dict, where: Path) -> None:
+    """Every number through regraft.numbers: bounded, finite, an int where an int is meant (10**400 as r, NaN as
+    alpha, 1e300 in rank_pattern are refused with one line). Linear in the size of the lists."""
+    from regraft.numbers import parse_float, parse_int
+
+    at = f"Invalid adapter_config.json '{where}':"
+    if config.get("r") is not None:
+        parse_int(config["r"], f"{at} 'r'", 1, MAX_RANK, strings=False)
+    if config.get("lora_alpha") is not None:
+        parse_float(config["lora_alpha"], f"{at} 'lora_alpha'", -1e12, 1e12, strings=False)
+    ltt = config.get("layers_to_transform")
+    for v in ltt if isinstance(ltt, list) else [ltt] if ltt is not None else []:
+        parse_int(v, f"{at} 'layers_to_transform' entry", 0, MAX_LAYER, strings=False)
+    for k, v in (config.get("rank_pattern") or {}).items():
+        parse_int(v, f"{at} 'rank_pattern' value for {k!r:.60}", 1, MAX_RANK, strings=False)
+    for k, v in (config.get("alpha_pattern") or {}).items():
+        parse_float(v, f"{at} 'alpha_pattern' value for {k!r:.60}", -1e12, 1e12, strings=False)
 
 
 def _pattern_risk(key: str) -> str | None:

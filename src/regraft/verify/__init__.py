@@ -135,8 +135,7 @@ def _load_model(path, dtype: str = "float32"):
     return model
 
 
-class PeftLoadError(Exception):
-    pass
+from regraft.errors import PeftLoadError  # noqa: E402,F401  (defined in errors.py)
 
 
 def _load_peft(model, adapter_dir) -> tuple[object, list[str]]:

@@ -128,7 +128,8 @@ def layout_evidence(ctx: LoraContext):
         if f.decided and f.decided_bad:
             yield layout_evidence.rule.finding(f.text, severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT,
                                                hint=f.hint, data=f.data)
-        elif f.decided:
+        elif f.decided or ctx.producer.layout != "unknown":
+            # an abstention does not undo what the files already decided (peft_version, a producer's own names)
             yield layout_evidence.rule.finding(f.text, data=f.data)
         else:
             yield layout_evidence.rule.finding(f.text, severity=Severity.WARNING, verdict=Verdict.UNKNOWN,
