@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +39,9 @@ def server(world):
            "--adapter", f"good={lora}", "--adapter", f"noop={lora}:ignore", "--adapter", f"swapped={lora}:swap",
            "--adapter", f"half={lora}:halfscale", "--adapter", f"nolp={lora}:nologprobs",
            "--adapter", f"rejectlp={lora}:rejectlp", "--adapter", f"slow={lora}:slow"]
-    env = {"PYTHONPATH": os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "src"),
-                                          os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    root = str(Path(__file__).resolve().parents[2])  # the server imports tests.endpoint.server from this tree
+    env = {"PYTHONPATH": os.pathsep.join([root, os.path.join(root, "src"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
     url = f"http://127.0.0.1:{port}/v1"
     proc = start(cmd, url + "/models", world["dir"] / "server.log", timeout=90, env=env)
     yield url
