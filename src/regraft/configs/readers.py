@@ -69,6 +69,7 @@ SGLANG_PASS = {
     "speculative_num_steps", "speculative_eagle_topk", "speculative_num_draft_tokens", "enable_dp_attention",
     "api_key", "random_seed", "download_dir", "tokenizer_path", "revision", "max_prefill_tokens", "nnodes",
     "node_rank", "dist_init_addr", "enable_metrics", "moe_a2a_backend", "enable_mixed_chunk",
+    "lora_target_modules",  # checked by the LoRA rules (configs/serve_cmdline.py)
 }
 LLAMACPP = {
     "m": "model", "model": "model", "hf": "model", "hf_repo": "model", "c": "max_model_len",
