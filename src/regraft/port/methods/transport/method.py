@@ -195,7 +195,8 @@ def transport_adapter(adapter_dir, source_dir, target_dir, out_dir, *, variant: 
         prep.seconds = round(time.perf_counter() - t0, 3)
         return prep
     if not stream:
-        rep.notes.append("transport streams both models always (stream=False ignored for the fit)")
+        rep.notes.append("stream=False: the teacher and the source pass load the source whole; the target fit is "
+                         "streamed always")
     from regraft.port.methods.transport.passes import source_boundaries, streamed_grads
 
     with mem.phase("source states (base and adapted)"):
