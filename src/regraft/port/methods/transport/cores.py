@@ -89,3 +89,15 @@ def fit_fraction(X: np.ndarray, Y: np.ndarray, A: np.ndarray, B: np.ndarray) -> 
         return 0.0
     R = Y - (X @ A.T) @ B.T
     return 1.0 - float((R * R).sum()) / den
+
+
+def logit_preimage(dz, W: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """Least-squares pre-image through a head W (V x d) of logit changes dz (N x V, or a list of row chunks):
+    dn = centre(dz) W (Wc^T Wc + lam)^-1, logits being defined up to a constant per row (Wc: W with its mean
+    over the vocabulary removed; ``inv`` the regularised inverse). Chunked so that N x V never has to be whole."""
+    chunks = dz if isinstance(dz, list) else [dz]
+    out = []
+    for z in chunks:
+        z = z - z.mean(1, keepdims=True)
+        out.append(z @ W @ inv)
+    return np.concatenate(out)

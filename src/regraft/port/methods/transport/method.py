@@ -59,13 +59,19 @@ def _component(layer, moe_target: bool) -> str:
 
 def fit_displacement(target_dir, seqs, src_base, src_adapted, r: int, *, grads_s=None, grads_t=None,
                      align_how: str = "polar", lam_rel: float = 1e-2, grad_weight: float = 1.0,
-                     components: tuple[str, ...] | None = None, strength: float = 1.0, report=None) -> dict:
+                     components: tuple[str, ...] | None = None, strength: float = 1.0, report=None,
+                     logit_delta=None, final_layers: int = 1, lam_logit: float = 1e-3) -> dict:
     """Sequential closed-form fit on the target, streamed: for target layer j (in order), the transported
     displacement D_t = (h_s+A - h_s)(u_j) P_j at the same relative depth u_j, P_j aligning the source's states
     at u_j with the target's base states after layer j (`cores.align`, with gradients when given); the needed
     correction = (target base output + D_t) - (the layer's output on the target's *corrected* input); the
     component's update W = ridge(component input -> correction), rank r by reduced-rank regression; the
-    corrected states then carry the update into layer j + 1. Returns {module name: (A, B)} (out x in = B A)."""
+    corrected states then carry the update into layer j + 1. Returns {module name: (A, B)} (out x in = B A).
+
+    ``logit_delta``: (the source adapter's change of the logits z_{S+A} - z_S per row, N x V or row chunks; the
+    ratio rms(h_{S+A}) / rms(h_S) of the source's final states per row, N x 1). The vocabulary is shared, so this displacement needs no alignment at all: for
+    the last ``final_layers`` target layers the wanted state is the target's own base state moved by the
+    least-squares pre-image of that change through the target's head and final norm (ridge ``lam_logit``)."""
     from regraft.port.methods.project.projection import _arch
     from regraft.port.methods.transport.passes import run_layer
     from regraft.port.stream import StreamedModel
@@ -80,6 +86,25 @@ def fit_displacement(target_dir, seqs, src_base, src_adapted, r: int, *, grads_s
     hc = [h.clone() for h in hb]
     out: dict = {}
     per_layer = {}
+    head_pre = None
+    if logit_delta is not None:
+        W = tgt.lm_head().double().cpu().numpy()
+        Wc = W - W.mean(0, keepdims=True)
+        Gm = Wc.T @ Wc
+        inv = np.linalg.inv(Gm + lam_logit * float(np.diag(Gm).mean()) * np.eye(Gm.shape[0]))
+        g_t = tgt.final_norm().weight.detach().double().cpu().numpy()
+        eps = float(getattr(tgt.config, "rms_norm_eps", 1e-6))
+        dz, rho = logit_delta
+        dn = C.logit_preimage(dz, W, inv)  # N x d_t: the change of the normalised final state
+
+        g_safe = np.where(np.abs(g_t) < 1e-8, 1e-8, g_t)
+
+        def head_pre(Yb, scale):
+            # RMSNorm is scale-invariant: any c * n'/g normalises to n' exactly; c keeps the base state's size
+            rms = np.sqrt((Yb * Yb).mean(1, keepdims=True) + eps)
+            u = (g_t * Yb / rms + scale * dn) / g_safe
+            # ... and rho, the source's own ratio rms(h_{S+A}) / rms(h_S), gives the size the adapter gives it
+            return u * (rho * rms) / np.sqrt((u * u).mean(1, keepdims=True) + 1e-30)
     for j in range(l_t):
         lay = tgt.layer(j)
         try:
@@ -93,6 +118,11 @@ def fit_displacement(target_dir, seqs, src_base, src_adapted, r: int, *, grads_s
             Gt = grads_t[j + 1] if grads_t is not None else None
             P = C.align(Xs, Yb, Gs, Gt, align_how, grad_weight)
             want = Yb + strength * (Ds @ P)
+            if head_pre is not None and j >= l_t - final_layers:
+                # the output boundary: the logit change, pulled back through the target's head; earlier
+                # final layers get the same state target (a share of it is left to the last one)
+                frac = (j - (l_t - final_layers) + 1) / final_layers
+                want = (1 - frac) * want + frac * head_pre(Yb, strength) if j < l_t - 1 else head_pre(Yb, strength)
             comps = components or (_component(lay, moe_t),)
             info = {"source_boundaries": [lo, hi, round(w, 3)], "displacement_norm": float(np.linalg.norm(Ds @ P))}
             fitted = {}
@@ -150,13 +180,16 @@ def transport_adapter(adapter_dir, source_dir, target_dir, out_dir, *, variant: 
                       prompts=None, calib_texts=None, n_task: int = 64, n_generic: int = 64, seed: int = 0,
                       exclude=(), lam_rel: float = 1e-2, grad_weight: float = 1.0, align_how: str = "polar",
                       components: tuple[str, ...] | None = None, gain: str | float = "auto", force: bool = False,
-                      stream: bool = True, show_progress: bool = False, teacher=None) -> Report:
+                      stream: bool = True, show_progress: bool = False, teacher=None,
+                      final: str = "logits") -> Report:
     """Transport ``adapter_dir`` (on ``source_dir``) onto ``target_dir`` in closed form; write a PEFT LoRA.
 
     ``seeds`` / ``prompts``: task prompts (no answers), ``calib_texts``: generic text; ``seed``: the calibration
     draw (synthetic prompts). ``variant``: ``ariadne`` | ``bico`` | ``theseus`` (package doc). ``gain``: "auto"
     searches one global strength (KL to source+adapter on the task sequences, same vocabulary), a number fixes
-    it, "off" keeps 1."""
+    it, "off" keeps 1. ``final``: "logits" (default) makes the last target layer reproduce the source adapter's
+    logit change (shared vocabulary: no alignment needed at the output), "residual" uses the aligned residual
+    displacement there too (Ariadne as published)."""
     from regraft.errors import InputError
     from regraft.port.factors import read_factors, write_lora
     from regraft.port.models import load_tokenizer
@@ -202,13 +235,20 @@ def transport_adapter(adapter_dir, source_dir, target_dir, out_dir, *, variant: 
     with mem.phase("source states (base and adapted)"):
         sb, sa, how = source_boundaries(source_dir, adapter_dir, seqs, stream)
     rep.details["source_pass"] = how
+    dz = None
+    if final == "logits":
+        from regraft.port.methods.transport.passes import logit_change
+
+        dz = (logit_change(source_dir, sb[-1], sa[-1]),
+              np.sqrt((sa[-1] ** 2).mean(1, keepdims=True) / np.maximum((sb[-1] ** 2).mean(1, keepdims=True), 1e-30)))
     gs = gt = None
     if variant == "bico":
         with mem.phase("gradients (one streamed forward-backward per model)"):
             gs, gt = streamed_grads(source_dir, seqs), streamed_grads(target_dir, seqs)
     with mem.phase("fit (target streamed)"):
         fit = fit_displacement(target_dir, seqs, sb, sa, int(spec.r), grads_s=gs, grads_t=gt, align_how=align_how,
-                               lam_rel=lam_rel, grad_weight=grad_weight, components=components, report=rep)
+                               lam_rel=lam_rel, grad_weight=grad_weight, components=components, report=rep,
+                               logit_delta=dz)
     del sb, sa, gs, gt
     s_cfg = float(spec.alpha) / (np.sqrt(int(spec.r)) if spec.use_rslora else int(spec.r))
     factors_out = {name: (A, B / s_cfg, s_cfg) for name, (A, B) in fit.items()}
@@ -241,7 +281,7 @@ def transport_adapter(adapter_dir, source_dir, target_dir, out_dir, *, variant: 
     if gamma != 1.0:
         factors_out = {k: (A, B * gamma, s) for k, (A, B, s) in factors_out.items()}
     rep.details.update(gamma=gamma, modules_written=len(factors_out), skipped_source_modules=skipped,
-                       variant=variant, align=align_how, lam_rel=lam_rel)
+                       variant=variant, align=align_how, lam_rel=lam_rel, final=final)
     rep.seconds = round(time.perf_counter() - t0, 3)
     rep.peak_rss_mb = max(mem.peak(), peak_rss_mb())
     rep.details["memory"] = mem.to_dict("streamed", "one decoder layer of one model at a time + the source's states at "

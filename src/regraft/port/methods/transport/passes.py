@@ -133,3 +133,19 @@ def streamed_grads(model_dir, seqs) -> list[np.ndarray]:
             inputs[i] = []
     sm.free()
     return [torch.cat(b).numpy() for b in grads]
+
+
+def logit_change(source_dir, base_final: np.ndarray, adapted_final: np.ndarray, chunk: int = 1024) -> list:
+    """z_{S+A} - z_S per row (logits through the source's final norm and head), in row chunks (N x V never whole
+    in one array; the caller consumes the chunks)."""
+    sm = StreamedModel(source_dir)
+    norm, head = sm.final_norm(), sm.lm_head()
+    out = []
+    with torch.no_grad():
+        for a in range(0, base_final.shape[0], chunk):
+            hb = torch.as_tensor(base_final[a:a + chunk], dtype=torch.float32, device=sm.dev)
+            ha = torch.as_tensor(adapted_final[a:a + chunk], dtype=torch.float32, device=sm.dev)
+            z = torch.nn.functional.linear(norm(ha), head) - torch.nn.functional.linear(norm(hb), head)
+            out.append(z.double().cpu().numpy())
+    sm.free()
+    return out
