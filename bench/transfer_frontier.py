@@ -86,8 +86,11 @@ def run(args):
             if wall is not None:
                 s["wall_s"] = round(wall, 1)
             C.setdefault(name, {"runs": []})["runs"].append({"seed": seed, **s})
-            print(f"  {name:24s} seed {seed}: EM {s['em']:.3f} NF {s['neg_flip']} generic {s['generic_nll']:.3f}"
-                  + (f" ({wall:.0f}s)" if wall else ""), flush=True)
+            print(f"  {name:24s} seed {seed}: EM {s['em']:.3f} NLL {s['gold_nll']:.3f} NF {s['neg_flip']} generic "
+                  f"{s['generic_nll']:.3f}" + (f" ({wall:.0f}s)" if wall else ""), flush=True)
+            if "retrained" in C:  # partial results survive an interrupted run
+                summarise(res)
+                save(res, args)
 
         C["source+adapter"] = {"runs": [{"seed": 0, **src_sc, "neg_flip": 0.0}]}
         record("target base", load_model(T_dir))
@@ -109,8 +112,9 @@ def run(args):
                        {"calib_seed": cs, "gamma": rep.details.get("gamma"), "notes": rep.notes,
                         "source_pass": rep.details.get("source_pass")}, time.perf_counter() - t0)
                 if cs == args.calib_seeds[0]:
-                    closed[v] = (out, C[f"transport:{v}"]["runs"][-1]["em"])
-        best = max(closed, key=lambda k: closed[k][1]) if closed else None
+                    closed[v] = (out, C[f"transport:{v}"]["runs"][-1]["em"], C[f"transport:{v}"]["runs"][-1]["gold_nll"])
+        # best closed form: EM on calibration seed 0, ties (e.g. all 0) broken by the lower gold NLL
+        best = max(closed, key=lambda k: (closed[k][1], -closed[k][2])) if closed else None
         res["pairs"][pname]["best_closed_form"] = best
         for N in args.budgets:
             for seed in range(args.seeds):
@@ -147,6 +151,8 @@ def summarise(res):
         C = P["conditions"]
         base = C["target base"]["runs"][0]
         up = C["retrained"]["runs"][0]
+        if "target base" not in C or "retrained" not in C:
+            continue
         for name, c in C.items():
             ems = [r["em"] for r in c["runs"]]
             c["em"] = sum(ems) / len(ems)
@@ -168,7 +174,7 @@ def targets(res):
     out = {}
     for p in ("S->T3", "SM->T3"):
         C = res["pairs"].get(p, {}).get("conditions")
-        if not C:
+        if not C or "retrained" not in C or "gr" not in C["retrained"]:
             continue
         best = res["pairs"][p].get("best_closed_form")
         cf = C.get(f"transport:{best}", {}).get("gr") if best else None
@@ -209,7 +215,7 @@ def save(res, args):
           "generic Δ | wall s |", "|" + "---|" * 11]
     for p, P in res["pairs"].items():
         for name, c in P["conditions"].items():
-            if "em" not in c:
+            if "gr_runs" not in c:
                 continue
             L.append(f"| {p} | {name} | {len(c['runs'])} | {f(c['em'])} | {f(c.get('gr'), 2)} | "
                      f"{', '.join(f(x, 2) for x in c.get('gr_runs', []))} | {f(c.get('gr_spread'), 2)} | "
@@ -236,7 +242,7 @@ def plot(res, path):
         xs, ys, lo, hi = [], [], [], []
         for i, p in enumerate(pairs):
             cc = res["pairs"][p]["conditions"].get(c)
-            if not cc or cc.get("gr") is None:
+            if not cc or cc.get("gr") is None or not cc.get("gr_runs"):
                 continue
             g = [x for x in cc["gr_runs"] if x is not None]
             xs.append(i - 0.4 + w * (k + 0.5))
