@@ -47,7 +47,7 @@ def run(args):
     from peft import PeftModel
 
     transformers.logging.set_verbosity_error()
-    build_zoo, zoo_path, load_task, zev, ztrain, world = PM._zoo()
+    _, zoo_path, load_task, zev, ztrain, world = PM._zoo()
     from bench.zoo.build import lora_recipe, tier_config
     from regraft.port.methods.distill.training import distill_adapter
     from regraft.port.methods.project.projection import project_adapter
@@ -79,7 +79,7 @@ def run(args):
         C: dict = {}
         res["pairs"][pname] = {"source": src, "target": tgt, "conditions": C}
 
-        def record(name, model, seed=0, extra=None, wall=None):
+        def record(name, model, seed=0, extra=None, wall=None, C=C, items=items, src_ok=src_ok):
             s, ok = PM.score(model, zev, "A", args.n_test, items, args.n_generic)
             s["neg_flip"] = neg_flip(src_ok, ok)
             s.update(extra or {})
@@ -153,7 +153,7 @@ def summarise(res):
         up = C["retrained"]["runs"][0]
         if "target base" not in C or "retrained" not in C:
             continue
-        for name, c in C.items():
+        for c in C.values():
             ems = [r["em"] for r in c["runs"]]
             c["em"] = sum(ems) / len(ems)
             c["gr_runs"] = [PM.gr(e, base["em"], up["em"]) for e in ems]
@@ -202,17 +202,17 @@ def save(res, args):
     os.replace(tmp, stem.with_suffix(".json"))
     f = PM._fmt
     L = [f"# Closed-form transport frontier ({res['tier']} tier, task A)", "",
-         f"Command: `{res['command']}` (started {res['started']}, {res.get('wall_s', 'partial')} s wall, "
-         f"{res['threads']} torch thread(s), torch {res['torch']}, `nice -n 10`, shared 2-core machine).", "",
-         "GR = (EM - EM_target_base) / (EM_retrained - EM_target_base). GR spread: max - min over runs (calibration "
+         (f"Command: `{res['command']}` (started {res['started']}, {res.get('wall_s', 'partial')} s wall, "
+          f"{res['threads']} torch thread(s), torch {res['torch']}, `nice -n 10`, shared 2-core machine)."), "",
+         ("GR = (EM - EM_target_base) / (EM_retrained - EM_target_base). GR spread: max - min over runs (calibration "
          "draws for transport:*, training seeds for distill/lora): the noise floor. Neg. flip: items the "
          "source+adapter gets right and the ported adapter wrong, over those it gets right. Generic Δ: generic-text "
          "NLL minus the target base's (nats/token). distill<-V: distillation initialised from transport:V "
-         "(calibration seed 0), no gate.", "", "## Targets", ""]
+         "(calibration seed 0), no gate."), "", "## Targets", ""]
     for k, v in res.get("targets", {}).items():
         L.append(f"- {k}: **{v}**")
-    L += ["", "## Results", "", "| pair | condition | runs | EM | GR | GR runs | GR spread | neg. flip | gold NLL | "
-          "generic Δ | wall s |", "|" + "---|" * 11]
+    L += ["", "## Results", "", ("| pair | condition | runs | EM | GR | GR runs | GR spread | neg. flip | gold NLL | "
+                                 "generic Δ | wall s |"), "|" + "---|" * 11]
     for p, P in res["pairs"].items():
         for name, c in P["conditions"].items():
             if "gr_runs" not in c:

@@ -76,7 +76,7 @@ def cost(source: dict, target: dict, *, r: int = 16, n_prompts: int = 1024, keep
         if n > 4096:
             break
     per_gpu = (weights_gb + lora_gb) / n + act_gb + 2.0
-    labelled = int(math.ceil(n_prompts / keep))
+    labelled = math.ceil(n_prompts / keep)
     teach_tokens = labelled * seq
     train_tokens = steps * batch * seq
     flops_teacher = 2 * ps["active"] * teach_tokens * (2 if teacher == "in-process" else 1)  # + the base's pass
@@ -95,14 +95,14 @@ def cost(source: dict, target: dict, *, r: int = 16, n_prompts: int = 1024, keep
             "time_h": {"teacher": round(t_teacher / 3600, 2), "training": round(t_train / 3600, 2),
                        "total": round((t_teacher + t_train) / 3600, 2)},
             "assumptions": [f"{gpu}: {g['mem_gb']} GB, {g['bf16_tflops']} dense bf16 TFLOP/s at MFU {mfu}",
-                            "FSDP full shard of the bf16 target, LoRA fp32 + AdamW (16 B/param), gradient "
-                            "checkpointing, micro-batch 1 sequence per GPU with accumulation",
+                            ("FSDP full shard of the bf16 target, LoRA fp32 + AdamW (16 B/param), gradient "
+                             "checkpointing, micro-batch 1 sequence per GPU with accumulation"),
                             f"sequences of {seq} tokens ({prompt_tokens} prompt + {completion_tokens} completion)",
-                            f"teacher: {teacher} (source+adapter and source base log-probs"
-                            f"{' both in process' if teacher == 'in-process' else ', vLLM --lora-modules'}), "
-                            "on the same GPUs after training is not running",
-                            "teacher time is a compute lower bound (greedy decoding is memory-bound: expect "
-                            "several times more on an endpoint)",
+                            (f"teacher: {teacher} (source+adapter and source base log-probs"
+                             f"{' both in process' if teacher == 'in-process' else ', vLLM --lora-modules'}), "
+                             "on the same GPUs before training"),
+                            ("teacher time is a compute lower bound (greedy decoding is memory-bound: expect "
+                             "several times more on an endpoint)"),
                             "training ~ 3 x forward FLOPs (activation grads + recompute, no weight grads)",
                             f"headroom {headroom} of GPU memory usable"]}
 

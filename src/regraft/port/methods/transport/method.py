@@ -129,7 +129,7 @@ def fit_displacement(target_dir, seqs, src_base, src_adapted, r: int, *, grads_s
             for comp in comps:
                 mod = lay.get_submodule(comp)
                 cap: list = []
-                hooks = [mod.register_forward_hook(lambda m, a, o: cap.append(_flat(a[0])))]
+                hooks = [mod.register_forward_hook(lambda m, a, o, cap=cap: cap.append(_flat(a[0])))]
                 hooks += _apply_hooks(lay, fitted)
                 with torch.no_grad():
                     oc = [run_layer(tgt, lay, j, h) for h in hc]
@@ -206,9 +206,9 @@ def transport_adapter(adapter_dir, source_dir, target_dir, out_dir, *, variant: 
                          "tokenizers with one vocabulary (use --method distill with --loss seq across vocabularies)")
     if not (seeds or prompts) and not calib_texts:
         raise InputError(f"transport ({variant}) needs calibration: --prompts seeds.jsonl and/or --calib generic.txt")
-    spec, factors, skipped = read_factors(adapter_dir)
-    rep = Report(f"transport:{variant}", flags=["closed-form: calibrated on a few prompts and generic text, no "
-                                                "training; check it (label-free checks) or distill from it"])
+    spec, _, skipped = read_factors(adapter_dir)
+    rep = Report(f"transport:{variant}", flags=[("closed-form: calibrated on a few prompts and generic text, no "
+                                                 "training; check it (label-free checks) or distill from it")])
     with mem.phase("calibration (teacher completions)"):
         task, gen, info = calibration_seqs(source_dir, adapter_dir, tok, seeds=seeds, prompts=prompts, n_task=n_task,
                                            calib_texts=calib_texts, n_generic=n_generic, seed=seed, exclude=exclude,

@@ -68,7 +68,7 @@ def source_boundaries(source_dir, adapter_dir, seqs, stream: bool = True) -> tup
         rows: list[list] = [[] for _ in range(len(layers) + 1)]
         hooks = []
         for i, lay in enumerate(layers):
-            def h(m, args, kwargs, o, i=i):
+            def h(m, args, kwargs, o, i=i, rows=rows):
                 x = args[0] if args else kwargs["hidden_states"]
                 if i == 0:
                     rows[0].append(_rows(x))
