@@ -135,7 +135,7 @@ def bench_relayout(tier: str) -> dict:
 
     from regraft.inspection.resolve import resolve_model
     from regraft.port.api import port_lora
-    from tests.port import _tiny as T
+    from tests import factories as T
 
     moe_dir, adapter = None, None
     try:

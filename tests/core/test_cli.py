@@ -26,7 +26,7 @@ def test_main_example_json(capsys):
     assert doc["schema_version"] == 1
     verdicts = {t["target"]: t["verdict"] for t in doc["targets"]}
     assert verdicts == {
-        "Qwen/Qwen3-30B-A3B-Instruct-2507": "unknown",  # partial catalog entry: never guessed
+        "Qwen/Qwen3-30B-A3B-Instruct-2507": "loads-different-weights",  # a sibling: same shapes, other weights
         "Qwen/Qwen3-32B": "needs-port",
         "Qwen/Qwen3-235B-A22B-Instruct-2507": "needs-port",
         "Qwen/Qwen3-30B-A3B": "loads-different-weights",
@@ -54,7 +54,7 @@ def test_architecture_only_question(capsys):
     doc = json.loads(out)
     assert "no --adapter" in doc["notes"][0]
     by = {t["target"]: t for t in doc["targets"]}
-    assert by["Qwen/Qwen3-8B-Base"]["verdict"] == "unknown"  # partial entry
+    assert by["Qwen/Qwen3-8B-Base"]["verdict"] == "loads-different-weights"  # Base sibling (hash-verified entry)
     assert by["Qwen/Qwen3-14B"]["verdict"] == "needs-port"
     assert by["Qwen/Qwen3-14B"]["areas"]["lora"]["summary"].startswith("0/252 ")
 

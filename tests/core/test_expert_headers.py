@@ -13,7 +13,7 @@ from regraft.checks.rules.model_consistency import header_disagreements
 from regraft.inspection.arch import Architecture
 from regraft.inspection.resolve import read_model_folder
 from regraft.inspection.safetensors_header import TensorInfo, TensorTable
-from tests.core.factories import tiny_config
+from tests.factories import tiny_config
 
 EXPERTS = 64
 

@@ -10,7 +10,7 @@ from regraft.checks.engine import check
 from regraft.checks.finding import Verdict
 from regraft.inspection.adapter import read_adapter
 from regraft.inspection.resolve import read_model_folder
-from tests.core.factories import build_adapter, build_model, tiny_config
+from tests.factories import build_adapter, build_model, tiny_config
 
 pytest.importorskip("transformers")
 

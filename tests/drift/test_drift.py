@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 
-from regraft.drift import drift, plot
-from tests.port import _tiny as T
+from regraft.drift import drift
+from regraft.report.drift import plot
+from tests import factories as T
 
 warnings.filterwarnings("ignore")
 
@@ -85,7 +86,31 @@ def test_plot_png_and_html(tiny, tmp_path):
     png = plot(rep, tmp_path / "d.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = plot(rep, tmp_path / "d.html").read_text()
-    assert "<svg" in html and "polyline" in html and "siblings" in html
+    assert "<table" in html and "siblings" in html and "q_proj" in html
+    assert html.count("<tr>") == len(rep.per_role()) + 2  # header, one row per role, the whole-layer row
+
+
+def test_plot_draws_roles_across_integer_layers(tiny):
+    """One row per module role (experts pooled), columns are the integer layers; not one series per module."""
+    rep = drift(tiny["dense"], tiny["sib"])
+    per = rep.per_role()
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(per)
+    assert all(not r[0].isdigit() and "layers." not in r for r in per)
+    assert all(set(d) == {0, 1} for d in per.values())  # both layers of every role
+    total = rep.per_layer_total()
+    assert list(total) == [0, 1] and all(0 < v < 1 for v in total.values())
+    # the pooled value of a role is ||sum of differences|| / ||sum of A||, between its modules' values
+    mods = [m for m in rep.modules if m.layer == 0 and m.role == "self_attn.q_proj"]
+    assert len(mods) == 1 and abs(per["q_proj"][0] - mods[0].rel_fro) < 1e-12
+
+
+def test_moe_experts_pool_into_one_row_per_role(tiny):
+    from regraft.drift import short_role
+
+    assert short_role("mlp.experts.7.down_proj.weight") == "experts.down_proj"
+    assert short_role("self_attn.q_proj.weight") == "q_proj" and short_role("mlp.gate.weight") == "router"
+    rep = drift(tiny["moe"], tiny["moe"])
+    assert not any("experts.0" in r for r in rep.per_role())
 
 
 def test_cli(tiny, tmp_path, capsys):
@@ -97,3 +122,4 @@ def test_cli(tiny, tmp_path, capsys):
     assert main(["drift", str(tiny["dense"]), str(tiny["sib"]), "--plot", str(tmp_path / "p.html")]) == 0
     assert "siblings" in capsys.readouterr().out and (tmp_path / "p.html").is_file()
     assert main(["drift", str(tiny["dense"]), str(tmp_path / "nope")]) == 2
+    assert main(["drift", str(tiny["dense"]), str(tiny["sib"]), "--plot", str(tmp_path / "p.svg")]) == 2

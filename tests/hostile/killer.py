@@ -24,6 +24,20 @@ import json, os, sys
 spec = json.loads(sys.argv[1])
 for m in spec["preload"]:
     __import__(m)
+if spec.get("kill_at_rename"):  # SIGKILL right after the N-th rename/exchange (aimed between the renames)
+    import signal
+    import regraft.outputs as _o
+    _n, _k = [0], int(spec["kill_at_rename"])
+    def _after(f):
+        def g(*a, **kw):
+            r = f(*a, **kw)
+            if r is not False:
+                _n[0] += 1
+                if _n[0] == _k:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return r
+        return g
+    os.replace, os.rename, _o._exchange = _after(os.replace), _after(os.rename), _after(_o._exchange)
 sys.stdout.write("ready\n"); sys.stdout.flush()
 sys.stdin.readline()
 if spec.get("argv") is not None:
@@ -101,6 +115,39 @@ class KillResult:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
+
+
+def aimed_kill_loop(w: Writer, workdir: Path, max_renames: int = 8, recover: bool = False) -> KillResult:
+    """Kill right after the 1st, 2nd, ... rename the writer makes (every point between two renames), until a run
+    finishes. ``recover``: judge after ``regraft.outputs.recover`` (what the next run on the path does first)."""
+    from regraft import outputs
+
+    res = KillResult(w.name + " (kill aimed after each rename)")
+    t_start = time.perf_counter()
+    for k in range(1, max_renames + 1):
+        d = workdir / f"aimed{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        out = d / "out"
+        w.prepare(out)
+        status, _, err = run_once({**w.spec(out), "kill_at_rename": k}, None, w.env(out))
+        killed = status == f"exit {-signal.SIGKILL}"
+        res.runs += 1
+        res.killed += killed
+        res.finished += not killed
+        if recover:
+            outputs.recover(out)
+        verdict = w.judge(out)
+        if verdict in ("old", "new"):
+            setattr(res, verdict, getattr(res, verdict) + 1)
+        else:
+            res.corrupt += 1
+            res.failures.append(f"killed after rename {k}: {verdict}")
+        if not killed:
+            if status != "exit 0":
+                res.failures.append(f"after rename {k}: {status}: {err[-300:]!r}")
+            break
+    res.seconds = round(time.perf_counter() - t_start, 1)
+    return res
 
 
 def kill_loop(w: Writer, workdir: Path, runs: int, seed: int = 0) -> KillResult:

@@ -418,3 +418,59 @@ def model_folders(draw):
         doc = draw(st.one_of(st.just({"metadata": {}, "weight_map": wmap}), json_values))
         f.files["model.safetensors.index.json"] = dumps(doc)
     return f
+
+
+# -- text a file can hold that a terminal or rich would act on (tests/hostile/test_escape.py) ------------------------
+MARKUP = ["[INST]", "[/INST]", "[bold red]", "[/]", "[/bold]", "[link=file:///etc/passwd]x[/link]", "[", "]", "\\[",
+          "[dim", "[@click=app.quit]", "[#ff0000 on blue]"]
+TERMINAL = ["\x1b[2J", "\x1b]0;pwned\x07", "\x1b]8;;http://evil\x1b\\", "\r", "\x08", "\x00", "\x9b31m", "\u202e",
+            "\u2066", "\ufeff", "\ud800", "\x7f", "\x1bc"]
+
+
+@st.composite
+def hostile_text(draw, min_parts: int = 1):
+    """Plain words mixed with rich markup and terminal control sequences."""
+    parts = draw(st.lists(st.one_of(st.sampled_from(MARKUP), st.sampled_from(TERMINAL),
+                                    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8)),
+                          min_size=min_parts, max_size=8))
+    return "".join(parts)
+
+
+# -- numbers a hostile file or flag can hold (tests/hostile/test_numbers.py) ------------------------------------------
+NUMBER_TEXTS = ["²", "١٢", "--5", "+-5", "1_000", " 5", "5 ", "0x10", "1e400", "-1e400", ".nan", "nan", "NaN", "inf",
+                "-inf", ".inf", "abc", "", "4.5", "1" + "0" * 400, "9" * 31, "1e3", "007", "-0", "5k", "٣"]
+
+
+@st.composite
+def number_texts(draw):
+    """What a user may write where a number belongs: valid decimals and everything that only looks like one."""
+    return draw(st.one_of(st.sampled_from(NUMBER_TEXTS), st.integers(-10**40, 10**40).map(str),
+                          st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                          st.text(st.sampled_from("0123456789+-._eE²٣ k"), max_size=12)))
+
+
+@st.composite
+def number_values(draw):
+    """JSON/YAML values where a number belongs: ints past every limit, floats, NaN, strings, bools, containers."""
+    return draw(st.one_of(number_texts(), st.integers(-10**400, 10**400), st.sampled_from([10**400, -10**400, 2**64]),
+                          st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+                          st.just([1, 2]), st.just({"a": 1})))
+
+
+# -- templates that are slow or huge in one C call (tests/hostile/test_bounded.py) ----------------------------------
+_BIG = ["10**10", "10**10**10", "(2**64)**(2**64)", "999999999", "99999 * 99999", "9**9**9", "2**63", "1e308 * 1e308",
+        "range(10**9)|length", "(messages|length) * 10**9"]
+_SEQ = ["'a'", "'ab' * 1000", "[1]", "'%999999999d'", "'{:999999999}'", "'%.99999f'", "'%*d'", "messages"]
+
+
+@st.composite
+def heavy_templates(draw):
+    """Jinja expressions mixing big constants, repetition, format widths, pow, and filters that pad."""
+    big, seq = draw(st.sampled_from(_BIG)), draw(st.sampled_from(_SEQ))
+    form = draw(st.sampled_from([
+        "{{{{ {s} * {b} }}}}", "{{{{ {b} }}}}", "{{{{ {s} % 1 }}}}", "{{{{ {s}|format(1) }}}}",
+        "{{{{ 'x'|center({b}) }}}}", "{{{{ 'x'|indent({b}) }}}}", "{{{{ {s}.format(1) }}}}",
+        "{{% set w = {b} %}}{{{{ ('%' ~ w ~ 'd')|format(1) }}}}", "{{{{ ({s} * 10) * {b} }}}}",
+        "{{% set ns = namespace(s={s}) %}}{{% for i in range(40) %}}{{% set ns.s = ns.s + ns.s %}}{{% endfor %}}",
+    ]))
+    return form.format(s=seq, b=big)

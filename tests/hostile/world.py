@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def build(root: Path) -> dict[str, Path]:
-    from tests.port import _tiny as T
+    from tests import factories as T
 
     root = Path(root)
     w: dict[str, Path] = {"root": root}

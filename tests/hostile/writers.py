@@ -275,7 +275,8 @@ def _code_writer(tmp: Path, name: str, code: str, preload: list[str], is_dir: bo
     import subprocess
 
     ref = tmp / f"{name}-ref"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", f"from pathlib import Path\nOUT = Path({str(ref)!r})\n" + code], check=True,
                    env=env)
     old_dir = tmp / f"{name}-old"
@@ -311,3 +312,16 @@ def peft_folder_writer(tmp: Path) -> Writer:
 def gguf_file_writer(tmp: Path) -> Writer:
     return _code_writer(tmp, "port write_gguf (64 MB GGUF over an older file)", GGUF_CODE,
                         ["torch", "numpy", "gguf", "regraft.port.gguf_writer", "regraft.port.items"], False)
+
+
+STAGED_DIR_CODE = """
+from regraft import outputs
+with outputs.staged(OUT, [], force=True, kind="dir") as st:
+    (st.path / "adapter_config.json").write_text('{"new": true}')
+    (st.path / "adapter_model.safetensors").write_bytes(b"new" * 1000)
+"""
+
+
+def staged_dir_writer(tmp: Path) -> Writer:
+    """The commit every folder writer goes through (regraft.outputs.staged), without torch: cheap to kill often."""
+    return _code_writer(tmp, "outputs.staged (folder over an older one)", STAGED_DIR_CODE, ["regraft.outputs"], True)

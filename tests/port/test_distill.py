@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from regraft.port.methods.auto import auto_port, decide, render
+from regraft.port.methods.auto import auto_port, decide
 from regraft.port.methods.distill.training import distill_adapter
+from regraft.report.port import render_method_report as render
 
-from . import _tiny_across as T
+from tests import factories as T
 
 SEEDS = ["q: abc = ", "q: hello = ", "q: zzyx = ", "q: mnop = ", "q: qrstu = "]
 
@@ -18,12 +19,12 @@ SEEDS = ["q: abc = ", "q: hello = ", "q: zzyx = ", "q: mnop = ", "q: qrstu = "]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("distill")
-    S = T.make_model(d / "S")
+    S = T.make_dense(d / "S")
     Pk = T.reparametrise(S, d / "Pk")
-    Tg = T.make_model(d / "T", "qwen3", seed=3, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+    Tg = T.make_dense(d / "T", "qwen3", seed=3, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
                       num_key_value_heads=2)
     T.save_tokenizer(S, Pk, Tg)
-    A = T.adapter(S, d / "A", std=0.5)
+    A = T.random_adapter(S, d / "A", std=0.5)
     return d, S, Pk, Tg, A
 
 

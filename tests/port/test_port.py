@@ -9,7 +9,7 @@ import pytest
 from regraft.errors import InputError, OutputExistsError
 from regraft.inspection.resolve import resolve_model
 from regraft.port.api import PortBlocked, port_lora
-from tests.port import _tiny as T
+from tests import factories as T
 
 warnings.filterwarnings("ignore")
 

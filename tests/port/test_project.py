@@ -11,7 +11,7 @@ import torch
 
 from regraft.port.methods.project.projection import project_adapter
 
-from . import _tiny_across as T
+from tests import factories as T
 
 IDS = T.calib(3, 24, seed=9)
 
@@ -19,9 +19,9 @@ IDS = T.calib(3, 24, seed=9)
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("pk")
-    S = T.make_model(d / "S")
+    S = T.make_dense(d / "S")
     Pk = T.reparametrise(S, d / "Pk")
-    A = T.adapter(S, d / "A")
+    A = T.random_adapter(S, d / "A")
     return d, S, Pk, A
 
 
@@ -79,9 +79,9 @@ def test_weight_only_fallback_is_flagged_and_close(pair):
 
 
 def test_qwen3_qk_norm_reparametrisation(tmp_path):
-    S = T.make_model(tmp_path / "S", "qwen3", seed=2)
+    S = T.make_dense(tmp_path / "S", "qwen3", seed=2)
     Pk = T.reparametrise(S, tmp_path / "Pk", seed=3)
-    A = T.adapter(S, tmp_path / "A", targets=T.ATTN)
+    A = T.random_adapter(S, tmp_path / "A", targets=T.ATTN)
     rep = project_adapter(A, S, Pk, tmp_path / "out", calib_texts=T.calib(), show_progress=False, gain="off",
                           calibrate_scale=False)
     err, delta = _err(S, A, Pk, tmp_path / "out")
@@ -92,10 +92,10 @@ def test_qwen3_qk_norm_reparametrisation(tmp_path):
 @pytest.mark.slow
 def test_other_shapes_and_depth_load_in_peft(tmp_path):
     """Qwen2 -> Qwen3 of other width/depth/heads: no ground truth, but a valid rank-r PEFT adapter."""
-    S = T.make_model(tmp_path / "S")
-    Tg = T.make_model(tmp_path / "T", "qwen3", seed=7, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+    S = T.make_dense(tmp_path / "S")
+    Tg = T.make_dense(tmp_path / "T", "qwen3", seed=7, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
                       num_key_value_heads=3, intermediate_size=80)
-    A = T.adapter(S, tmp_path / "A")
+    A = T.random_adapter(S, tmp_path / "A")
     rep = project_adapter(A, S, Tg, tmp_path / "out", calib_texts=T.calib(8), show_progress=False, gain="off")
     lm = rep.details["layer_map"]
     assert len(lm["unmatched_target_layers"]) == 1 and [i for i in lm["target_to_source"] if i is not None] == [0, 1]
@@ -106,10 +106,10 @@ def test_other_shapes_and_depth_load_in_peft(tmp_path):
 
 @pytest.mark.slow
 def test_moe_source_projects_attention_only(tmp_path):
-    S = T.make_model(tmp_path / "SM", "qwen3_moe", seed=4, moe_intermediate_size=16, num_experts=4,
+    S = T.make_dense(tmp_path / "SM", "qwen3_moe", seed=4, moe_intermediate_size=16, num_experts=4,
                      num_experts_per_tok=2)
-    Tg = T.make_model(tmp_path / "T", "qwen3", seed=5)
-    A = T.adapter(S, tmp_path / "A", targets=T.ATTN)
+    Tg = T.make_dense(tmp_path / "T", "qwen3", seed=5)
+    A = T.random_adapter(S, tmp_path / "A", targets=T.ATTN)
     rep = project_adapter(A, S, Tg, tmp_path / "out", calib_texts=T.calib(8), show_progress=False, gain="off")
     assert any("MoE source" in n for n in rep.notes)
     cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
@@ -119,7 +119,7 @@ def test_moe_source_projects_attention_only(tmp_path):
 
 def _sibling(d, rel=0.02, seed=11):
     """S and T1 = S + rel * std(W) Gaussian noise on every tensor (a same-shape sibling, like base -> instruct)."""
-    S = T.make_model(d / "S")
+    S = T.make_dense(d / "S")
     m = T.load(S)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -148,7 +148,7 @@ def test_projection_onto_a_sibling_is_close_to_a_copy(tmp_path):
     unconstrained ridge maps fitted on drifted activations dilute and mix coordinates (worst for MLP neurons).
     With orthogonal residual/head maps and permutation neuron maps the projection stays ~ identity."""
     S, T1 = _sibling(tmp_path)
-    A = T.adapter(S, tmp_path / "A")
+    A = T.random_adapter(S, tmp_path / "A")
     project_adapter(A, S, T1, tmp_path / "out", calib_texts=T.calib(), show_progress=False, siblings=False)
     e = _delta_errors(A, tmp_path / "out")
     assert len(e) == 14 and e.mean() < 0.035 and e.max() < 0.06, e
@@ -180,7 +180,7 @@ def test_projection_onto_a_sibling_is_close_to_a_copy(tmp_path):
 
 def test_projection_between_unrelated_same_shape_models_fits_maps(pair, tmp_path):
     """Same shapes, no lineage (Pk: a permuted, padded copy has other shapes, so use two independent inits)."""
-    S2 = T.make_model(tmp_path / "S2", seed=123)
+    S2 = T.make_dense(tmp_path / "S2", seed=123)
     d, S, _, A = pair
     rep = project_adapter(A, S, S2, tmp_path / "out", calib_texts=T.calib(), show_progress=False, gain="off")
     assert rep.details["siblings"]["identity"] is False and rep.details["siblings"]["sigma"] > 0.5

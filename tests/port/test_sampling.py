@@ -9,7 +9,7 @@ import torch
 from regraft.port import prompts as P
 from regraft.port.teacher import LocalTeacher, StreamedTeacher, _pick
 
-from . import _tiny_across as T
+from tests import factories as T
 
 SEEDS = ["q:abc=", "q:hello=", "q:zzyx=", "q:mnop=", "q:qrstu="]
 
@@ -29,9 +29,9 @@ def test_pick_is_argmax_at_temperature_zero_and_stays_in_the_nucleus():
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     d = tmp_path_factory.mktemp("sampling")
-    S = T.make_model(d / "S")
+    S = T.make_dense(d / "S")
     T.save_tokenizer(S)
-    A = T.adapter(S, d / "A", std=0.5)
+    A = T.random_adapter(S, d / "A", std=0.5)
     return S, A
 
 
@@ -56,7 +56,7 @@ def test_distill_samples_part_of_its_pool_and_tops_up_from_seeds(source, tmp_pat
     from regraft.port.methods.distill.training import distill_adapter
 
     S, A = source
-    Tg = T.make_model(tmp_path / "T", "qwen3", seed=3, hidden_size=48, num_attention_heads=6)
+    Tg = T.make_dense(tmp_path / "T", "qwen3", seed=3, hidden_size=48, num_attention_heads=6)
     T.save_tokenizer(Tg)
     rep = distill_adapter(A, S, Tg, tmp_path / "out", seeds=SEEDS, n_prompts=16, sample_frac=0.5, init=None,
                           steps=4, eval_every=2, show_progress=False)

@@ -16,7 +16,7 @@ import torch
 from regraft.port.methods.project.projection import LazyActs, capture, capture_streamed, project_adapter, weight_only_acts
 from regraft.port.stream import StreamedModel
 
-from . import _tiny_across as T
+from tests import factories as T
 
 MOE = {"moe_intermediate_size": 16, "num_experts": 4, "num_experts_per_tok": 2}
 
@@ -24,7 +24,7 @@ MOE = {"moe_intermediate_size": 16, "num_experts": 4, "num_experts_per_tok": 2}
 @pytest.mark.parametrize("model_type,over", [("qwen2", {}), ("qwen3", {}), ("qwen3_moe", MOE)])
 def test_streamed_capture_equals_whole_model(tmp_path, model_type, over):
     torch.set_num_threads(1)
-    S = T.make_model(tmp_path / "m", model_type, seed=1, **over)
+    S = T.make_dense(tmp_path / "m", model_type, seed=1, **over)
     m, sm = T.load(S), StreamedModel(S)
     assert sm.config._attn_implementation == m.config._attn_implementation
     seqs = T.calib(4, 20)
@@ -51,9 +51,9 @@ def test_streamed_projection_equals_whole_model_projection(tmp_path):
     from safetensors.torch import load_file
 
     torch.set_num_threads(1)
-    S = T.make_model(tmp_path / "S")
+    S = T.make_dense(tmp_path / "S")
     Pk = T.reparametrise(S, tmp_path / "Pk")
-    A = T.adapter(S, tmp_path / "A")
+    A = T.random_adapter(S, tmp_path / "A")
     for calib in (T.calib(), None):
         outs, reps = {}, {}
         for stream in (True, False):
@@ -91,8 +91,8 @@ def measure_peak(S, A, out, stream: bool) -> dict:
     out = Path(out)
     wS = out.parent / "warm-S"
     if not (wS / "config.json").exists():
-        T.make_model(wS)
-        T.adapter(wS, out.parent / "warm-A", targets=T.ATTN)
+        T.make_dense(wS)
+        T.random_adapter(wS, out.parent / "warm-A", targets=T.ATTN)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     p = subprocess.run([sys.executable, "-c", _MEASURE, str(S), str(A), str(out), "1" if stream else "0", str(wS),
                         str(out.parent / "warm-A")], capture_output=True, text=True, env=env, timeout=600, check=False)
@@ -121,7 +121,7 @@ def test_streamed_projection_peak_memory_is_about_one_layer(tmp_path):
     torch.set_num_threads(1)
     S, size = fat_model(tmp_path / "fat")
     model_mb, layer_mb = size / 2 ** 20, size / 16 / 2 ** 20
-    A = T.adapter(S, tmp_path / "A", targets=T.ATTN, std=0.01)
+    A = T.random_adapter(S, tmp_path / "A", targets=T.ATTN, std=0.01)
     res = measure_peak(S, A, tmp_path / "out", stream=True)
     print(f"model {model_mb:.0f} MB ({layer_mb:.0f} MB/layer); streamed peak RSS growth {res['growth']:.0f} MB")
     assert res["growth"] < 0.4 * model_mb, res  # two whole models would be > 2x model_mb
@@ -132,9 +132,9 @@ def test_streamed_teacher_labels_equal_local_teacher(tmp_path):
     from regraft.port.teacher import LocalTeacher, StreamedTeacher
 
     torch.set_num_threads(1)
-    S = T.make_model(tmp_path / "S")
+    S = T.make_dense(tmp_path / "S")
     T.save_tokenizer(S)
-    A = T.adapter(S, tmp_path / "A", std=0.5)
+    A = T.random_adapter(S, tmp_path / "A", std=0.5)
     tok = T.tokenizer()
     ps = P.from_seeds(["q: abc = ", "q: hello = ", "q: zzyx = "], 24, 1)
     assert StreamedTeacher.usable(A)

@@ -14,7 +14,7 @@ import torch
 
 from regraft.port.teacher import EndpointTeacher, LocalTeacher
 
-from . import _tiny_across as T
+from tests import factories as T
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,9 @@ def _serve(pm, tok):
 
 
 def test_endpoint_teacher_matches_the_in_process_teacher(tmp_path):
-    S = T.make_model(tmp_path / "S")
+    S = T.make_dense(tmp_path / "S")
     T.save_tokenizer(S)
-    A = T.adapter(S, tmp_path / "A", std=0.5)
+    A = T.random_adapter(S, tmp_path / "A", std=0.5)
     tok = T.tokenizer()
     local = LocalTeacher(S, A, tok, stop_ids=[tok.eos_token_id], k=5)
     srv = _serve(local.model, tok)

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from regraft.verify import verify
-from tests.port import _tiny as T
+from tests import factories as T
 
 warnings.filterwarnings("ignore")
 

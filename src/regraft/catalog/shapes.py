@@ -10,8 +10,7 @@ import ast
 from functools import lru_cache
 
 
-class UnknownField(KeyError):
-    """A config field the expression needs is not known (e.g. a `partial` catalog entry)."""
+from regraft.errors import UnknownField  # noqa: E402,F401  (defined in errors.py)
 
 
 _OPS = {

@@ -8,7 +8,6 @@ what the config asks), unknown (facts missing).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,7 +46,7 @@ class ConfigContext(PairFacts):
         y = self.cfg.yarn
         if y and y.get("factor"):
             orig = y.get("original_max_position_embeddings") or self.tf.native_context
-            if orig:
+            if orig:  # both checked when the config was read (configs.model.coerce)
                 return int(orig * float(y["factor"]))
         return self.target.get("max_position_embeddings")
 
@@ -112,26 +111,29 @@ class ConfigContext(PairFacts):
         if isinstance(r, int):
             return r, f"--adapter {getattr(self.adapter, 'path', '')}".strip()
         best = None, ""
+        from regraft.configs.model import lora_module_path
+        from regraft.errors import InputError
+        from regraft.inspection.files import read_json
+        from regraft.numbers import NumberError, parse_int
+
         for item in self.cfg.get("lora_modules") or []:
-            path = item.split("=", 1)[-1]
-            if path.startswith("{"):
-                try:
-                    path = json.loads(path).get("path", "")
-                except json.JSONDecodeError:
-                    continue
+            path = lora_module_path(item)
+            if path is None:
+                continue
             p = Path(path).expanduser()
             if not p.is_absolute():
                 p = self.cfg.path.parent / p
             f = p / "adapter_config.json"
-            if f.is_file():
-                try:
-                    r = json.loads(f.read_text(encoding="utf-8")).get("r")
-                except (OSError, json.JSONDecodeError):
+            try:
+                if not f.is_file():
                     continue
-                if isinstance(r, int) and (best[0] is None or r > best[0]):
-                    import os
+                r = parse_int(read_json(f).get("r"), f"{f}: 'r'", 1, 1 << 20, strings=False)
+            except (OSError, InputError, NumberError):  # unreadable, not JSON, FIFO, no plain rank: not evidence
+                continue
+            if best[0] is None or r > best[0]:
+                import os
 
-                    best = r, os.path.relpath(f, self.cfg.path.parent)
+                best = r, os.path.relpath(f, self.cfg.path.parent)
         return best
 
     def yarn_factor_for(self, length: int) -> float | None:

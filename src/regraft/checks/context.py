@@ -22,6 +22,7 @@ class LoraContext:
     runtime: str
     runtime_data: dict = field(default_factory=dict)
     drift: str = "auto"  # auto (both local and <= DRIFT_AUTO_BYTES) | always | never
+    serving_config: str | None = None  # check --config: the serving command line / file the LoRA flags come from
 
     @cached_property
     def weights_bytes(self) -> int | None:
@@ -44,6 +45,26 @@ class LoraContext:
         return lineage_by_weights(self.source, self.target)
 
     @cached_property
+    def producer(self):
+        """Which tool made the adapter and its layout (regraft.inspection.producer; reads README.md only)."""
+        if self.adapter is None:
+            return None
+        from regraft.inspection.producer import producer_of
+
+        return producer_of(self.adapter, base_widths(self.source, self.target))
+
+    @cached_property
+    def layout_evidence(self):
+        """Numbers where shapes are blind (regraft.checks.weights_evidence), only with a local base model."""
+        if self.adapter is None or self.drift == "never" or self.producer is None or not self.producer.fused:
+            return None
+        if not any(m is not None and m.path is not None and m.tensors for m in (self.source, self.target)):
+            return None  # no local base: nothing to measure, and torch stays unimported
+        from regraft.checks.weights_evidence import evidence_for_context
+
+        return evidence_for_context(self)
+
+    @cached_property
     def effective_adapter(self) -> AdapterSpec | None:
         return self.adapter or (synthetic_adapter(self.source) if self.source else None)
 
@@ -52,21 +73,54 @@ class LoraContext:
         return self.adapter is None
 
     @cached_property
-    def matches(self) -> list[Match]:
+    def namespace_mismatch(self):
+        """regraft.checks.namespaces.Mismatch when the adapter is named for another class of the target (RG115)."""
         a = self.effective_adapter
+        if a is None or self.target.arch is None:
+            return None
+        from regraft.checks.namespaces import namespace_mismatch
+
+        return namespace_mismatch([am.module for am in a.modules], self.target.arch)
+
+    @cached_property
+    def matched_adapter(self) -> AdapterSpec | None:
+        """The adapter as the shape rules see it: renamed exactly into the target's namespace when RG115 applies
+        (the rename is reported once by RG115; the other rules then judge the tensors, not the prefix)."""
+        a, m = self.effective_adapter, self.namespace_mismatch
+        if a is None or m is None:
+            return a
+        from dataclasses import replace
+
+        from regraft.checks.namespaces import rename_keys
+
+        new = rename_keys([am.module for am in a.modules], m.from_ns, m.to_ns)
+        return replace(a, modules=[replace(am, module=new[am.module]) for am in a.modules])
+
+    @cached_property
+    def matches(self) -> list[Match]:
+        a = self.matched_adapter
         if a is None or self.target.arch is None:
             return []
         return match_adapter(a, self.target.arch)
 
     @cached_property
     def uncovered(self) -> dict[str, list[int]]:
-        a = self.effective_adapter
+        a = self.matched_adapter
         if a is None or self.target.arch is None:
             return {}
         return uncovered_layers(a, self.target.arch)
 
     def by_status(self, *statuses: str) -> list[Match]:
         return [m for m in self.matches if m.status in statuses]
+
+
+def base_widths(*models) -> tuple[int, int] | None:
+    """(hidden_size, moe_intermediate_size) of the first model whose architecture knows both."""
+    for m in models:
+        arch = getattr(m, "arch", None)
+        if arch is not None and arch.values.get("hidden_size") and arch.values.get("moe_intermediate_size"):
+            return int(arch.values["hidden_size"]), int(arch.values["moe_intermediate_size"])
+    return None
 
 
 def synthetic_adapter(source: ModelSpec, r: int = 16) -> AdapterSpec | None:

@@ -6,7 +6,7 @@ from typing import Callable, Iterable
 
 from regraft.catalog import runtime_data, runtime_names
 from regraft.checks.context import LoraContext
-from regraft.checks.finding import AreaResult, Finding, ModuleRow, Report, TargetResult, Verdict, worst
+from regraft.checks.finding import AreaResult, Finding, ModuleRow, CheckReport, TargetResult, Verdict, worst
 from regraft.checks.lora_map import Match
 from regraft.checks.registry import rules_for
 from regraft.errors import InputError
@@ -93,7 +93,7 @@ def summary(ctx: LoraContext, verdict: Verdict) -> str:
 
 
 def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None = None,
-          runtime: str = "peft", select=None, ignore=None, options: dict | None = None) -> Report:
+          runtime: str = "peft", select=None, ignore=None, options: dict | None = None) -> CheckReport:
     """Check an adapter (or, without one, a LoRA on SOURCE's usual target modules) against each target."""
     import gc
 
@@ -107,12 +107,12 @@ def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSp
 
 
 def _check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None, runtime: str, select,
-           ignore, options: dict | None) -> Report:
+           ignore, options: dict | None) -> CheckReport:
     rd = runtime_data(runtime)
     if rd is None:
         raise InputError(f"Unknown runtime '{runtime}'. Known: {', '.join(runtime_names())}.")
     options = {**(options or {}), "select": select, "ignore": ignore, "adapter": adapter, "runtime": runtime}
-    report = Report(source.name if source else "-", source.source if source else "-",
+    report = CheckReport(source.name if source else "-", source.source if source else "-",
                     str(adapter.path) if adapter else None, runtime)
     report.bytes_read = (source.bytes_read if source else 0) + (adapter.bytes_read if adapter else 0)
     if adapter is None:
@@ -120,7 +120,7 @@ def _check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterS
                             "TARGET?' module by module")
     for target in targets:
         report.bytes_read += target.bytes_read
-        ctx = LoraContext(source, target, adapter, runtime, rd, options.get("drift") or "auto")
+        ctx = LoraContext(source, target, adapter, runtime, rd, options.get("drift") or "auto", options.get("config"))
         result = TargetResult(target.name, target.source)
         result.areas["lora"] = lora_area(ctx, select, ignore)
         for area in ("config", "rag"):

@@ -143,7 +143,7 @@ class TargetResult:
 
 
 @dataclass
-class Report:
+class CheckReport:
     source: str
     source_source: str
     adapter: str | None

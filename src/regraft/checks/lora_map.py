@@ -6,6 +6,7 @@ namespace) and compute the shapes the target needs for each tensor:
     lora_A [r, in]   lora_B [out, r]   lora_B.bias [out]   magnitude [out]
     embedding: lora_embedding_A [r, vocab]   lora_embedding_B [hidden, r]
     fused experts (v5): A [E*r, in]  B [out, E*r]   with (in, out) = (H, 2I) for gate_up, (I, H) for down
+    (the parameter is (E, out, in) for Qwen MoE, (E, in, out) for gpt-oss / Llama 4: role ``*_in_out``)
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def _match_fused(am: AdapterModule, arch: Architecture, got: dict, adapter: Adap
     if target.shape is None:
         return Match(am, target, "unknown", f"target shape unknown (missing: {', '.join(target.unknown)})", got=got)
     n_exp, out, inn = target.shape
+    if target.role.endswith("_in_out"):  # gpt-oss / Llama 4 store fused experts as (E, in, out)
+        n_exp, inn, out = target.shape
     total = am.a.shape[0]
     r = adapter.rank_alpha(name)[0]  # PEFT sizes fused LoRA as E * r (rank_pattern doubles r for gate_up)
     if total % r or am.b.shape[1] != total:

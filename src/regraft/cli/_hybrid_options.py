@@ -37,9 +37,13 @@ def print_contract(report, console) -> None:
         if side is None:
             continue
         s = side.summary()
-        console.print(f"[bold]{s['role']}[/] {s['endpoint']} -> {s['model']} (resolved: {s['resolved']}, context "
+        from regraft.escape import markup as _m
+
+        console.print(f"[bold]{_m(s['role'])}[/] {_m(s['endpoint'])} -> {_m(s['model'])} (resolved: {_m(s['resolved'])}, context "
                       f"{s['context_window']}, template {'yes' if s['chat_template'] else 'no'}, tools in template "
                       f"{'yes' if s['tools_in_template'] else 'no'})")
     for f in report.findings:
         color = {"error": "red", "warning": "yellow"}.get(f.severity, "dim")
-        console.print(f"[{color}]{f.severity}[/] {f.code}: {f.message}")
+        from regraft.escape import markup as _m
+
+        console.print(f"[{color}]{_m(f.severity)}[/] {_m(f.code)}: {_m(f.message)}")

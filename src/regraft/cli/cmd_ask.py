@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regraft.cli._common import add_format
+
 import argparse
 
 
@@ -14,7 +16,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_hybrid_options(p)
     p.add_argument("--route", choices=["auto", "small", "master"], default="auto", help="explicit user choice")
     p.add_argument("--trace", action="store_true", help="show every step and why it escalated")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     return p
 
 
@@ -52,8 +54,11 @@ def run(args) -> int:
         print_contract(report, err)
         res.trace.render(err)
     flag = " [red](degraded: master unavailable)[/]" if res.degraded else ""
-    err.print(f"[dim]route {res.route} ({res.model}); {'; '.join(res.decision.reasons)}[/]{flag}")
+    from regraft.escape import markup as _m
+    from regraft.escape import safe
+
+    err.print(f"[dim]route {_m(res.route)} ({_m(res.model)}); {_m('; '.join(res.decision.reasons))}[/]{flag}")
     if res.evidence:
-        err.print("[dim]sources: " + ", ".join(f"{h.path} ({h.score:.2f})" for h in res.evidence) + "[/]")
-    out.print(res.answer, markup=False, highlight=False)
+        err.print("[dim]sources: " + ", ".join(f"{_m(h.path)} ({h.score:.2f})" for h in res.evidence) + "[/]")
+    out.print(safe(res.answer), markup=False, highlight=False)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regraft.cli._common import add_format
+
 import argparse
 
 
@@ -28,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--from-records", metavar="FILE.jsonl", help="refit from records written by --records "
                    "(no endpoints needed)")
     p.add_argument("--quantile", type=float, default=0.1, help="the per-token quantile for the logprob signals")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     return p
 
 
@@ -115,11 +117,15 @@ def run(args) -> int:
 
     if not 0 <= args.target_share <= 1:
         raise InputError(f"--target-share {args.target_share}: expected a share from 0 to 1, e.g. 0.2")
+    from regraft import outputs
+
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    if args.policy and Path(args.policy).resolve() == out.resolve():
-        raise InputError(f"--out {out} is the input --policy; write the calibrated policy to a new file")
+    inputs = [args.policy, args.dev, args.from_records]
+    outputs.guard(out, inputs, args.force)  # before the (long) collection; checked again when written
+    if args.records:
+        outputs.guard(args.records, inputs, args.force, kind="file")
     err = Console(stderr=True)
     base = load_policy(args.policy)
     if args.from_records:
@@ -143,9 +149,9 @@ def run(args) -> int:
 
         records = asyncio.run(go())
         if args.records:
-            Path(args.records).write_text(records_to_jsonl(records), encoding="utf-8")
+            outputs.write_text(args.records, records_to_jsonl(records), inputs, args.force)
     policy, report = calibrate(records, args.target_share, base, q=args.quantile)
-    write_policy(policy, out, report)
+    write_policy(policy, out, report, inputs=inputs, force=args.force)
     if args.format == "json":
         print(json.dumps(report, indent=1))
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from regraft.cli._common import add_format, emit
+from regraft.cli._common import add_format, add_runtime, emit
 
 
 def add_parser(sub):
@@ -23,7 +23,7 @@ def add_parser(sub):
     p.add_argument("--adapter", metavar="DIR", help="PEFT adapter folder (or example:NAME for a bundled one)")
     p.add_argument("--config", metavar="FILE", help="serving/generation config to check (vLLM/SGLang/llama.cpp/Ollama)")
     p.add_argument("--rag", metavar="FILE", help="RAG setup file to check")
-    p.add_argument("--runtime", default="peft", help="peft (default), vllm, sglang, llama.cpp, ollama")
+    add_runtime(p)
     p.add_argument("--drift", choices=("auto", "always", "never"), default="auto",
                    help="measure lineage on the weights when SOURCE and TARGET are local folders: auto (when both "
                         "together are under 4 GiB), always, never")

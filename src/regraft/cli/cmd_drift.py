@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from regraft.cli._common import emit
+from regraft.cli._common import add_format, emit
 
 
 def add_parser(sub):
@@ -22,11 +23,11 @@ def add_parser(sub):
                "exit codes: 0 measured, 2 input error")
     p.add_argument("a", metavar="A", help="local model folder (safetensors)")
     p.add_argument("b", metavar="B", help="local model folder with the same tensor names and shapes")
-    p.add_argument("--plot", metavar="FILE", help="per-layer plot: .png (matplotlib) or .html")
+    p.add_argument("--plot", metavar="FILE", help="plot of the change per module role and layer: .png (matplotlib) or .html")
     p.add_argument("--modules", help="only tensors whose name contains one of these, comma-separated")
     p.add_argument("--chunk", type=int, default=1024 * 1024, help="values read per step (default 1M)")
     p.add_argument("--top", type=int, default=10, help="modules listed, most drifted first (default 10)")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    add_format(p, ("table", "json"))
     return p
 
 
@@ -34,8 +35,13 @@ def run(args) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from regraft.cli._common import stderr_console
-    from regraft.drift import drift, plot
+    from regraft.drift import drift
+    from regraft.report.drift import plot, render_drift
 
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".html", ".htm"):
+        from regraft.errors import InputError
+
+        raise InputError(f"--plot {args.plot}: unknown plot format; expected a file name ending in .png or .html")
     mods = [m.strip() for m in args.modules.split(",") if m.strip()] if args.modules else None
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=stderr_console(), transient=True) as prog:
@@ -47,21 +53,6 @@ def run(args) -> int:
         d["plot"] = str(plotted) if plotted else None
         emit(json.dumps(d, indent=2, default=str))
         return 0
-    s = rep.summary()
-    lines = [f"drift {rep.a} -> {rep.b}: {s['verdict']} (sigma {s['sigma']:.4f}, rel. Frobenius {s['rel_fro']:.4f})",
-             f"  {s['copy_rule']}; {s['modules']} modules, {s['bytes_read'] / 1e9:.3f} GB read in {s['seconds']:.2f}s"
-             + (f" ({s['seconds_per_gb']:.2f} s/GB)" if s['seconds_per_gb'] else "")]
-    if rep.shape_mismatch:
-        lines.append(f"  {len(rep.shape_mismatch)} tensors differ in shape, e.g. {rep.shape_mismatch[0]}")
-    if rep.only_a or rep.only_b:
-        lines.append(f"  tensors only in A: {len(rep.only_a)}, only in B: {len(rep.only_b)}")
-    top = sorted(rep.modules, key=lambda m: -m.rel_fro)[: args.top]
-    if top:
-        w = max(len(m.name) for m in top)
-        lines.append(f"  {'module':<{w}}  {'rel.fro':>9} {'sigma':>9}")
-        for m in top:
-            lines.append(f"  {m.name:<{w}}  {m.rel_fro:>9.4f} {m.sigma:>9.4f}")
-    if plotted:
-        lines.append(f"  plot: {plotted}")
-    emit("\n".join(lines))
+    text = render_drift(rep, args.top)
+    emit(text + (f"\n  plot: {plotted}" if plotted else ""))
     return 0

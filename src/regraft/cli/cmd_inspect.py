@@ -15,6 +15,8 @@ def add_parser(sub):
                               "--format json", formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("thing", metavar="MODEL|ADAPTER")
     p.add_argument("--allow-pickle", action="store_true", help="read adapter_model.bin with torch weights_only")
+    p.add_argument("--health", action="store_true", help="adapters: scan every weight for NaN/Inf and measure the "
+                   "effective rank of each module (reads the adapter's weights; numpy)")
     add_format(p)
     return p
 
@@ -25,9 +27,28 @@ def run(args) -> int:
     path = Path(args.thing).expanduser()
     if path.is_dir() and (path / "adapter_config.json").is_file():
         from regraft.inspection.adapter import read_adapter
+        from regraft.inspection.producer import inspect_producer, producer_of
 
-        card = read_adapter(path, allow_pickle=args.allow_pickle).describe()
+        from regraft.inspection.adapter_health import health_card
+
+        if (path / "adapters.safetensors").is_file() and not (path / "adapter_model.safetensors").is_file():
+            if args.health:
+                from regraft.errors import InputError
+
+                raise InputError(f"{path}: --health reads PEFT adapter files, and this is an MLX-LM folder "
+                                 "(adapters.safetensors); convert it first with `regraft port lora --layout`.")
+            card = {"path": str(path), "producer": inspect_producer(path).to_dict()}  # MLX-LM: not PEFT files
+        else:
+            adapter = read_adapter(path, allow_pickle=args.allow_pickle)
+            card = adapter.describe()
+            card["producer"] = producer_of(adapter).to_dict()
+            card["health"] = health_card(adapter, full=args.health)
     else:
+        if args.health:
+            from regraft.errors import InputError
+
+            raise InputError("--health applies to adapter folders (adapter_config.json); "
+                             f"'{args.thing}' is a model.")
         from regraft.inspection.resolve import resolve_model
 
         card = resolve_model(args.thing).describe()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regraft.cli._common import add_format
+
 import argparse
 
 
@@ -17,7 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true", help="include the trace in every answer's `regraft` object")
     p.add_argument("--max-request-bytes", type=int, default=1_000_000)
     p.add_argument("--check-only", action="store_true", help="run the contract check and exit (0 ok, 2 mismatch)")
-    p.add_argument("--format", choices=["text", "json"], default="text", help="format of the start-up report")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     return p
 
 
@@ -56,8 +58,10 @@ def run(args) -> int:
 
     app = create_app(hybrid, max_request_bytes=args.max_request_bytes, trace_default=args.trace,
                      contract=report.to_dict() if report else None)
-    err.print(f"[green]regraft serve[/] on http://{args.host}:{args.port}/v1 (small {opts.small}"
-              + (f", master {opts.master}" if opts.master else ", no master") + ")")
+    from regraft.escape import markup as _m
+
+    err.print(f"[green]regraft serve[/] on http://{_m(args.host)}:{args.port}/v1 (small {_m(opts.small)}"
+              + (f", master {_m(opts.master)}" if opts.master else ", no master") + ")")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.run()

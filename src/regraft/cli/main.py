@@ -11,8 +11,11 @@ Exit codes: 0 carries over / success, 1 findings at or above --fail-on (or a fai
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import pickle
+import re
 import sys
 
 # Order here is the order in `regraft --help`.
@@ -28,10 +31,33 @@ def _load(name: str):
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one error line (``regraft CMD: error: ...``, exit 2) instead of usage + message."""
+
+    def error(self, message: str):
+        from regraft.escape import safe_line
+
+        self.exit(2, f"{self.prog}: error: {safe_line(' '.join(message.split())).rstrip('.')}. See '{self.prog} --help'.\n")
+
+
+def _plain_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every ``type=int`` / ``type=float`` flag of every command parses through regraft.numbers (plain bounded
+    decimals: '²', '١٢', '1_000', 10**400, 'nan', 'inf' are refused)."""
+    from regraft.numbers import float_flag, int_flag
+
+    for a in parser._actions:
+        if a.type is int:
+            a.type = int_flag()
+        elif a.type is float:
+            a.type = float_flag()
+        for sub in (getattr(a, "choices", None) or {}).values() if isinstance(a, argparse._SubParsersAction) else ():
+            _plain_numbers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from regraft import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="regraft",
         description="What carries over when you move LoRA adapters, serving configs and RAG setups between LLMs.",
     )
@@ -43,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         if module is not None:
             p = module.add_parser(sub)
             p.set_defaults(_run=module.run)
+    _plain_numbers(parser)
     return parser
 
 
@@ -70,10 +97,52 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except pickle.UnpicklingError as e:  # torch's weights_only loader refused a pickle (a malicious .bin)
+        if debug:
+            raise
+        print(f"regraft {args.command}: error: {_one_line(_pickle_error(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only folder, full disk, permission, a name too long: one line, outputs rolled back
+        if debug:
+            raise
+        print(f"regraft {args.command}: error: {_one_line(_os_error(e))}", file=sys.stderr)
+        return 2
+
+
+_OS_HINT = {
+    errno.ENOSPC: "free some space or choose another --out", errno.EDQUOT: "free some space or choose another --out",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EACCES: "check the permissions, or choose another path", errno.EPERM: "check the permissions",
+    errno.ENAMETOOLONG: "use a shorter path", errno.ELOOP: "the path has a loop of links",
+}
+
+
+def _pickle_error(e: Exception) -> str:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return ("Refused to load a pickled checkpoint (.bin/.pt): it holds objects other than tensors, which could run "
+            f"code, and regraft never unpickles those ({first}). Use the model's safetensors weights.")
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as: what failed, on which path, why, what to do. (Writers go through regraft.outputs, which
+    removes its temporary files on any error: nothing partial is left.)"""
+    where = " -> ".join(f"'{p}'" for p in (e.filename, e.filename2) if p is not None)
+    why = e.strerror or str(e) or type(e).__name__
+    hint = _OS_HINT.get(e.errno, "check the path")
+    return f"{'Cannot use ' + where + ': ' if where else ''}{why}. {hint[0].upper() + hint[1:]}."
+
+
+_LONG_WORD = re.compile(r"\S{241,}")
 
 
 def _one_line(msg: str) -> str:
-    return " ".join(msg.split())
+    """One line, escaped, with any name longer than 240 characters (a 5000-character tensor name) cut in the
+    middle, and the whole at most 2000 characters."""
+    from regraft.escape import safe_line
+
+    text = _LONG_WORD.sub(lambda m: f"{m.group()[:160]}…({len(m.group())} characters)…{m.group()[-40:]}",
+                          safe_line(" ".join(msg.split())))
+    return text if len(text) <= 2000 else text[:1990] + " …(cut)"
 
 
 if __name__ == "__main__":

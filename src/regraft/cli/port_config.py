@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from regraft.cli._common import emit
+from regraft.cli._common import add_format, emit
 
 
 def add_arguments(p) -> None:
@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
                    help="runtime to write for (default: the config's own)")
     p.add_argument("--out", metavar="FILE", help="write the ported config here (default: print it)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
 
 
 def _source(args, cfg):
@@ -58,7 +58,8 @@ def run(args) -> int:
     res = plan(cfg, source, target, args.runtime)
     text, command = render(res)
     if args.out:
-        write_text_atomic(args.out, text, [args.config], args.force)
+        write_text_atomic(args.out, text, [args.config, target.path, source.path if source else None],
+                          args.force)
     if args.format == "json":
         d = res.to_dict()
         d.update(out=args.out, command=command, text=None if args.out else text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from regraft.cli._common import emit
+from regraft.cli._common import add_format, emit
 
 
 def add_arguments(p) -> None:
@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--embedding", metavar="MODEL", help="switch the embedding model (the index is then re-embedded)")
     p.add_argument("--out", metavar="FILE", help="write the ported setup here (default: print it)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
+    add_format(p, ("table", "json"))  # "text" is accepted as another name for table
 
 
 def run(args) -> int:
@@ -52,7 +52,8 @@ def run(args) -> int:
     text = "\n".join(header) + "\n" + yaml.safe_dump(to_doc(res.setup), sort_keys=False, allow_unicode=True,
                                                      width=100)
     if args.out:
-        write_text_atomic(args.out, text, [args.rag], args.force)
+        write_text_atomic(args.out, text, [args.rag, target.path, source.path if source else None],
+                          args.force)
     if args.format == "json":
         d = res.to_dict()
         d.update(out=args.out)

@@ -98,6 +98,46 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
                "intlist": "an integer or a list of integers"}
 
 
+_ROPE_NUMBERS = {"factor": (float, 0.0, 1e6), "original_max_position_embeddings": (int, 1, 1 << 40),
+                 "beta_fast": (float, -1e6, 1e6), "beta_slow": (float, -1e6, 1e6), "low_freq_factor": (float, 0, 1e6),
+                 "high_freq_factor": (float, 0, 1e6), "attention_factor": (float, 0, 1e6), "mscale": (float, 0, 1e6),
+                 "mscale_all_dim": (float, 0, 1e6)}
+
+
+def _check_rope_numbers(doc: dict, written: str, file_label: str) -> None:
+    """The numbers a rope scaling block carries, through regraft.numbers (a '1e400' factor, a NaN, a string)."""
+    from regraft.numbers import parse_float, parse_int
+
+    for k, (kind, lo, hi) in _ROPE_NUMBERS.items():
+        if doc.get(k) is not None:
+            what = f"{file_label}: '{written}' field '{k}'"
+            if kind is int:
+                doc[k] = parse_int(doc[k], what, lo, hi)
+            else:
+                doc[k] = parse_float(doc[k], what, lo, hi)
+
+
+def lora_module_path(item) -> str | None:
+    """The adapter path of one --lora-modules entry (``name=path``, ``path``, or a JSON object with "path"); None
+    when the entry is not usable as one (wrong type, not UTF-8, too long, nested JSON, NUL)."""
+    if not isinstance(item, str) or len(item) > 4096 or "\0" in item:
+        return None
+    path = item.split("=", 1)[-1] if not item.lstrip().startswith("{") else item
+    if path.lstrip().startswith("{"):
+        try:
+            doc = json.loads(path)
+        except (ValueError, RecursionError):
+            return None
+        path = doc.get("path") if isinstance(doc, dict) else None
+    if not isinstance(path, str) or not path or "\0" in path or len(path) > 4096:
+        return None
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return None
+    return path
+
+
 def coerce(key: str, value, written: str, file_label: str):
     """Check and convert a value to the canonical key's type; a wrong type is a FileFormatError naming the key."""
     t = KEY_TYPES.get(key, "any")
@@ -113,35 +153,25 @@ def coerce(key: str, value, written: str, file_label: str):
 
     if value is None or t == "any":
         return value
-    if t == "int":
-        if isinstance(value, bool):
-            raise bad()
-        if isinstance(value, int) and abs(value) <= 2**53:  # larger is no setting: it overflows every estimate
-            return value
-        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-            return int(value)
-        if isinstance(value, str):
-            s = value.strip().lower().replace("_", "")
-            mult = 1
-            if s.endswith("k") and s[:-1].isdigit():  # vLLM accepts 32k / 128K
-                s, mult = s[:-1], 1024
-            if s.lstrip("-").isdigit() and len(s) <= 16:
-                return int(s) * mult
-        raise bad()
+    if t == "int":  # larger than 2**53 is no setting: it overflows every estimate
+        from regraft.numbers import NumberError, parse_int
+
+        mult, v = 1, value
+        if isinstance(v, str):
+            v = v.strip()
+            if v[-1:] in ("k", "K"):  # vLLM accepts 32k / 128K
+                v, mult = v[:-1], 1024
+        try:
+            return parse_int(v, written, -(2**53), 2**53) * mult
+        except NumberError:
+            raise bad() from None
     if t == "float":
-        if isinstance(value, bool):
-            raise bad()
-        if isinstance(value, (int, float)):
-            try:
-                return float(value)
-            except OverflowError:  # an integer beyond float range
-                raise bad() from None
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad() from None
-        raise bad()
+        from regraft.numbers import NumberError, parse_float
+
+        try:
+            return parse_float(value.strip() if isinstance(value, str) else value, written)
+        except NumberError:
+            raise bad() from None
     if t == "bool":
         if isinstance(value, bool):
             return value
@@ -155,17 +185,30 @@ def coerce(key: str, value, written: str, file_label: str):
             return str(value)
         raise bad()
     if t == "json":
-        if isinstance(value, dict):
-            return value
+        doc = value
         if isinstance(value, str):
+            if len(value) > 1_000_000:
+                raise FileFormatError(f"{file_label}: '{written}' is {len(value)} characters; expected a small JSON "
+                                      "object.")
             try:
                 doc = json.loads(value)
             except json.JSONDecodeError as e:
-                raise FileFormatError(f"{file_label}: '{written}' must be a JSON object, but {value!r} is not valid "
-                                      f"JSON ({e.msg} at column {e.colno}). Quote it as one JSON object.") from None
-            if isinstance(doc, dict):
-                return doc
-        raise bad()
+                raise FileFormatError(f"{file_label}: '{written}' must be a JSON object, but {value[:60]!r} is not "
+                                      f"valid JSON ({e.msg} at column {e.colno}). Quote it as one JSON object.") from None
+            except (ValueError, RecursionError):  # nested thousands deep; an integer past the digit limit
+                raise FileFormatError(f"{file_label}: '{written}' is JSON nested too deeply (or with a number too "
+                                      "long); expected a small JSON object.") from None
+        if not isinstance(doc, dict):
+            raise bad()
+        from regraft.inspection.files import check_depth
+
+        try:
+            check_depth(doc)
+        except ValueError as e:
+            raise FileFormatError(f"{file_label}: '{written}' {e}; expected a small JSON object.") from None
+        if key == "rope_scaling":
+            _check_rope_numbers(doc, written, file_label)
+        return doc
     if t == "strlist":
         if isinstance(value, str):
             return [value]

@@ -36,7 +36,7 @@ class Change:
 
 
 @dataclass
-class PortResult:
+class ConfigPortResult:
     source: str | None
     target: str
     runtime: str
@@ -59,14 +59,14 @@ class PortResult:
         return "\n".join(lines)
 
 
-def plan(cfg: ServingConfig, source, target, runtime: str | None = None) -> PortResult:
+def plan(cfg: ServingConfig, source, target, runtime: str | None = None) -> ConfigPortResult:
     from regraft.checks.area_config import ConfigContext
 
     rt = runtime or (cfg.runtime if cfg.runtime in OUT_RUNTIMES else "transformers")
     ctx = ConfigContext(source, target, cfg, rt)
     tf = ctx.tf
     v = {k: val for k, val in cfg.values.items() if val is not None}
-    res = PortResult(source.name if source else None, target.name, rt, v)
+    res = ConfigPortResult(source.name if source else None, target.name, rt, v)
     ch = res.changes
 
     def change(key, new, reason):

@@ -51,6 +51,7 @@ VLLM_PASS = {
     "limit_mm_per_prompt", "allowed_local_media_path", "tokenizer_mode", "config_format", "disable_custom_all_reduce",
     "generation_config", "kv_transfer_config", "chat_template_content_format", "response_role", "enable_lora_bias",
     "max_seq_len_to_capture", "num_scheduler_steps", "disable_log_stats", "worker_cls", "kv_offloading_size",
+    "lora_target_modules", "lora_extra_vocab_size",  # checked by the LoRA rules (configs/serve_cmdline.py)
 }
 SGLANG = {
     "model_path": "model", "model": "model", "context_length": "max_model_len",
@@ -467,7 +468,7 @@ def _apply_args(cfg: ServingConfig, args: list[str], table: dict, passthrough: s
         else:
             value = args[i + 1]
             i += 2
-            if nk in ("lora_modules", "lora_paths", "lora"):  # several values may follow
+            if nk in ("lora_modules", "lora_paths", "lora", "lora_target_modules"):  # several values may follow
                 vals = [value]
                 while i < len(args) and _is_value(args[i]):
                     vals.append(args[i])
@@ -537,12 +538,13 @@ def read_modelfile(text: str, path: Path) -> ServingConfig:
         parts = line.split(None, 1)
         instr = parts[0].lower()
         rest = parts[1] if len(parts) > 1 else ""
-        if rest.startswith('"""'):
-            body = rest[3:]
-            while '"""' not in body and i < len(lines):
-                body += "\n" + lines[i]
+        if rest.startswith('"""'):  # up to the closing quotes, linear in the lines (an unclosed one runs to the end)
+            chunks = [rest[3:]]
+            while '"""' not in chunks[-1] and i < len(lines):
+                chunks.append(lines[i])
                 i += 1
-            rest = body.split('"""', 1)[0]
+            chunks[-1] = chunks[-1].split('"""', 1)[0]
+            rest = "\n".join(chunks)
         elif len(rest) >= 2 and rest[0] == rest[-1] == '"':
             rest = rest[1:-1]
         if instr == "parameter":

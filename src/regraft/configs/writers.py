@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from regraft.configs.port import PortResult
+from regraft.configs.port import ConfigPortResult
 
 VLLM_OUT = [  # canonical -> vLLM option
     ("model", "model"), ("max_model_len", "max-model-len"), ("tensor_parallel_size", "tensor-parallel-size"),
@@ -51,7 +51,7 @@ GEN_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", 
                 "frequency_penalty")
 
 
-def _header(res: PortResult) -> list[str]:
+def _header(res: ConfigPortResult) -> list[str]:
     lines = [f"# ported by regraft for {res.target} ({res.runtime})" + (f" from {res.source}" if res.source else "")]
     for c in res.changes:
         lines.append("# " + c.text())
@@ -63,7 +63,7 @@ def _header(res: PortResult) -> list[str]:
     return lines
 
 
-def _rope_parameters(res: PortResult) -> dict | None:
+def _rope_parameters(res: ConfigPortResult) -> dict | None:
     rs = res.values.get("rope_scaling")
     return dict(rs) if rs else None
 
@@ -80,7 +80,7 @@ EMITTED = {
 }
 
 
-def render(res: PortResult) -> tuple[str, str | None]:
+def render(res: ConfigPortResult) -> tuple[str, str | None]:
     """(file text, equivalent command line or None). Values the runtime has no setting for are named in left_out."""
     rt = res.runtime
     done = EMITTED.get(rt, set())
@@ -100,7 +100,7 @@ def render(res: PortResult) -> tuple[str, str | None]:
     return _generation_config(res), None
 
 
-def _render_server(res: PortResult) -> tuple[str, str]:
+def _render_server(res: ConfigPortResult) -> tuple[str, str]:
     import yaml
 
     v = res.values
@@ -158,7 +158,7 @@ def _command(runtime: str, doc: dict) -> str:
     return " ".join(parts)
 
 
-def _llamacpp_command(res: PortResult) -> str:
+def _llamacpp_command(res: ConfigPortResult) -> str:
     v = res.values
     parts = ["llama-server", "-m", "TARGET.gguf"]
     for canon, opt in LLAMACPP_OUT:
@@ -180,7 +180,7 @@ def _llamacpp_command(res: PortResult) -> str:
     return " ".join(parts)
 
 
-def _modelfile(res: PortResult) -> str:
+def _modelfile(res: ConfigPortResult) -> str:
     v = res.values
     lines = []
     lines.append("# FROM <the Ollama tag or GGUF of the target: regraft cannot know it>")
@@ -201,7 +201,7 @@ def _modelfile(res: PortResult) -> str:
     return "\n".join(_header(res) + lines) + "\n"
 
 
-def _generation_config(res: PortResult) -> str:
+def _generation_config(res: ConfigPortResult) -> str:
     v = res.values
     doc = {}
     for canon, key in GEN_OUT:

@@ -10,7 +10,7 @@ load), shard by shard in file order, and reduced in float64 to:
 
 Lineage verdict from the overall sigma: ``same weights`` (sigma <= 1e-4: identical or a re-cast),
 ``siblings`` (sigma <= 0.30: one trunk, different post-training), ``unrelated`` (above). The copy rule of
-research/lora_transfer.md 6.5 is separate and stricter: same shapes and sigma <= 0.15 -> copy the adapter.
+The copy rule (docs/transfer.md, auto) is separate and stricter: same shapes and sigma <= 0.15 -> copy the adapter.
 Values are widened to float32 (exact for bf16/f16) and every sum is accumulated in float64. Peak memory is a few
 chunks (default 1M values: ~20 MB), whatever the model size.
 """
@@ -66,11 +66,29 @@ class Stat:
 
     @property
     def role(self) -> str:
-        return _LAYER.sub("", self.name.split("layers.", 1)[-1]) if "layers." in self.name else self.name
+        """The name inside its decoder layer (``self_attn.q_proj``), or the whole name outside layers."""
+        m = _LAYER.search(self.name + ".")
+        return (self.name + ".")[m.end():].rstrip(".") or self.name if m else self.name
 
     def to_dict(self) -> dict:
         return {"module": self.name, "numel": self.numel, "rel_fro": self.rel_fro, "sigma": self.sigma,
                 "max_abs_diff": self.dmax}
+
+
+ROLE_ORDER = ("input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm",
+              "post_attention_layernorm", "gate_proj", "up_proj", "down_proj", "router", "experts.gate_up_proj",
+              "experts.gate_proj", "experts.up_proj", "experts.down_proj", "shared_expert.gate_proj",
+              "shared_expert.up_proj", "shared_expert.down_proj", "shared_expert_gate")
+_EXPERT = re.compile(r"experts\.\d+\.")
+
+
+def short_role(role: str) -> str:
+    """``self_attn.q_proj`` -> ``q_proj``; ``mlp.experts.7.down_proj`` -> ``experts.down_proj``; ``mlp.gate`` ->
+    ``router``."""
+    r = _EXPERT.sub("experts.", role).removesuffix(".weight")
+    for pre in ("self_attn.", "mlp.", "block_sparse_moe.", "feed_forward."):
+        r = r.removeprefix(pre)
+    return {"gate": "router", "shared_experts.gate_proj": "shared_expert.gate_proj"}.get(r, r)
 
 
 @dataclass
@@ -124,6 +142,28 @@ class DriftReport:
     def to_dict(self) -> dict:
         return {**self.summary(), "per_module": [m.to_dict() for m in self.modules],
                 "per_layer": self.per_layer()}
+
+    def per_role(self) -> dict[str, dict[int, float]]:
+        """role -> {layer: rel_fro} with the routed experts of a role pooled (||sum d||/||sum a|| over experts) and
+        roles named short (``q_proj``, ``experts.gate_proj``, ``input_layernorm``): what the drift plot draws."""
+        pooled: dict[str, dict[int, Stat]] = {}
+        for m in self.modules:
+            if m.layer is None:
+                continue
+            role = short_role(m.role)
+            st = pooled.setdefault(role, {}).setdefault(m.layer, Stat(role))
+            st.add(m)
+        order = {r: i for i, r in enumerate(ROLE_ORDER)}
+        return {r: {i: st.rel_fro for i, st in sorted(d.items())}
+                for r, d in sorted(pooled.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))}
+
+    def per_layer_total(self) -> dict[int, float]:
+        """layer -> rel_fro of all its tensors together."""
+        pooled: dict[int, Stat] = {}
+        for m in self.modules:
+            if m.layer is not None:
+                pooled.setdefault(m.layer, Stat(str(m.layer))).add(m)
+        return {i: st.rel_fro for i, st in sorted(pooled.items())}
 
     def per_layer(self) -> dict[str, dict[int, float]]:
         """role -> {layer: rel_fro}."""
@@ -303,63 +343,3 @@ def lineage_by_weights(source, target) -> DriftReport | None:
     if not source.tensors or not target.tensors:
         return None
     return drift_once(source.path, target.path)
-
-
-def plot(rep: DriftReport, out: str | Path) -> Path:
-    """Per-layer relative Frobenius distance, one line per module role: PNG (matplotlib) or HTML (inline SVG)."""
-    out = Path(out)
-    per = rep.per_layer()
-    if out.suffix.lower() == ".png":
-        from regraft.errors import need
-
-        mpl = need("matplotlib", "regraft drift --plot PNG", "plot")
-        mpl.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-        for role, by_layer in sorted(per.items()):
-            xs = sorted(by_layer)
-            ax.plot(xs, [by_layer[x] for x in xs], marker="o", ms=3, lw=1.2, label=role)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("||A - B||_F / ||A||_F")
-        ax.set_title(f"drift {Path(rep.a).name} -> {Path(rep.b).name}: sigma {rep.sigma:.4f} ({rep.verdict})",
-                     fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(out)
-        return out
-    return _html(rep, per, out)
-
-
-def _html(rep: DriftReport, per: dict, out: Path) -> Path:
-    import html
-
-    w, h, pad = 720, 360, 40
-    layers = sorted({x for d in per.values() for x in d}) or [0]
-    ymax = max([v for d in per.values() for v in d.values() if math.isfinite(v)] + [1e-12])
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-              "#17becf"]
-    sx = lambda x: pad + (x - layers[0]) / max(1, layers[-1] - layers[0]) * (w - 2 * pad)  # noqa: E731
-    sy = lambda y: h - pad - y / ymax * (h - 2 * pad)  # noqa: E731
-    lines = []
-    for i, (role, d) in enumerate(sorted(per.items())):
-        pts = " ".join(f"{sx(x):.1f},{sy(d[x]):.1f}" for x in sorted(d) if math.isfinite(d[x]))
-        c = colors[i % len(colors)]
-        lines.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>'
-                     f'<text x="{w - pad + 4}" y="{pad + 12 * i}" font-size="10" fill="{c}">{html.escape(role)}</text>')
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + 160}" height="{h}">'
-           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#444"/>'
-           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="#444"/>'
-           f'<text x="{pad}" y="{pad - 8}" font-size="11">max {ymax:.3g}</text>'
-           f'<text x="{w / 2}" y="{h - 8}" font-size="11">layer</text>' + "".join(lines) + "</svg>")
-    doc = (f"<!doctype html><meta charset=utf-8><title>regraft drift</title><h3>drift {html.escape(rep.a)} &rarr; "
-           f"{html.escape(rep.b)}</h3><p>sigma {rep.sigma:.4f}, verdict <b>{rep.verdict}</b>, "
-           f"{html.escape(rep.summary()['copy_rule'])}</p>{svg}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(doc)
-    tmp.replace(out)
-    return out

@@ -21,12 +21,7 @@ from typing import Any, AsyncIterator
 from regraft.errors import RegraftError
 
 
-class BackendError(RegraftError):
-    """A model endpoint could not give a usable answer (after retries)."""
-
-    def __init__(self, url: str, kind: str, message: str, status: int | None = None, attempts: int = 1):
-        self.url, self.kind, self.status, self.attempts = url, kind, status, attempts
-        super().__init__(f"backend {url}: {message}")
+from regraft.errors import BackendError  # noqa: E402,F401  (defined in errors.py)
 
 
 @dataclass

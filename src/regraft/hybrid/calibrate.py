@@ -218,10 +218,10 @@ def policy_to_dict(p: Policy) -> dict:
     return d
 
 
-def write_policy(p: Policy, path, report: dict | None = None) -> None:
-    from pathlib import Path
-
+def write_policy(p: Policy, path, report: dict | None = None, inputs=(), force: bool = True) -> None:
     import yaml
+
+    from regraft import outputs
 
     head = "# written by regraft calibrate"
     if report:
@@ -229,10 +229,7 @@ def write_policy(p: Policy, path, report: dict | None = None) -> None:
         head += (f": signal {report['winner']}, dev n={report['n']}, target master share {report['target_share']:.0%}"
                  f" -> dev quality {b['quality']:.3f} at {b['master_share']:.1%}")
     text = head + "\n" + yaml.safe_dump(policy_to_dict(p), sort_keys=False, width=110)
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    outputs.write_text(path, text, inputs, force)
 
 
 # -- collecting on live endpoints -----------------------------------------------------------------------------

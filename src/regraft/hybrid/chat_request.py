@@ -48,16 +48,7 @@ REFUSED = {
 }
 
 
-class RequestError(ValueError):
-    """A request the OpenAI API would reject: HTTP 400 with this message, param and code."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = "invalid_value",
-                 status: int = 400, type_: str = "invalid_request_error"):
-        super().__init__(message)
-        self.message, self.param, self.code, self.status, self.type = message, param, code, status, type_
-
-    def to_dict(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+from regraft.errors import RequestError  # noqa: E402,F401  (defined in errors.py)
 
 
 @dataclass

@@ -10,7 +10,10 @@ Checked before ``serve`` takes traffic (and before ``ask``):
    draft) fits each model's context window;
 4. reasoning protocol - a thinking model's draft has its ``<think>`` block removed before the master sees it
    (a warning when the two protocols differ);
-5. live probe - each endpoint answers a 1-token request carrying the same tools (4xx = rejected).
+5. live probe - each endpoint answers a 1-token request carrying the same tools (4xx = rejected);
+6. adapter probe - when an endpoint's model is an adapter served by name (its /v1/models entry has a ``parent``,
+   as vLLM lists ``--lora-modules``), the probe of ``regraft verify --endpoint`` compares it with the parent on a
+   few prompts: an adapter that answers exactly like its base (the silent no-op) is an error.
 
 Errors stop start-up with one clear line per problem; warnings are printed and start-up continues. A master
 that is unreachable at start-up is a warning when the policy allows degraded mode.
@@ -30,8 +33,7 @@ from regraft.errors import RegraftError
 from .chunking import CharEstimate, count_tokens
 
 
-class ContractError(RegraftError):
-    """The small model and the master do not accept the same requests."""
+from regraft.errors import ContractError  # noqa: E402,F401  (defined in errors.py)
 
 
 @dataclass
@@ -117,7 +119,7 @@ def describe_side(role: str, endpoint: str, model_id: str | None, model_hint: st
     side = Side(role=role, endpoint=endpoint, model_id=model_id)
     name = model_hint or model_id
     if not name:
-        side.notes.append("no model id: the endpoint's /v1/models is empty and no --%s-model was given" % role)
+        side.notes.append(f"no model id: the endpoint's /v1/models is empty and no --{role}-model was given")
         return side
     try:
         from regraft.inspection.resolve import resolve_model
@@ -224,9 +226,41 @@ async def probe(backend, tools: list[dict] | None, timeout: float = 60.0) -> Fin
         sev = "error"
         code = "probe-rejected" if e.kind == "rejected" else "probe-unreachable"
         return Finding(sev, code, f"{backend.role} {e}")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Finding("error", "probe-unreachable", f"{backend.role} {backend.base_url}: no answer within {timeout:g}s")
     return None
+
+
+async def adapter_probe(backend, timeout: float = 20.0) -> Finding | None:
+    """`regraft verify --endpoint` on the backend's model when it is an adapter served by name; None otherwise."""
+    from regraft.verify.endpoint import ProbeClient, averify_endpoint
+
+    from .backends import BackendError
+
+    c = ProbeClient(backend.base_url, role=backend.role, timeout=min(timeout, 10.0), retries=0, api_key=backend.api_key)
+    try:
+        entries = await c.entries() or []
+    except BackendError:
+        return None  # the live probe reports an unreachable endpoint
+    finally:
+        await c.aclose()
+    entry = next((e for e in entries if e.get("id") == backend.model), None)
+    parent = (entry or {}).get("parent")
+    if not parent or parent == backend.model:
+        return None
+    try:
+        rep = await averify_endpoint(backend.base_url, backend.model, base_model=str(parent), n_probes=3, max_tokens=4,
+                                     timeout=timeout, retries=0, api_key=backend.api_key, local_reference=False)
+    except RegraftError as e:
+        return Finding("warning", "adapter-probe", f"{backend.role} adapter {backend.model}: could not be probed ({e})")
+    what = f"{backend.role} adapter {backend.model} (parent {parent})"
+    if rep.verdict == "no-effect":
+        return Finding("error", "adapter-no-effect", f"{what} answers exactly like its base: {rep.reason}; likely "
+                       + "; ".join(c["cause"] for c in rep.causes[:3])
+                       + f"; run `regraft verify --endpoint {backend.base_url} --model {backend.model}` for details")
+    if rep.verdict == "unknown":
+        return Finding("warning", "adapter-unknown", f"{what}: whether it is applied is unknown: {rep.reason}")
+    return Finding("info", "adapter-applied", f"{what}: {rep.reason}")
 
 
 @dataclass
@@ -271,7 +305,9 @@ async def check_contract(small_backend, master_backend, policy, tools: list[dict
         except BackendError as e:
             return None, e
         mid = b.model or hint or (ids[0] if ids else None)
-        if b.model is None and ids:
+        if b.model is None and hint in ids:  # a served name (e.g. an adapter served by name): request it
+            b.model = hint
+        elif b.model is None and ids:
             b.model = ids[0]
         if hint and ids and b.model not in ids:
             pass
@@ -295,6 +331,9 @@ async def check_contract(small_backend, master_backend, policy, tools: list[dict
         probes = [probe(small_backend, tools, probe_timeout)]
         if master_backend is not None and not master_down:
             probes.append(probe(master_backend, tools, probe_timeout))
+        probes.append(adapter_probe(small_backend, probe_timeout))
+        if master_backend is not None and not master_down:
+            probes.append(adapter_probe(master_backend, probe_timeout))
         for f in await asyncio.gather(*probes):
             if f is not None:
                 findings.append(f)

@@ -27,8 +27,7 @@ from .tools import ToolRegistry
 from .trace import Trace
 
 
-class OversizeError(InputError):
-    """The request does not fit the models' context budget."""
+from regraft.errors import OversizeError  # noqa: E402,F401  (defined in errors.py)
 
 
 _THINK = re.compile(r"<think>.*?</think>\s*", re.S)

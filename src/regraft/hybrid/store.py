@@ -26,8 +26,7 @@ TABLE = "chunks"
 STORE_FORMAT = 1
 
 
-class StoreMissingError(InputError):
-    """The store named on the command line does not exist or was never indexed."""
+from regraft.errors import StoreMissingError  # noqa: E402,F401  (defined in errors.py)
 
 
 @dataclass(frozen=True)

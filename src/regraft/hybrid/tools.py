@@ -136,8 +136,7 @@ class ToolRegistry:
 
 # -- calculator ------------------------------------------------------------------------------------------
 
-class CalculatorError(ValueError):
-    pass
+from regraft.errors import CalculatorError  # noqa: E402,F401  (defined in errors.py)
 
 
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,

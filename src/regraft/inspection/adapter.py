@@ -238,6 +238,9 @@ def read_adapter(path: str | Path, *, allow_pickle: bool = False) -> AdapterSpec
                                    "regraft does not unpickle by default. Convert it to safetensors, or pass "
                                    "--allow-pickle to read it with torch's weights_only loader.")
         tensors, weights_file, nbytes = _read_bin(inside(path, "adapter_model.bin")), "adapter_model.bin", 0
+    elif (path / "adapters.safetensors").is_file():
+        raise InputError(f"Cannot read adapter '{path}': it is an MLX-LM adapter (adapters.safetensors), not PEFT "
+                         f"files. Convert it exactly: regraft port lora {path} --to BASE --layout mlx-lm:peft --out DIR")
     else:
         raise InputError(f"Cannot read adapter '{path}': no adapter_model.safetensors (or .bin) next to "
                          "adapter_config.json. The adapter folder is incomplete.")
@@ -252,7 +255,17 @@ _TYPES = {"r": int, "lora_alpha": (int, float), "use_rslora": bool, "use_dora": 
           "peft_type": str, "lora_bias": bool}
 
 
+_LORA_KEYS = {"peft_type", "r", "lora_alpha", "target_modules", "target_parameters", "base_model_name_or_path",
+              "lora_parameters", "fine_tune_type"}
+_MODEL_KEYS = {"model_type", "architectures", "hidden_size", "num_hidden_layers", "vocab_size"}
+
+
 def _validate_config(config: dict, where: Path) -> None:
+    if not config.keys() & _LORA_KEYS and len(config.keys() & _MODEL_KEYS) >= 2:
+        raise FileFormatError(f"Invalid adapter_config.json '{where}': it is a model's config.json "
+                              f"(model_type {config.get('model_type')!r:.40}, no LoRA keys such as r, lora_alpha, "
+                              "target_modules). Save the adapter with PEFT's save_pretrained, or pass the folder as "
+                              "a MODEL.")
     for key, typ in _TYPES.items():
         v = config.get(key)
         if v is not None and (not isinstance(v, typ) or (typ is int and isinstance(v, bool))):
@@ -281,6 +294,30 @@ def _validate_config(config: dict, where: Path) -> None:
                 raise FileFormatError(f"Invalid adapter_config.json '{where}': '{key}' key {k!r:.60} has {risk}, "
                                       "which can make regex matching run for hours; use a module name or a simpler "
                                       "pattern.")
+    _validate_numbers(config, where)
+
+
+MAX_RANK = 1 << 20
+MAX_LAYER = 1 << 20
+
+
+def _validate_numbers(config: dict, where: Path) -> None:
+    """Every number through regraft.numbers: bounded, finite, an int where an int is meant (10**400 as r, NaN as
+    alpha, 1e300 in rank_pattern are refused with one line). Linear in the size of the lists."""
+    from regraft.numbers import parse_float, parse_int
+
+    at = f"Invalid adapter_config.json '{where}':"
+    if config.get("r") is not None:
+        parse_int(config["r"], f"{at} 'r'", 1, MAX_RANK, strings=False)
+    if config.get("lora_alpha") is not None:
+        parse_float(config["lora_alpha"], f"{at} 'lora_alpha'", -1e12, 1e12, strings=False)
+    ltt = config.get("layers_to_transform")
+    for v in ltt if isinstance(ltt, list) else [ltt] if ltt is not None else []:
+        parse_int(v, f"{at} 'layers_to_transform' entry", 0, MAX_LAYER, strings=False)
+    for k, v in (config.get("rank_pattern") or {}).items():
+        parse_int(v, f"{at} 'rank_pattern' value for {k!r:.60}", 1, MAX_RANK, strings=False)
+    for k, v in (config.get("alpha_pattern") or {}).items():
+        parse_float(v, f"{at} 'alpha_pattern' value for {k!r:.60}", -1e12, 1e12, strings=False)
 
 
 def _pattern_risk(key: str) -> str | None:

@@ -6,7 +6,11 @@ It answers, for any layer, which modules exist and with which shapes, in two nam
 - ``disk``: checkpoint keys (and transformers 4 module names); MoE experts are per-expert ``mlp.experts.E.*``.
 - ``v5``: the modules/parameters transformers 5 builds; MoE experts are fused 3-D ``mlp.experts.gate_up_proj``.
 
-Entries marked ``"namespace": "both"`` (the default) exist in both.
+Entries marked ``"namespace": "both"`` (the default) exist in both. An architecture file may also give
+``disk_prefixes`` (``[[v5_prefix, disk_prefix], ...]``: Mistral 3 and LLaVA-style wrappers save
+``language_model.model.*`` for the module ``model.language_model.*``), per-file ``aliases`` of config keys, and
+``towers``: other stacks of the same checkpoint (a vision encoder), each a small architecture of its own over a
+config sub-dict, listed by :meth:`Architecture.modules` only with ``towers=True`` and found by ``lookup``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from regraft.catalog import architecture_data
 from regraft.catalog.shapes import UnknownField, evaluate
 
 NAMESPACES = ("disk", "v5")
-_LAYER_RE = re.compile(r"^(?P<prefix>.*?layers\.)(?P<i>\d+)\.(?P<rest>.+)$")
+_LAYER_RE = re.compile(r"^(?P<i>\d+)\.(?P<rest>.+)$")  # what follows a layer prefix
 _EXPERT_RE = re.compile(r"\.experts\.(\d+)\.")
 # transformers 5 re-serialises some keys under new names (research: Qwen3-30B-A3B-Thinking-2507 copy).
 ALIASES = {"num_local_experts": "num_experts", "torch_dtype": "dtype"}
@@ -66,6 +70,7 @@ class Architecture:
     data: dict
     config: dict
     partial: bool = False  # partial catalog entry: no defaults are filled in, unknowns stay unknown
+    full_config: dict | None = None  # the whole config.json when ``config`` is a sub-dict (text_config)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -74,9 +79,36 @@ class Architecture:
         data = architecture_data(model_type) if model_type else None
         if data is None:
             return None
+        full = config
         if data.get("config_root"):
             config = config.get(data["config_root"]) or {}
-        return cls(data, config, partial)
+        return cls(data, config, partial, full)
+
+    @cached_property
+    def towers(self) -> list["Architecture"]:
+        """The other stacks described by the file (a vision encoder), each bound to its config sub-dict; a tower
+        whose config is absent (a partial entry without vision_config) is left out, not guessed."""
+        out = []
+        full = self.full_config if self.full_config is not None else self.config
+        for t in self.data.get("towers", []):
+            cfg = full.get(t["config_root"]) if t.get("config_root") else full
+            if isinstance(cfg, dict):
+                data = {"model_type": self.model_type, "layer_types": "all_full", "defaults": {}, **t}
+                out.append(Architecture(data, cfg, self.partial, full))
+        return out
+
+    def to_disk(self, name: str) -> str:
+        """A transformers-5 module name as the checkpoint names it (``disk_prefixes``)."""
+        for v5, disk in self.data.get("disk_prefixes", ()):
+            if name.startswith(v5):
+                return disk + name[len(v5):]
+        return name
+
+    def from_disk(self, name: str) -> str:
+        for v5, disk in self.data.get("disk_prefixes", ()):
+            if name.startswith(disk):
+                return v5 + name[len(disk):]
+        return name
 
     @property
     def model_type(self) -> str:
@@ -86,9 +118,14 @@ class Architecture:
     def values(self) -> dict:
         """Config values plus the architecture's defaults (defaults only for complete configs)."""
         vals = {k: v for k, v in self.config.items() if v is not None or k not in self.data["defaults"]}
-        for alias, canonical in ALIASES.items():
+        for alias, canonical in (*ALIASES.items(), *self.data.get("aliases", {}).items()):
             if vals.get(canonical) is None and vals.get(alias) is not None:
                 vals[canonical] = vals[alias]
+        if self.full_config is not None and self.full_config is not self.config \
+                and self.full_config.get("tie_word_embeddings") is not None:
+            # a wrapper ties (or not) by its top-level key; transformers may also write the text config's class
+            # default into text_config (Qwen3-VL-MoE: true there, false at the top, lm_head saved)
+            vals["tie_word_embeddings"] = self.full_config["tie_word_embeddings"]
         rope = vals.get("rope_parameters")
         if vals.get("rope_theta") is None and isinstance(rope, dict) and rope.get("rope_theta") is not None:
             vals["rope_theta"] = rope["rope_theta"]
@@ -106,7 +143,7 @@ class Architecture:
 
     @property
     def num_layers(self) -> int | None:
-        return self.values.get("num_hidden_layers")
+        return self.values.get(self.data.get("num_layers_key", "num_hidden_layers"))
 
     @property
     def is_moe(self) -> bool:
@@ -148,11 +185,14 @@ class Architecture:
             self._cache[key] = entries
         return self._cache[key]
 
-    def _module(self, entry: dict, layer: int | None, expert: int | None = None) -> ModuleInfo:
+    def _module(self, entry: dict, layer: int | None, expert: int | None = None, namespace: str = "both",
+                prefix: str = "") -> ModuleInfo:
         template = entry["name"]
-        name = template if layer is None else self.data["layer_prefix"].format(i=layer) + template
+        name = prefix + template if layer is None else self.data["layer_prefix"].format(i=layer) + template
         if expert is not None:
             name = name.replace("{e}", str(expert))
+        if namespace == "disk":
+            name = self.to_disk(name)
         key = ("module", id(entry))
         cached = self._cache.get(key)
         if cached is None or cached[0] is not entry:  # shape, bias and tying depend on the entry and config only
@@ -169,11 +209,20 @@ class Architecture:
                 tied = entry["tied_to"]
             cached = self._cache[key] = (entry, shape, tuple(unknown), bias, tied)
         _, shape, unknown, bias, tied = cached
+        if tied and namespace == "disk":
+            tied = self.to_disk(tied)
         return ModuleInfo(name, template, entry["role"], entry["kind"], shape, layer, expert,
                           entry.get("namespace", "both"), bias, unknown, tied)
 
     def globals(self, namespace: str = "both") -> list[ModuleInfo]:
-        return [self._module(e, None) for e in self.data["globals"] if _in_ns(e, namespace)]
+        out = [self._module(e, None, namespace=namespace) for e in self.data["globals"] if _in_ns(e, namespace)]
+        for group in self.data.get("lists", ()):  # numbered modules outside the layers (deepstack mergers)
+            count = self.values.get(group["count"])
+            count = len(count) if isinstance(count, list) else count or 0
+            for j in range(count):
+                out.extend(self._module(e, None, namespace=namespace, prefix=group["prefix"].format(j=j))
+                           for e in group["entries"] if _in_ns(e, namespace))
+        return out
 
     def layer_modules(self, i: int, namespace: str = "both", expand_experts: bool = False) -> list[ModuleInfo]:
         """Modules of layer ``i``; per-expert entries appear once with expert=None unless expand_experts."""
@@ -182,24 +231,44 @@ class Architecture:
             if not _in_ns(e, namespace):
                 continue
             if e.get("per_expert") and expand_experts and self.num_experts:
-                out.extend(self._module(e, i, x) for x in range(self.num_experts))
+                out.extend(self._module(e, i, x, namespace) for x in range(self.num_experts))
             else:
-                out.append(self._module(e, i))
+                out.append(self._module(e, i, namespace=namespace))
         return out
 
-    def modules(self, namespace: str = "both", expand_experts: bool = False) -> list[ModuleInfo]:
+    def modules(self, namespace: str = "both", expand_experts: bool = False, towers: bool = False) -> list[ModuleInfo]:
+        """Every module of the language model (and, with ``towers``, of the other stacks such as the vision tower)."""
         mods = self.globals(namespace)
         for i in range(self.num_layers or 0):
             mods.extend(self.layer_modules(i, namespace, expand_experts))
+        if towers:
+            for t in self.towers:
+                mods.extend(t.modules(namespace, expand_experts))
         return mods
 
     def lookup(self, name: str, namespace: str = "both") -> ModuleInfo | None:
         """The module at full name ``name`` (no ".weight"), or None if the model has no such module."""
-        for e in self.data["globals"]:
-            if e["name"] == name and _in_ns(e, namespace):
-                return self._module(e, None)
-        m = _LAYER_RE.match(name)
-        if not m or m.group("prefix") != self.data["layer_prefix"].split("{i}")[0]:
+        if namespace in ("disk", "both") and self.data.get("disk_prefixes"):
+            v5 = self.from_disk(name)
+            if v5 != name:
+                return self._lookup(v5, "disk")
+        found = self._lookup(name, namespace)
+        if found is None:
+            for t in self.towers:
+                found = t.lookup(name, namespace)
+                if found is not None:
+                    break
+        return found
+
+    def _lookup(self, name: str, namespace: str) -> ModuleInfo | None:
+        key = ("globals", namespace)
+        if key not in self._cache:
+            self._cache[key] = {self.from_disk(m.name): m for m in self.globals(namespace)}
+        if name in self._cache[key]:
+            return self._cache[key][name]
+        lp = self.data["layer_prefix"].split("{i}")[0]
+        m = _LAYER_RE.match(name[len(lp):]) if name.startswith(lp) else None
+        if not m:
             return None
         layer = int(m.group("i"))
         if self.num_layers is None or layer >= self.num_layers:
@@ -213,7 +282,7 @@ class Architecture:
                 return None
         for e in self.layer_entries(layer):
             if e["name"] == rest and _in_ns(e, namespace):
-                return self._module(e, layer, expert)
+                return self._module(e, layer, expert, namespace)
         return None
 
     def roles(self, namespace: str = "both") -> dict[str, dict]:

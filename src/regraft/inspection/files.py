@@ -10,10 +10,35 @@ from regraft.errors import FileFormatError, InputError
 MAX_SMALL_FILE = 50_000_000  # configs, templates and manifests are small; refuse anything absurd
 
 
+def regular_file_size(path: Path, what: str) -> int:
+    """The size of ``path``, refused (one line) when it is missing, unreadable or not a regular file: a FIFO, a
+    device or a socket would block ``open()`` or never end. Also notes the file as an input of this command."""
+    import os
+    import stat
+
+    from regraft.outputs import note_read
+
+    note_read(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"Cannot read {what} '{path}': no such file.") from None
+    except PermissionError:
+        raise InputError(f"Cannot read {what} '{path}': permission denied.") from None
+    except (OSError, ValueError) as e:  # a name too long, a NUL in it, a loop of links
+        raise InputError(f"Cannot read {what} '{path}': {getattr(e, 'strerror', None) or e}.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"Cannot read {what} '{path}': it is a directory, expected a file.")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"Cannot read {what} '{path}': it is not a regular file (a FIFO, device or socket). "
+                         "Name the file itself.")
+    return st.st_size
+
+
 def read_text(path: Path, what: str = "file") -> str:
     path = Path(path)
+    size = regular_file_size(path, what)
     try:
-        size = path.stat().st_size
         if size > MAX_SMALL_FILE:
             raise FileFormatError(f"Cannot read {what} '{path}': it is {size} bytes, more than the {MAX_SMALL_FILE} "
                                   "bytes such a file can reasonably have. Check that you named the right file.")
@@ -48,6 +73,34 @@ def read_json(path: Path, what: str | None = None, expect: type = dict):
     return doc
 
 
+def read_jsonl(path: Path, what: str, fields: tuple[str, ...] | None = None) -> list[dict]:
+    """One JSON object per line (blank lines skipped), each a dict; with ``fields``, each must hold a string in
+    one of them. Bounded like ``read_text`` (size, regular file, UTF-8); errors name the line."""
+    path = Path(path)
+    text = read_text(path, what)
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FileFormatError(f"Cannot parse {what} '{path}' line {i}: invalid JSON ({e.msg}). Expected one JSON "
+                                  "object per line.") from None
+        except (ValueError, RecursionError):
+            raise FileFormatError(f"Cannot parse {what} '{path}' line {i}: JSON nested too deeply or a number too "
+                                  "long. Expected one JSON object per line.") from None
+        if not isinstance(d, dict):
+            raise FileFormatError(f"Cannot use {what} '{path}' line {i}: a JSON {type(d).__name__}, expected an "
+                                  "object" + (f" with a string '{fields[0]}'" if fields else "") + ".")
+        if fields and not any(isinstance(d.get(f), str) for f in fields):
+            raise FileFormatError(f"Cannot use {what} '{path}' line {i}: expected a string in "
+                                  f"{' / '.join(repr(f) for f in fields)}.")
+        out.append(d)
+    return out
+
+
 def read_json_if_exists(path: Path, what: str | None = None):
     return read_json(path, what) if Path(path).is_file() else None
 
@@ -60,6 +113,10 @@ def inside(folder: Path, rel: str, named_in: str | None = None) -> Path:
     from regraft.errors import UnsafeInputError
 
     folder = Path(folder)
+    if not isinstance(rel, str) or not rel or "\0" in rel or len(rel) > 1024 or not _utf8(rel):
+        shown = repr(rel)[:80] + ("..." if len(repr(rel)) > 80 else "")
+        raise FileFormatError(f"'{named_in or folder}' (in {folder}) names the file {shown}: expected a file name "
+                              "(a string of at most 1024 characters, UTF-8, no NUL). Fix the manifest.")
     candidate = folder / rel
     if _plain_entry(folder, rel):
         return candidate
@@ -77,6 +134,14 @@ def inside(folder: Path, rel: str, named_in: str | None = None) -> Path:
         raise UnsafeInputError(f"{where}, a link to '{resolved}', outside {folder}. Refusing to read it; copy the "
                                "file into the folder if you trust it.")
     return candidate
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
 
 
 def _plain_entry(folder: Path, rel: str) -> bool:

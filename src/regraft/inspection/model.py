@@ -19,9 +19,9 @@ CORE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # what the user typed, normalised (hub id or folder path)
-    origin: str  # local | hf-cache | catalog | hub
+    origin: str  # local | hf-cache | user-catalog | catalog | hub
     config: dict  # config.json without catalog metadata keys
-    status: str = "local"  # local | hub | verbatim | verbatim-quote | reserialized | partial
+    status: str = "local"  # local | hf-cache | hub | user | one of regraft.catalog.STATUSES
     path: Path | None = None
     meta: dict = field(default_factory=dict)  # catalog metadata: _source, _notes, _corroborated_by
     generation_config: dict | None = None
@@ -70,6 +70,8 @@ class ModelSpec:
     def source(self) -> str:
         if self.origin == "catalog":
             return f"catalog ({self.status}): {self.meta.get('_source', '?')}"
+        if self.origin == "user-catalog":
+            return f"user catalog: {self.meta.get('_source', '?')} (added {self.meta.get('_added', '?')})"
         return f"{self.origin}: {self.path}" if self.path else self.origin
 
     @property

@@ -3,8 +3,9 @@
 1. a local Hugging Face model folder (config.json, generation_config.json, tokenizer_config.json /
    chat_template.jinja, safetensors headers and index);
 2. a repo id in the local Hugging Face cache;
-3. the built-in catalog (config-only, with each entry's source and status);
-4. the Hub, when reachable (config and safetensors headers only, never weights).
+3. the user's catalog (`regraft catalog add`: config.json files stored offline, status ``user``);
+4. the built-in catalog (config-only, with each entry's source and status);
+5. the Hub, when reachable (config and safetensors headers only, never weights).
 
 A name that resolves to nothing is an UnknownModelError naming the nearest real models; a name known not to
 exist (Qwen3-70B) says so, with the evidence.
@@ -18,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from regraft import catalog
+from regraft.catalog import user as user_catalog
 from regraft.errors import InputError, OfflineError, UnknownModelError
 from regraft.inspection import hub
 from regraft.inspection.arch import validate_config
@@ -39,6 +41,9 @@ def resolve_model(name: str | Path, *, use_hub: bool = True) -> ModelSpec:
     snap = hub.cached_snapshot(repo_id, revision or None)
     if snap is not None:
         return read_model_folder(snap, name=repo_id, origin="hf-cache")
+    uid = user_catalog.find(repo_id)
+    if uid is not None:
+        return user_model(uid)
     cid = catalog.find_model(repo_id)
     if cid is not None:
         return catalog_model(cid)
@@ -67,6 +72,12 @@ def _raise_if_known_fake(repo_id: str) -> None:
         if fake.lower() == full.lower():
             raise UnknownModelError(_unknown_message(repo_id, f"'{fake}' does not exist: {why}. "
                                                      f"Source: {fakes['_source']}."))
+    import re
+
+    for pattern, entry in fakes.get("patterns", {}).items():
+        if re.match(pattern, full, re.I):
+            raise UnknownModelError(_unknown_message(repo_id, f"'{full}' does not exist as open weights: "
+                                                     f"{entry['why']}. Source: {entry['_source']}."))
 
 
 def _unknown_message(repo_id: str, reason: str) -> str:
@@ -84,6 +95,12 @@ def catalog_model(model_id: str) -> ModelSpec:
     meta = {k: v for k, v in entry.items() if k.startswith("_")}
     return ModelSpec(name=model_id, origin="catalog", config=_strip_meta(entry), status=entry["_status"],
                      meta=meta, generation_config=entry.get("_generation_config"))
+
+
+def user_model(model_id: str) -> ModelSpec:
+    config, meta, _index = user_catalog.entry(model_id)
+    validate_config(config, f"'{meta.get('_source')}' (user catalog entry {model_id})")
+    return ModelSpec(name=model_id, origin="user-catalog", config=config, status="user", meta=meta)
 
 
 def read_model_folder(folder: Path, name: str | None = None, origin: str = "local") -> ModelSpec:

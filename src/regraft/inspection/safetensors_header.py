@@ -145,9 +145,11 @@ def _bad(where: str, reason: str) -> FileFormatError:
 
 def _read_part(path: Path) -> tuple[_Part, dict[str, str], int]:
     """Read and validate one .safetensors header: (tensors as columns, __metadata__, bytes read)."""
+    from regraft.inspection.files import regular_file_size
+
     where = f"'{path.name}' (in {path.parent})"
+    size = regular_file_size(path, where)
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
@@ -171,11 +173,38 @@ def _read_part(path: Path) -> tuple[_Part, dict[str, str], int]:
         raise _bad(where, f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict):
         raise _bad(where, f"header is a JSON {type(doc).__name__}, expected an object")
-    metadata = doc.get("__metadata__") or {}
+    metadata = doc.get("__metadata__")
+    if metadata is None:  # absent or null: what the safetensors library accepts
+        metadata = {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise _bad(where, "__metadata__ must map strings to strings")
+    n_tensors = len(doc) - ("__metadata__" in doc)
+    if any(text.count(f'"{f}"') != n_tensors for f in ("dtype", "shape", "data_offsets")):
+        _check_duplicate_fields(text, where)  # counts differ: a repeated key somewhere (rare; the exact pass)
     # No '-' anywhere (a memchr): no number in the header is negative, so the sign checks can be skipped.
-    return _validate(doc, path.name, size - 8 - n, where, unsigned="-" not in text), metadata, 8 + n
+    data_size = size - 8 - n
+    part = _validate(doc, path.name, data_size, where, unsigned="-" not in text)
+    covered = sum(part.nbytes)
+    if covered != data_size:  # spans are disjoint and inside the data: equal sums mean exact coverage
+        raise _bad(where, f"the tensors cover {covered} of the {data_size} data bytes (a gap between tensors or "
+                   "trailing bytes); the safetensors library refuses such a file")
+    return part, metadata, 8 + n
+
+
+_TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+
+
+def _check_duplicate_fields(text: str, where: str) -> None:
+    """Refuse a tensor entry that repeats a field (the safetensors library does: 'duplicate field'); a repeated
+    tensor name is last-wins there as in json.loads (then the coverage check decides)."""
+    def hook(pairs):
+        keys = [k for k, _ in pairs]
+        if _TENSOR_FIELDS & set(keys) and len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise _bad(where, f"a tensor entry repeats the field {dup!r}")
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=hook)
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -190,6 +219,19 @@ def parse_header_doc(doc: dict, file: str, data_size: int | None, where: str) ->
 
 
 # Dtypes whose byte size is count x element size (the packed F4/F6 ones go through the exact per-tensor pass).
+# Dtypes torch can hold but not compute with on CPU (no copy/cat/matmul kernels): a port that changes tensors refuses
+# them up front, in one line, instead of a NotImplementedError from deep inside torch.
+PACKED_DTYPES = frozenset({"F4", "F6_E2M3", "F6_E3M2", "F8_E8M0"})
+
+
+def refuse_packed(dtypes, where: str, what: str) -> None:
+    """FileFormatError when any of ``dtypes`` is a packed/scale-only dtype that ``what`` cannot compute with."""
+    bad = sorted(set(dtypes) & PACKED_DTYPES)
+    if bad:
+        raise FileFormatError(f"Cannot {what}: '{where}' stores tensors as {', '.join(bad)} (packed micro-scaling "
+                              "formats torch cannot compute with here). Dequantize the adapter to BF16/F32 first.")
+
+
 _WHOLE_BYTES = frozenset(k for k in DTYPE_BYTES if k not in ("F4", "F6_E2M3", "F6_E3M2"))
 _DTYPE, _SHAPE, _OFFSETS = itemgetter("dtype"), itemgetter("shape"), itemgetter("data_offsets")
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)

@@ -7,7 +7,6 @@ whatever would otherwise load with another rank or scale.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -15,30 +14,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from regraft.errors import InputError, RegraftError
+from regraft.errors import InputError, PortBlocked, RegraftError  # noqa: F401 (PortBlocked re-exported)
 from regraft.inspection.adapter import AdapterSpec, _pattern_key, read_adapter
 from regraft.inspection.model import ModelSpec
-from regraft.port import fixups, relayout
+from regraft.port import conversion, fixups, relayout
 from regraft.port.items import Item, items_from_spec, load_tensors, tensor_key
 from regraft.port.plan import Plan, make_plan
 
 MOE_LEAVES = {"gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"}
 
 
-class PortBlocked(RegraftError):
-    """Some modules have no exact move and --allow-lossy was not given (exit 1, plan printed)."""
-
-    exit_code = 1
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        rows = plan.blocked
-        super().__init__(f"{len(rows)} module(s) cannot be moved exactly (e.g. {rows[0].module}: {rows[0].reason}). "
-                         "See the plan; --allow-lossy drops them and reports how much is lost.")
-
-
 @dataclass
-class PortResult:
+class CopyResult:
     plan: Plan
     out: Path | None
     config: dict | None = None
@@ -279,8 +266,8 @@ def apply_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, tensors: dict |
     if plan.reoriented:
         items = [relayout.reorient_fused(it, num_e) if it.kind == "fused_experts" and _scale_name(it) in
                  plan.reoriented else it for it in items]
-    if plan.layout_out == "moe-v4-per-expert" and num_e:
-        items = relayout.to_v4(items, num_e, inter)
+    if plan.layout_out == conversion.V4 and num_e:
+        items = conversion.convert(items, conversion.V4, num_e, inter)
     ranks_now = [it.rank for it in items if it.a is not None and it.kind != "fused_experts"]
     if plan.rank_out and ranks_now and max(ranks_now) > plan.rank_out:
         # a fused gate_up trained as such splits into rank-2r pairs: the plan assumed r
@@ -301,27 +288,35 @@ def apply_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, tensors: dict |
                   else fixups.pad_rank(it, plan.rank_out)) if it.a is not None else it for it in items]
     if plan.output_format == "gguf":
         items = [fixups.fold_scale(it, plan.gguf_alpha / it.rank) if it.b is not None else it for it in items]
-    if plan.layout_out == "moe-v5-fused" and num_e:
-        blockers = relayout.v5_blockers(items, num_e)
+    if plan.layout_out == conversion.V5 and num_e:
+        blockers = conversion.blockers(items, conversion.V5, num_e)
         if blockers:
             raise InputError("Cannot fuse the experts: " + blockers[0])
-        items = relayout.to_v5(items, num_e)
+        items = conversion.convert(items, conversion.V5, num_e, inter)
     return items
 
 
 def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | Path | None, *,
               runtime: str = "peft", layout: str = "auto", allow_lossy: bool = False, force: bool = False,
               source: ModelSpec | None = None, revision: str | None = None, target_name: str | None = None,
-              dry_run: bool = False, drift: bool = True, gguf: bool | None = None) -> PortResult:
+              dry_run: bool = False, drift: bool = True, gguf: bool | None = None) -> CopyResult:
     t0 = time.perf_counter()
     spec = adapter if isinstance(adapter, AdapterSpec) else read_adapter(adapter)
     if gguf is None:
         gguf = out is not None and str(out).endswith(".gguf")
     plan = make_plan(spec, target, runtime, layout, allow_lossy, gguf=gguf)
-    result = PortResult(plan, None)
     if dry_run:
-        result.seconds = time.perf_counter() - t0
-        return result
+        return CopyResult(plan, None, seconds=time.perf_counter() - t0)
+    return execute_plan(spec, plan, target, out, force=force, source=source, revision=revision,
+                        target_name=target_name, drift=drift, t0=t0)
+
+
+def execute_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, out: str | Path | None, *, force: bool = False,
+                 source: ModelSpec | None = None, revision: str | None = None, target_name: str | None = None,
+                 drift: bool = True, t0: float | None = None) -> CopyResult:
+    """Carry out ``plan`` (from :func:`make_plan`) and write ``out`` atomically."""
+    t0 = time.perf_counter() if t0 is None else t0
+    result = CopyResult(plan, None)
     if out is None:
         raise InputError("--out is required (or pass --dry-run to see the plan).")
     from regraft.port.write import check_output, write_peft
@@ -364,9 +359,10 @@ def port_lora(adapter: str | Path | AdapterSpec, target: ModelSpec, out: str | P
         shapes = write_gguf(out, items, target.model_type, target.arch.num_layers, target.arch.num_experts,
                             plan.gguf_alpha, name=f"{Path(spec.path).name} for {name}")
         result.tensors_written = len(shapes)
-        side = out.with_name(out.name + ".regraft.json")
+        from regraft.port.write import write_side_report
+
         report["gguf_tensors"] = {k: list(v) for k, v in shapes.items()}
-        side.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        side = write_side_report(out, report)
         result.notes.append(f"report: {side}")
     else:
         cfg = build_config(spec, plan, items, name, revision, target.arch.num_experts)

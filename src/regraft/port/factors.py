@@ -51,7 +51,7 @@ def module_name(layer: int, role: str) -> str:
 
 def write_lora(out: Path, spec, factors: dict[str, tuple], target_dir, report: dict, force: bool = False,
                inputs=()) -> Path:
-    """Write a PEFT LoRA atomically (issue 5's writer). ``factors``: module -> (A, B, scale applied).
+    """Write a PEFT LoRA atomically (regraft.port.write). ``factors``: module -> (A, B, scale applied).
     Scales are folded into B against the config's alpha/r, so rank/alpha semantics stay those of the source."""
     import math
 

@@ -1,4 +1,4 @@
-"""Label-free checks (research 6.5): none of them needs task labels.
+"""Label-free checks (docs/transfer.md, auto): none of them needs task labels.
 
 * teacher agreement: fraction of positions where the student's argmax equals the teacher's greedy token
   (teacher-forced on the teacher's completions of synthetic prompts);

@@ -10,7 +10,6 @@ Qwen2/Qwen3 need no q/k permutation (NeoX RoPE), unlike Llama.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -66,7 +65,10 @@ def write_gguf(out: Path, items: list[Item], model_type: str, num_layers: int, n
             raise InputError(f"{base}: expert ranks differ ({sorted(ranks)}); pad them first.")
         arrays[base + ".weight.lora_a"] = np.stack([by_e[e].a.float().numpy() for e in range(num_experts)])
         arrays[base + ".weight.lora_b"] = np.stack([by_e[e].b.float().numpy() for e in range(num_experts)])
-    tmp = out.with_name(f".{out.name}.regraft-tmp-{os.getpid()}")
+    from regraft import outputs
+
+    final = outputs.final_path(out)
+    tmp = outputs.tmp_name(final)
     arch = gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, GGUF_ARCH[model_type])]
     try:
         w = gguf.GGUFWriter(str(tmp), arch)
@@ -81,9 +83,7 @@ def write_gguf(out: Path, items: list[Item], model_type: str, num_layers: int, n
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        from regraft.port.write import replace_into
-
-        replace_into(tmp, out)
+        outputs.commit(tmp, final)  # a single file: one os.replace
     finally:
         if tmp.exists():
             tmp.unlink()

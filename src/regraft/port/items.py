@@ -56,6 +56,10 @@ def load_tensors(spec: AdapterSpec) -> dict:
     if spec.weights_file.endswith(".safetensors"):
         from safetensors.torch import load_file
 
+        from regraft.inspection.safetensors_header import refuse_packed, tensor_dtypes
+
+        refuse_packed(tensor_dtypes(spec.tensors), str(path), "change the adapter's tensors")
+
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 

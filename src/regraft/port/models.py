@@ -36,9 +36,8 @@ def load_tokenizer(path):
 
 
 def progress(enabled: bool = True):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from regraft.cli._common import stderr_console
-
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=stderr_console(), transient=True, disable=not enabled)
+                    console=Console(stderr=True), transient=True, disable=not enabled)

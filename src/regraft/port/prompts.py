@@ -1,4 +1,5 @@
-"""Synthetic prompts for distillation (research 6.4 step 1) and TiTok-style excess selection (step 3).
+"""Synthetic prompts for distillation (docs/transfer.md, distill step 1) and TiTok-style excess selection
+(step 3).
 
 Sources, any of:
 * ``seeds``: a few example prompts (seeds.jsonl: {"prompt": ...} or {"input": ...} or {"text": ...} per line).
@@ -16,7 +17,6 @@ counted; max character-8-gram overlap is reported).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -27,18 +27,13 @@ _CLASSES = [string.ascii_lowercase, string.ascii_uppercase, string.digits]
 
 def load_seeds(path) -> list[dict]:
     """seeds.jsonl -> [{"prompt": str, "output": str | None}]."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        d = json.loads(line)
-        p = d.get("prompt", d.get("input", d.get("text")))
-        if p is None:
-            from regraft.errors import InputError
+    from regraft.inspection.files import read_jsonl
 
-            raise InputError(f"{path}: each line needs a 'prompt' (or 'input'/'text') field")
-        out.append({"prompt": p, "output": d.get("output", d.get("completion"))})
+    out = []
+    for d in read_jsonl(Path(path), "--prompts file", ("prompt", "input", "text")):
+        p = next(d[k] for k in ("prompt", "input", "text") if isinstance(d.get(k), str))
+        o = d.get("output", d.get("completion"))
+        out.append({"prompt": p, "output": o if isinstance(o, str) else None})
     return out
 
 
@@ -213,3 +208,13 @@ def token_mask(excess_tokens, frac: float):
         return torch.ones(n, dtype=torch.bool)
     thr = excess_tokens.kthvalue(n - k + 1).values
     return excess_tokens >= thr
+
+
+def generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
+    """Token sequences of generic text (str, tokenised by ``tok``; or token-id lists) for the side-effect checks."""
+    if not calib_texts:
+        return []
+    if not isinstance(calib_texts[0], str):
+        return [list(s)[:L] for s in calib_texts[:n]]
+    seqs = [tok(t, add_special_tokens=False)["input_ids"][:L] for t in calib_texts[:n]]
+    return [s for s in seqs if len(s) > 1]

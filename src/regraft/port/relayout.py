@@ -202,3 +202,68 @@ def to_old_orientation(it: Item, num_experts: int) -> Item:
     old_a = b.permute(2, 1, 0).reshape(E * r, -1).contiguous()  # E, r, out
     old_b = a.permute(2, 1, 0).reshape(a.shape[-1], r * E).contiguous()  # in, r, E
     return it.copy(a=old_a, b=old_b)
+
+
+# -- producer layouts (catalog/layouts.json), whole folders ------------------------------------------------------
+def relayout_folder(adapter: str, out: str, from_layout: str, to_layout: str, target=None, force: bool = False,
+                    dry_run: bool = False) -> dict:
+    """Read an adapter folder of any producer layout, convert it exactly (:func:`regraft.port.layouts.convert`)
+    and write it atomically. ``from_layout`` "auto" takes what :mod:`regraft.inspection.producer` decides and
+    refuses an undecided one. Returns a report dict."""
+    from pathlib import Path
+
+    from regraft.errors import InputError, need
+    from regraft.inspection.producer import inspect_producer
+    from regraft.port.layouts import convert
+
+    src = Path(adapter).expanduser()
+    arch = getattr(target, "arch", None)
+    vals = arch.values if arch is not None else {}
+    widths = (vals.get("hidden_size"), vals.get("moe_intermediate_size"))
+    rep = inspect_producer(src, widths if all(widths) else None)
+    if from_layout == "auto":
+        if rep.layout == "unknown":
+            raise InputError(f"Cannot tell the layout of '{src}': {'; '.join(rep.missing) or 'no layout fits'}. "
+                             f"Name it: --layout FROM:{to_layout} (candidates: {', '.join(rep.candidates) or '-'}).")
+        from_layout = rep.layout
+    if rep.weights_file is None:
+        raise InputError(f"Cannot relayout '{src}': no adapter_model.safetensors or adapters.safetensors.")
+    base = {"num_experts": vals.get("num_experts"), "hidden_size": vals.get("hidden_size"),
+            "moe_intermediate_size": vals.get("moe_intermediate_size"),
+            "num_hidden_layers": vals.get("num_hidden_layers")}
+    report = {"adapter": str(src), "from_layout": from_layout, "to_layout": to_layout, "producer": rep.producer,
+              "out": out, "exact": True}
+    if dry_run:
+        return {**report, "dry_run": True}
+    need("torch", "regraft port lora --layout", "torch")
+    need("safetensors", "regraft port lora --layout", "torch")
+    from safetensors.torch import load_file
+
+    from regraft.inspection.files import inside, read_json
+    from regraft.port.write import _tmp_name, check_output, replace_into, write_peft
+
+    tensors = load_file(str(inside(src, rep.weights_file)))
+    config = read_json(inside(src, "adapter_config.json"), "adapter_config.json") \
+        if (src / "adapter_config.json").is_file() else {}
+    new_t, new_cfg, notes = convert(tensors, config, from_layout, to_layout, base)
+    dest = check_output(out, [src], force)
+    if to_layout == "mlx-lm":
+        import json
+        import shutil
+
+        from safetensors.torch import save_file
+
+        tmp = _tmp_name(dest)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            save_file({k: v.contiguous() for k, v in new_t.items()}, str(tmp / "adapters.safetensors"))
+            (tmp / "adapter_config.json").write_text(json.dumps(new_cfg, indent=2, sort_keys=True) + "\n")
+            replace_into(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    else:
+        write_peft(dest, new_cfg, new_t)
+    return {**report, "notes": notes, "tensors_written": len(new_t)}

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from regraft.port.fidelity import _pad
+
 
 def _cut_at_stop(row: list[int], stop) -> list[int]:
     """A greedy completion up to and including its first stop token (all of it when none)."""
@@ -51,6 +53,15 @@ class TeacherItem:
         return self.prompt
 
 
+
+def _length_chunks(tok, prompts: list[str], batch: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(token ids of each prompt, batches of prompt indices of one length each): greedy decoding without padding."""
+    enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    groups = defaultdict(list)
+    for i, e in enumerate(enc):
+        groups[len(e)].append(i)
+    return enc, [idx[s:s + batch] for _, idx in sorted(groups.items()) for s in range(0, len(idx), batch)]
+
 class LocalTeacher:
     """Source + adapter in this process; greedy decoding grouped by prompt length (no padding)."""
 
@@ -69,27 +80,22 @@ class LocalTeacher:
     def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, generator=None) -> list[list[int]]:
         """Completions (token ids, cut after the first stop token): greedy, or sampled with ``temperature`` > 0."""
-        enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        groups = defaultdict(list)
-        for i, e in enumerate(enc):
-            groups[len(e)].append(i)
+        enc, chunks = _length_chunks(self.tok, prompts, batch)
         out = [None] * len(prompts)
         dev = self.model.device
-        for _, idx in sorted(groups.items()):
-            for s in range(0, len(idx), batch):
-                ch = idx[s:s + batch]
-                x = torch.tensor([enc[i] for i in ch], device=dev)
-                gen, done = [], torch.zeros(len(ch), dtype=torch.bool, device=dev)
-                for _ in range(max_new):
-                    nxt = _pick(self.model(input_ids=x).logits[:, -1], temperature, top_p, generator)
-                    gen.append(nxt)
-                    for t in self.stop:
-                        done |= nxt == t
-                    x = torch.cat([x, nxt[:, None]], 1)
-                    if bool(done.all()):
-                        break
-                for r, i in zip(torch.stack(gen, 1).tolist(), ch):
-                    out[i] = _cut_at_stop(r, self.stop)
+        for ch in chunks:
+            x = torch.tensor([enc[i] for i in ch], device=dev)
+            gen, done = [], torch.zeros(len(ch), dtype=torch.bool, device=dev)
+            for _ in range(max_new):
+                nxt = _pick(self.model(input_ids=x).logits[:, -1], temperature, top_p, generator)
+                gen.append(nxt)
+                for t in self.stop:
+                    done |= nxt == t
+                x = torch.cat([x, nxt[:, None]], 1)
+                if bool(done.all()):
+                    break
+            for r, i in zip(torch.stack(gen, 1).tolist(), ch):
+                out[i] = _cut_at_stop(r, self.stop)
         self.calls += len(prompts)
         return out
 
@@ -103,11 +109,7 @@ class LocalTeacher:
             p_ids = {i: self.tok(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk}
             seqs = [p_ids[i] + comps[i] for i in chunk]
             if seqs:  # right padding + attention mask: positions before the padding are exact
-                L = max(map(len, seqs))
-                x = torch.zeros((len(seqs), L), dtype=torch.long)
-                m = torch.zeros((len(seqs), L), dtype=torch.long)
-                for r, q in enumerate(seqs):
-                    x[r, :len(q)], m[r, :len(q)] = torch.tensor(q), 1
+                x, m = _pad(seqs)
                 x, m = x.to(self.model.device), m.to(self.model.device)
                 LP = torch.log_softmax(self.model(input_ids=x, attention_mask=m).logits.float(), -1).cpu()
                 with self.model.disable_adapter():
@@ -259,11 +261,7 @@ class StreamedTeacher(LocalTeacher):
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new: int = 24, batch: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, generator=None) -> list[list[int]]:
-        enc = [self.tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        groups = defaultdict(list)
-        for i, e in enumerate(enc):
-            groups[len(e)].append(i)
-        chunks = [idx[s:s + batch] for _, idx in sorted(groups.items()) for s in range(0, len(idx), batch)]
+        enc, chunks = _length_chunks(self.tok, prompts, batch)
         xs = [torch.tensor([enc[i] for i in ch]) for ch in chunks]
         gens = [[] for _ in chunks]
         done = [torch.zeros(len(ch), dtype=torch.bool) for ch in chunks]
@@ -296,11 +294,7 @@ class StreamedTeacher(LocalTeacher):
                 continue
             p_ids = {i: self.tok(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk}
             seqs = [p_ids[i] + comps[i] for i in chunk]
-            L = max(map(len, seqs))
-            x = torch.zeros((len(seqs), L), dtype=torch.long)
-            m = torch.zeros((len(seqs), L), dtype=torch.long)
-            for r, q in enumerate(seqs):
-                x[r, :len(q)], m[r, :len(q)] = torch.tensor(q), 1
+            x, m = _pad(seqs)
             chunks.append(chunk)
             xs.append(x)
             ms.append(m)

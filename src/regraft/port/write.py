@@ -1,5 +1,6 @@
 """Atomic output: build the whole adapter folder (or GGUF file) under a temporary name next to the destination,
-then rename it into place. Never over the input; never over an existing output without ``force``."""
+then commit it into place (``regraft.outputs``). Never over an input; never over an existing output without
+``force``."""
 
 from __future__ import annotations
 
@@ -8,52 +9,34 @@ import os
 import shutil
 from pathlib import Path
 
-from regraft.errors import InputError, OutputExistsError
+from regraft import outputs
+
+SIDE_GGUF = ".regraft.json"  # the report next to a GGUF output
 
 
 def check_output(out: str | Path, inputs: list[str | Path], force: bool) -> Path:
-    out = Path(out).expanduser()
-    ro = out.resolve()
-    for i in inputs:
-        if i is None:
-            continue
-        ri = Path(i).expanduser().resolve()
-        if ro == ri or ri in ro.parents or ro in ri.parents:
-            raise InputError(f"Refusing to write '{out}': it is (or contains, or is inside) the input '{i}'. "
-                             "Choose another --out.")
-    if out.exists() and not force:
-        raise OutputExistsError(f"'{out}' exists. Pass --force to replace it, or choose another --out.")
-    if not ro.parent.is_dir():
-        raise InputError(f"Cannot write '{out}': the folder '{out.parent}' does not exist.")
-    return out
+    """Guard ``out`` (and the GGUF side report) against the inputs; return the path to write."""
+    gguf = str(out).endswith(".gguf")
+    return outputs.guard(out, inputs, force, side=(SIDE_GGUF,) if gguf else (), kind="file" if gguf else "dir")
 
 
 def _tmp_name(out: Path) -> Path:
-    return out.with_name(f".{out.name}.regraft-tmp-{os.getpid()}")
+    return outputs.tmp_name(Path(out))
 
 
 def replace_into(tmp: Path, out: Path) -> None:
-    """Move a finished temporary file/folder to ``out`` (replacing an existing one only after success)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.regraft-old-{os.getpid()}")
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
+    """Move a finished temporary file/folder to ``out`` without a window (see ``outputs.commit``)."""
+    outputs.commit(Path(tmp), outputs.final_path(out))
 
 
 def write_peft(out: Path, config: dict, tensors: dict, report: dict | None = None,
                copy_weights_from: Path | None = None) -> Path:
     """Write a PEFT adapter folder atomically. ``tensors``: key -> torch tensor; or ``copy_weights_from`` (an
-    unchanged adapter_model.safetensors, copied byte for byte)."""
-    tmp = _tmp_name(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    unchanged adapter_model.safetensors, copied byte for byte). ``out`` was checked with ``check_output``."""
+    final = outputs.final_path(out)
+    tmp = _tmp_name(final)
+    if os.path.lexists(tmp):
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     tmp.mkdir()
     try:
         if copy_weights_from is not None:
@@ -75,11 +58,25 @@ def write_peft(out: Path, config: dict, tensors: dict, report: dict | None = Non
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        replace_into(tmp, out)
+        outputs.commit(tmp, final)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def write_side_report(out: Path, report: dict) -> Path:
+    """The JSON report next to a GGUF output (guarded with it by ``check_output``; one atomic rename)."""
+    final = outputs.final_path(out)
+    side = final.with_name(final.name + SIDE_GGUF)
+    tmp = _tmp_name(side)
+    try:
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        outputs.commit(tmp, side)
+    finally:
+        if os.path.lexists(tmp):
+            tmp.unlink()
+    return side
 
 
 def _json_default(o):

@@ -110,6 +110,9 @@ class RagSetup:
             if not p.is_file():
                 raise InputError(f"{self.path}: samples entry '{s}' is not a file. Expected paths to text files, "
                                  "relative to the setup file.")
+            from regraft.outputs import note_read
+
+            note_read(p)
             out.append(p.read_text(encoding="utf-8", errors="replace"))
         return out
 
@@ -133,10 +136,14 @@ def _coerce(path: Path, key: str, typ: str, value):
     if value is None:
         return None
     if typ == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().isdigit():
-                return int(value)
+        from regraft.numbers import NumberError, parse_int
+
+        if isinstance(value, float):
             raise bad()
+        try:  # a plain decimal (an int, or digits in a string), at most 30 digits: '²', '--5', 10**400 refused
+            value = parse_int(value.strip() if isinstance(value, str) else value, key, strings=True)
+        except NumberError:
+            raise bad() from None
         if value < 0:
             raise FileFormatError(f"{path}: '{key}' must be >= 0, got {value}.")
         return value

@@ -22,14 +22,7 @@ from importlib import resources
 from regraft.errors import InputError
 
 
-class TemplateError(InputError):
-    """A chat template that cannot be compiled or rendered (names the template and the line)."""
-
-    def __init__(self, name: str, line: int | None, what: str):
-        self.template_name, self.line, self.what = name, line, what
-        where = f"{name}, line {line}" if line else name
-        super().__init__(f"Chat template {where}: {what}. Expected a Jinja chat template as transformers renders it; "
-                         "fix the template (chat_template.jinja or tokenizer_config.json of the model folder).")
+from regraft.errors import TemplateError  # noqa: E402,F401  (defined in errors.py)
 
 
 @lru_cache(maxsize=1)
@@ -58,9 +51,32 @@ def _env():
     def strftime_now(fmt):
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[Generation, jinja2.ext.loopcontrols])
+    class BoundedEnvironment(ImmutableSandboxedEnvironment):
+        """The sandbox plus bounds on the operators that build huge values in one C call (where no alarm can
+        interrupt): ``*`` and ``**`` and ``%``. Intercepted operators are also never constant-folded by the
+        compiler (jinja2 skips folding them in a sandbox), so ``{{ 'a' * 10**10 }}`` no longer runs at compile time."""
+
+        intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+        def call_binop(self, context, operator, left, right):
+            _check_binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
+
+        def call(self, __context, __obj, *args, **kwargs):  # every call in a sandboxed template ('x'.ljust(n))
+            _check_args(args, kwargs)
+            return super().call(__context, __obj, *args, **kwargs)
+
+    env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
+    plain_format = env.filters["format"]
+
+    def bounded_format(value, *args, **kwargs):
+        _check_binop("%", str(value), None)
+        return plain_format(value, *args, **kwargs)
+
+    env.filters["format"] = bounded_format
+    for fname, f in list(env.filters.items()):  # center(n), indent(n), wordwrap(n)... with a computed n
+        env.filters[fname] = _bounded_filter(f)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     return env
@@ -68,18 +84,91 @@ def _env():
 
 _TEMPLATE_FILE = "<chat-template {}>"
 
+MAX_TEMPLATE_NUMBER = 1_000_000  # chat templates count messages and tokens; nothing bigger has a use in one
+MAX_BUILT = 10_000_000  # characters/items one operator may produce
+_WIDE_FORMAT = re.compile(r"%[-+ #0]*(?:\d{5,}|\*)|%[-+ #0]*\d*\.\d{5,}|\{[^{}]*:[^{}]*\d{5,}[^{}]*\}")
+
+
+class _Bound(Exception):
+    pass
+
+
+def _size(x) -> int | None:
+    return len(x) if isinstance(x, (str, list, tuple)) else None
+
+
+def _check_binop(op: str, left, right) -> None:
+    """Refuse an operation whose result would be huge, before it is computed."""
+    nums = [v for v in (left, right) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if op == "**":
+        if len(nums) == 2 and (abs(right) > 64 or abs(left) > MAX_TEMPLATE_NUMBER):
+            raise _Bound(f"'{left!r:.20} ** {right!r:.20}' is too large for a chat template")
+    elif op == "*":
+        sizes = [_size(v) for v in (left, right)]
+        seq = next((n for n in sizes if n is not None), None)
+        if seq is not None and nums and seq * max(0, int(nums[0])) > MAX_BUILT:
+            raise _Bound(f"repeating a {seq}-item value {nums[0]!r:.20} times is too large for a chat template")
+        if len(nums) == 2 and abs(left) * abs(right) > 10**30:
+            raise _Bound("a product too large for a chat template")
+    elif op == "+":
+        sizes = [_size(v) for v in (left, right)]
+        if None not in sizes and sum(sizes) > MAX_BUILT:
+            raise _Bound("a concatenation too large for a chat template")
+    elif op == "%" and isinstance(left, str) and _WIDE_FORMAT.search(left):
+        raise _Bound(f"the format {left!r:.40} asks for a field width/precision too large for a chat template")
+
+
+def _check_args(args, kwargs) -> None:
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_BUILT:
+            raise _Bound(f"an argument of {v!r:.20} is too large for a chat template")
+
+
+def _bounded_filter(f):
+    import functools
+
+    @functools.wraps(f)
+    def g(*args, **kwargs):
+        _check_args(args, kwargs)
+        return f(*args, **kwargs)
+
+    return g
+
+
+def _static_check(env, source: str, name: str) -> None:
+    """Before compiling: refuse integer constants past MAX_TEMPLATE_NUMBER (``center(999999999)``) and string
+    constants with huge format widths (``'%999999999d'``, ``'{:999999999}'``); the compiler would fold them."""
+    import jinja2
+    from jinja2 import nodes
+
+    try:
+        tree = env.parse(source, name=name)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(name, e.lineno, f"syntax error: {e.message}") from None
+    except RecursionError:
+        raise TemplateError(name, None, "nested too deeply") from None
+    for node in tree.find_all(nodes.Const):
+        v = node.value
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > MAX_TEMPLATE_NUMBER:
+            raise TemplateError(name, node.lineno, f"the number {v!r:.30} is larger than a chat template needs "
+                                f"(at most {MAX_TEMPLATE_NUMBER:,}); refusing to compile it")
+        if isinstance(v, str) and _WIDE_FORMAT.search(v):
+            raise TemplateError(name, node.lineno, f"the format string {v!r:.40} asks for a field width/precision "
+                                "too large for a chat template; refusing to compile it")
+
 
 @lru_cache(maxsize=64)
 def compile_template(source: str, name: str = "chat template"):
     import jinja2
 
     env = _env()
+    _static_check(env, source, name)
     try:
         with _limits():  # the compiler folds constants: {{ 'a' * 10**10 }} is computed here
             code = env.compile(source, name=name, filename=_TEMPLATE_FILE.format(name))
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(name, e.lineno, f"syntax error: {e.message}") from None
-    except (_RenderLimit, MemoryError, RecursionError, OverflowError) as e:
+    except (_RenderLimit, _Bound, MemoryError, RecursionError, OverflowError) as e:
         raise TemplateError(name, None, f"failed to compile ({type(e).__name__}: {e})") from None
     return env.template_class.from_code(env, code, env.make_globals(None), None)
 

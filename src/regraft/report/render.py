@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from regraft.checks.finding import Report, Verdict, verdict_text
+from regraft.checks.finding import CheckReport, Verdict, verdict_text
+from regraft.escape import markup as _m
+from regraft.escape import safe as _s
 
 _STYLE = {
     Verdict.LOADS: "bold green", Verdict.LOADS_DIFFERENT_WEIGHTS: "yellow", Verdict.NEEDS_RELAYOUT: "cyan",
@@ -13,7 +15,7 @@ _STYLE = {
 _SEV = {"error": "red", "warning": "yellow", "info": "dim"}
 
 
-def render_check(report: Report, fmt: str = "table", layers: bool = False, console=None) -> str | None:
+def render_check(report: CheckReport, fmt: str = "table", layers: bool = False, console=None) -> str | None:
     if fmt == "json":
         return json.dumps(report.to_dict(layers), indent=2, default=list)
     if fmt == "markdown":
@@ -22,7 +24,7 @@ def render_check(report: Report, fmt: str = "table", layers: bool = False, conso
     return None
 
 
-def _areas(report: Report) -> list[str]:
+def _areas(report: CheckReport) -> list[str]:
     seen = []
     for t in report.targets:
         for a in t.areas:
@@ -31,37 +33,38 @@ def _areas(report: Report) -> list[str]:
     return seen
 
 
-def _table(report: Report, layers: bool, console) -> None:
+def _table(report: CheckReport, layers: bool, console) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    title = f"regraft check  {report.source}" + (f"  +  {report.adapter}" if report.adapter else "") + \
-        f"  (runtime: {report.runtime})"
+    title = f"regraft check  {_m(report.source)}" + (f"  +  {_m(report.adapter)}" if report.adapter else "") + \
+        f"  (runtime: {_m(report.runtime)})"
     table = Table(title=title, title_justify="left", show_lines=True)
     table.add_column("target", style="bold")
     areas = _areas(report)
     for a in areas:
         table.add_column({"lora": "LoRA", "config": "Config", "rag": "RAG"}.get(a, a))
     for t in report.targets:
-        cells = [f"{t.target}\n[dim]{_short(t.target_source)}[/dim]"]
+        cells = [f"{_m(t.target)}\n[dim]{_m(_short(t.target_source))}[/dim]"]
         for a in areas:
             ar = t.areas.get(a)
             if ar is None:
                 cells.append("-")
                 continue
-            cells.append(f"[{_STYLE[ar.verdict]}]{verdict_text(ar.verdict, a)}[/]\n[dim]{ar.summary}[/dim]")
+            cells.append(f"[{_STYLE[ar.verdict]}]{_m(verdict_text(ar.verdict, a))}[/]\n[dim]{_m(ar.summary)}[/dim]")
         table.add_row(*cells)
     console.print(table)
     for note in report.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"[dim]note: {_m(note)}[/dim]")
     for t in report.targets:
-        console.print(f"\n[bold]{t.target}[/bold]: [{_STYLE[t.verdict]}]{t.verdict.text}[/]")
+        console.print(f"\n[bold]{_m(t.target)}[/bold]: [{_STYLE[t.verdict]}]{_m(t.verdict.text)}[/]")
         for f in sorted(t.findings, key=lambda f: -f.severity.rank):  # errors first, info last
-            console.print(f"  [{_SEV[f.severity.value]}]{f.code} {f.severity.value:7}[/] [{f.area}] {f.message}",
+            console.print(f"  [{_SEV[f.severity.value]}]{f.code} {f.severity.value:7}[/] {_m('[' + f.area + ']')} "
+                          f"{_m(f.message)}",
                           highlight=False, soft_wrap=True)
-            if f.hint and f.severity.value != "info":
-                console.print(f"      [dim]-> {f.hint}[/dim]", highlight=False)
+            if f.hint and (f.severity.value != "info" or "verify" in f.data):  # RG407: the verify command
+                console.print(f"      [dim]-> {_m(f.hint)}[/dim]", highlight=False, soft_wrap=True)
         if layers:
             for a in t.areas.values():
                 if a.rows:
@@ -71,23 +74,43 @@ def _table(report: Report, layers: bool, console) -> None:
 def _rows_table(console, target: str, area) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{target}: {area.area} per layer and module", title_justify="left")
+    table = Table(title=f"{_m(target)}: {_m(area.area)} per layer and module", title_justify="left")
     for c in ("module", "layer", "role", "source", "target", "status", "why"):
         table.add_column(c)
     style = {"ok": "green", "mismatch": "magenta", "dropped": "red", "missing": "red", "unknown": "dim",
              "uncovered": "yellow", "malformed": "red"}
     for r in area.rows:
-        table.add_row(r.module, "" if r.layer is None else str(r.layer), r.role,
-                      " ".join(r.source_shape or ()), " ".join(r.target_shape or ()),
-                      f"[{style.get(r.status, '')}]{r.status}[/]", r.why)
+        table.add_row(_m(r.module), "" if r.layer is None else _m(r.layer), _m(r.role),
+                      _m(" ".join(map(str, r.source_shape or ()))), _m(" ".join(map(str, r.target_shape or ()))),
+                      f"[{style.get(r.status, '')}]{_m(r.status)}[/]", _m(r.why))
     console.print(table)
+
+
+_MAX_ITEMS = 50  # a card shows this many entries of a list (a 100k-entry layers_to_transform stays one short cell)
+
+
+def _head(items, n: int = _MAX_ITEMS):
+    items = list(items)
+    return items if len(items) <= n else items[:n] + [("...", f"{len(items) - n} more")]
+
+
+def _list_cell(v: list) -> str:
+    if len(v) > _MAX_ITEMS and all(isinstance(x, int) for x in v):
+        return f"{len(v)} entries: " + ", ".join(map(str, v[:_MAX_ITEMS])) + ", ..."
+    shown = [_clip(x) for x in v[:_MAX_ITEMS]] + ([f"... {len(v) - _MAX_ITEMS} more"] if len(v) > _MAX_ITEMS else [])
+    return "\n".join(shown) or "-"
+
+
+def _clip(x, n: int = 2000) -> str:
+    text = x if isinstance(x, str) else str(x)
+    return text if len(text) <= n else text[: n - 1] + f"… ({len(text)} characters)"
 
 
 def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _markdown(report: Report, layers: bool) -> str:
+def _markdown(report: CheckReport, layers: bool) -> str:
     areas = _areas(report)
     head = {"lora": "LoRA", "config": "Config", "rag": "RAG"}
     out = [f"# regraft check: {report.source}" + (f" + `{report.adapter}`" if report.adapter else ""), "",
@@ -110,7 +133,7 @@ def _markdown(report: Report, layers: bool) -> str:
                     for r in a.rows:
                         out.append(f"| {r.module} | {'' if r.layer is None else r.layer} | {' '.join(r.source_shape or ())}"
                                    f" | {' '.join(r.target_shape or ())} | {r.status} | {r.why} |")
-    return "\n".join(out) + "\n"
+    return _s("\n".join(out) + "\n")
 
 
 def render_card(card: dict, fmt: str = "table", console=None) -> str | None:
@@ -125,19 +148,19 @@ def render_card(card: dict, fmt: str = "table", console=None) -> str | None:
                 lines += [f"  - {kk}: {vv}" for kk, vv in v.items()]
             else:
                 lines.append(f"- **{k}**: {v}")
-        return "\n".join(lines) + "\n"
+        return _s("\n".join(lines) + "\n")
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=str(card.get("name") or card.get("path")), title_justify="left", show_header=False)
+    table = Table(title=_m(card.get("name") or card.get("path")), title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for k, v in card.items():
         if isinstance(v, dict):
-            v = "\n".join(f"{kk}: {vv}" for kk, vv in v.items()) or "-"
+            v = "\n".join(f"{kk}: {_clip(vv)}" for kk, vv in _head(v.items())) or "-"
         elif isinstance(v, list):
-            v = "\n".join(map(str, v)) or "-"
-        table.add_row(k, str(v))
+            v = _list_cell(v)
+        table.add_row(_m(_clip(k)), _m(_clip(v, 20_000)))
     console.print(table)
     return None

@@ -135,8 +135,7 @@ def _load_model(path, dtype: str = "float32"):
     return model
 
 
-class PeftLoadError(Exception):
-    pass
+from regraft.errors import PeftLoadError  # noqa: E402,F401  (defined in errors.py)
 
 
 def _load_peft(model, adapter_dir) -> tuple[object, list[str]]:
@@ -199,7 +198,7 @@ def iter_injected(pm, inter: int | None):
 
     with torch.no_grad():
         for name, mod in _lora_layers(pm):
-            clean = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
+            clean = name.removeprefix(_PREFIX)
             delta = mod.get_delta_weight("default").float()
             if type(mod).__name__ == "ParamWrapper":
                 base = re.sub(r"(\.base_layer)+$", "", clean)
@@ -366,7 +365,7 @@ def verify(adapter_dir, model_dir, reference_dir=None, n_probes: int = 4, seq_le
                     with pm.disable_adapter():
                         off_e = mod(hs, fi, fw)
                     expert_effects[f"{name}#{e}"] = _rel(on_e, off_e)
-    clean = {n: (n[len(_PREFIX):] if n.startswith(_PREFIX) else n) for n in layers}
+    clean = {n: (n.removeprefix(_PREFIX)) for n in layers}
     for m in report.modules:
         if m.status not in ("applied", "mismatch", "zero-init", "not-in-adapter"):
             continue

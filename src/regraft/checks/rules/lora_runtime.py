@@ -13,22 +13,29 @@ from regraft.checks.registry import rule
 
 def _max_rank(ctx: LoraContext) -> int:
     a = ctx.adapter
-    return max((m.rank or 0) for m in a.lora_modules if m.kind != "fused_experts") if a and a.lora_modules else 0
+    return max(((m.rank or 0) for m in a.lora_modules if m.kind != "fused_experts"), default=0) if a else 0
 
 
 @rule("RG401", "runtime-rank", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
 def rank(ctx: LoraContext):
-    """The adapter's rank is not one the runtime accepts (vLLM: 1, 8, 16, 32, 64, 128, 256, 320, 512).
+    """The adapter's rank is not one the runtime accepts (vLLM: 1, 8, 16, 32, 64, 128, 256, 320, 512; Tinker: at
+    most 32 on MoE models, tinker-cookbook#9).
 
     Bad:  r=24 on vLLM ("LoRA rank 24 is greater than max_lora_rank 16", and 24 is not an allowed value)
     Good: zero-pad the rank to the next allowed value (exact): `regraft port lora --runtime vllm`
     """
-    allowed = ctx.runtime_data.get("allowed_ranks")
+    allowed = ctx.runtime_data.get("allowed_ranks") or []
     r = _max_rank(ctx)
-    if not allowed or not r or ctx.adapter is None:
+    if not r or ctx.adapter is None or not (allowed or ctx.runtime_data.get("rank_caps")):
         return
     ranks = sorted({m.rank for m in ctx.adapter.lora_modules if m.rank and m.kind != "fused_experts"})
-    bad = [x for x in ranks if x not in allowed]
+    for cap in ctx.runtime_data.get("rank_caps", []):
+        if cap.get("when") == "moe" and ctx.target.is_moe and r > cap["max"]:
+            yield rank.rule.finding(f"rank {r} > {ctx.runtime}'s cap of {cap['max']} for MoE models: "
+                                    + cap["error"].format(rank=r, model=ctx.target.name) + f" ({cap['source']})",
+                                    verdict=Verdict.NEEDS_PORT, hint=f"train at r <= {cap['max']}, or truncate the "
+                                    f"rank (SVD, lossy: `regraft port lora` reports the loss)")
+    bad = [x for x in ranks if x not in allowed] if allowed else []
     if bad:
         nxt = next((x for x in allowed if x >= max(bad)), None)
         if nxt is None:
@@ -174,4 +181,170 @@ def flags(ctx: LoraContext):
     if allowed:
         r = next((x for x in allowed if x >= r), r)
     text = tmpl.format(model=ctx.target.name, rank=r, name="adapter", adapter=str(ctx.adapter.path))
-    yield flags.rule.finding(f"{ctx.runtime}: {text}", data={"command": text})
+    from regraft.verify.recipes import verify_command
+
+    verify = verify_command(ctx.runtime, ctx.target.name, str(ctx.adapter.path))
+    yield flags.rule.finding(f"{ctx.runtime}: {text}", hint=f"then prove it is applied: {verify}" if verify else "",
+                             data={"command": text, **({"verify": verify} if verify else {})})
+
+
+# --- the serving side: `check --config` with a vllm / sglang / llama-server command line or an Ollama Modelfile ---
+
+
+def serving(ctx: LoraContext):
+    """The LoRA flags of the serving file given with --config (read once per check), or None."""
+    if "_serving" not in ctx.__dict__:
+        from regraft.configs.serve_cmdline import read_lora_serving
+
+        ctx.__dict__["_serving"] = read_lora_serving(ctx.serving_config) if ctx.serving_config else None
+    return ctx.__dict__["_serving"]
+
+
+def _serving_data(sv) -> dict:
+    from regraft.catalog import runtime_data
+
+    return runtime_data(sv.runtime) or {}
+
+
+def _version_note(sv, entries: list[dict]) -> str:
+    """The versioned behaviour that applies to the serving file's runtime version (or the range, when unknown)."""
+    from regraft.configs.serve_cmdline import version_tuple
+
+    v = version_tuple(sv.version)
+    for e in entries:
+        until, after = version_tuple(e.get("until")), version_tuple(e.get("after"))
+        if v is not None and ((until and v <= until) or (after and v > after)):
+            return f"{sv.runtime} {sv.version}: {e['behaviour']} ({e['source']})"
+    first = entries[0]
+    return (f"{sv.runtime} version not stated in the file; up to {first['until']}: {first['behaviour']} "
+            f"({first['source']})") if first.get("until") else f"{first['behaviour']} ({first['source']})"
+
+
+@rule("RG408", "serve-target-modules", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
+def serve_target_modules(ctx: LoraContext):
+    """--lora-target-modules leaves out the adapter's modules: those deltas are never applied.
+
+    vLLM (PR 34984) and SGLang restrict LoRA to the listed module suffixes. An adapter whose modules are all outside
+    the list loads, answers 200 and changes nothing: on vLLM 0.28.0 the output is byte-identical to the base model's
+    (vllm#55193). vLLM names packed modules: q/k/v_proj -> qkv_proj, gate/up_proj -> gate_up_proj.
+    Bad:  a down_proj-only adapter served with --lora-target-modules qkv_proj
+    Good: --lora-target-modules covering every module the adapter has (or drop the flag)
+    """
+    sv, a = serving(ctx), ctx.adapter
+    if sv is None or sv.target_modules is None or a is None or not a.lora_modules:
+        return
+    ls = _serving_data(sv).get("lora_serving", {})
+    packed = ls.get("packed_modules", {})
+    allowed = {m.rsplit(".", 1)[-1] for m in sv.target_modules}
+    leaves = sorted({"experts" if m.kind == "fused_experts" else m.leaf for m in a.lora_modules})
+    dropped = [x for x in leaves if not ("all" in allowed or x in allowed or packed.get(x) in allowed)]
+    if not dropped:
+        return
+    flag = f"{sv.where('target_modules')} {' '.join(sv.target_modules)}"
+    want = sorted({packed.get(x, x) for x in leaves}) if sv.runtime == "vllm" else leaves
+    if len(dropped) == len(leaves):
+        note = _version_note(sv, ls["disjoint_target_modules"]) if ls.get("disjoint_target_modules") else ""
+        yield serve_target_modules.rule.finding(
+            f"{flag} is disjoint from the adapter's modules ({', '.join(leaves)}): the adapter loads and changes "
+            f"nothing" + (f"; {note}" if note else ""), hint=f"serve with {sv.where('target_modules')} "
+            f"{' '.join(want)} (or without the flag)", data={"dropped": dropped, "version": sv.version})
+    else:
+        yield serve_target_modules.rule.finding(
+            f"{flag} leaves out {', '.join(dropped)} of the adapter's modules ({', '.join(leaves)}): those deltas are "
+            "not applied and no runtime says so", severity=Severity.WARNING,
+            hint=f"add {' '.join(sorted({packed.get(x, x) if sv.runtime == 'vllm' else x for x in dropped}))}",
+            data={"dropped": dropped, "version": sv.version})
+
+
+@rule("RG409", "serve-max-loras", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
+def serve_max_loras(ctx: LoraContext):
+    """--max-loras / --max-cpu-loras against the adapters the command serves.
+
+    vLLM runs at most max_loras distinct adapters in one batch (default 1): more adapters than that are not an
+    error, their requests wait for a slot. max_cpu_loras below max_loras is refused at start-up
+    (vllm/config/lora.py: "max_cpu_loras ... must be >= max_loras").
+    Bad:  --lora-modules a=... b=... c=... with the default --max-loras 1 and three adapters used at once
+    Good: --max-loras 3 (memory grows with max_loras x max_lora_rank)
+    """
+    sv = serving(ctx)
+    if sv is None or sv.runtime not in ("vllm", "sglang") or not sv.lora_requested:
+        return
+    ls = _serving_data(sv).get("lora_serving", {})
+    mx = sv.max_loras if sv.max_loras is not None else ls.get("default_max_loras")
+    if sv.runtime == "vllm" and sv.max_cpu_loras is not None and mx is not None and sv.max_cpu_loras < mx:
+        yield serve_max_loras.rule.finding(f"{sv.where('max_cpu_loras')} {sv.max_cpu_loras} < max_loras {mx}: vLLM "
+                                           "refuses to start (max_cpu_loras must be >= max_loras)",
+                                           hint=f"set {sv.where('max_cpu_loras')} >= {mx}")
+    n = len(sv.adapters)
+    if mx is not None and n > mx:
+        yield serve_max_loras.rule.finding(
+            f"{n} adapters are served, {sv.where('max_loras') if sv.max_loras is not None else 'max-loras'} is {mx}"
+            + ("" if sv.max_loras is not None else " (default)") + f": {ls.get('max_loras_behaviour', 'the others wait')}",
+            severity=Severity.INFO, verdict=None, hint=f"--max-loras {n} if they are used together")
+
+
+@rule("RG410", "serve-extra-vocab", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
+def serve_extra_vocab(ctx: LoraContext):
+    """LoRA extra vocabulary on a runtime that removed it: the flag is refused and added tokens cannot load.
+
+    vLLM removed --lora-extra-vocab-size and every adapter's own added tokens in 2025-11 (PR 28382, PR 28545;
+    vllm#29786): all LoRAs share the base vocabulary.
+    Bad:  vllm serve ... --enable-lora --lora-extra-vocab-size 256 with an adapter that added tokens
+    Good: keep the base vocabulary (trainable_token_indices on existing ids), or merge the adapter
+    """
+    sv, a = serving(ctx), ctx.adapter
+    runtime = sv.runtime if sv is not None else ctx.runtime
+    if runtime != "vllm":
+        return
+    from regraft.catalog import runtime_data
+
+    ev = (runtime_data("vllm") or {}).get("lora_serving", {}).get("extra_vocab")
+    if not ev:
+        return
+    if sv is not None and sv.extra_vocab_size is not None:
+        yield serve_extra_vocab.rule.finding(f"{sv.where('extra_vocab_size')} {sv.extra_vocab_size}: {ev['behaviour']} "
+                                             f"({ev['source']})", hint=f"remove {sv.where('extra_vocab_size')}")
+    vocab = ctx.target.get("vocab_size")
+    grown = [m.module for m in (a.modules if a else []) if vocab and (
+        (m.kind == "lora_embedding" and m.a is not None and m.a.shape[-1] > vocab)
+        or (m.kind == "full_copy" and m.full is not None and len(m.full.shape) == 2 and m.full.shape[0] > vocab))]
+    if grown:
+        yield serve_extra_vocab.rule.finding(f"the adapter adds tokens beyond the target's {vocab} ({', '.join(grown)}): "
+                                             f"vLLM LoRA has no extra vocabulary since {ev['removed']} ({ev['source']})",
+                                             verdict=Verdict.CANNOT, hint="merge the adapter (and its tokenizer) into "
+                                             "the model, then serve the merged model")
+
+
+@rule("RG411", "serve-ollama-adapter", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_RELAYOUT)
+def serve_ollama_adapter(ctx: LoraContext):
+    """An Ollama Modelfile with ADAPTER: `ollama create` refuses it from Ollama 0.34.1.
+
+    ollama PR 14969 removed creating models from a LoRA adapter; the CLI rejects any Modelfile with ADAPTER before
+    the request reaches the server (generative-computing/mellea#1651). Models built earlier still serve.
+    Bad:  FROM qwen3:8b / ADAPTER ./lora.gguf with Ollama 0.34.1
+    Good: merge the adapter and import the merged GGUF (FROM ./merged.gguf), or serve with llama-server --lora
+    """
+    sv = serving(ctx)
+    uses = (sv is not None and sv.runtime == "ollama" and sv.adapters) or (sv is None and ctx.runtime == "ollama"
+                                                                          and ctx.adapter is not None)
+    if not uses:
+        return
+    from regraft.catalog import runtime_data
+    from regraft.configs.serve_cmdline import version_tuple
+
+    ma = (runtime_data("ollama") or {}).get("modelfile_adapter")
+    if not ma:
+        return
+    v = version_tuple(sv.version) if sv is not None else None
+    cut = version_tuple(ma["removed_in"])
+    hint = "merge the adapter into the model and import the merged GGUF, or serve it with llama-server --lora"
+    if v is not None and v < cut:
+        yield serve_ollama_adapter.rule.finding(f"Ollama {sv.version} still builds models from ADAPTER; "
+                                                f"{ma['removed_in']} and later refuse it ({ma['source']})",
+                                                severity=Severity.INFO, verdict=None, hint=hint)
+    elif v is not None:
+        yield serve_ollama_adapter.rule.finding(f"Ollama {sv.version}: {ma['behaviour']} ({ma['source']})", hint=hint)
+    else:
+        yield serve_ollama_adapter.rule.finding(f"from Ollama {ma['removed_in']}: {ma['behaviour']} ({ma['source']}); "
+                                                "the version is not stated", severity=Severity.WARNING, verdict=None,
+                                                hint=hint + "; or state the version (e.g. '# ollama 0.33.0')")

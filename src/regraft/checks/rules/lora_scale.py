@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regraft.checks.context import LoraContext
-from regraft.checks.finding import Severity
+from regraft.checks.finding import Severity, Verdict
 from regraft.checks.registry import rule
 
 
@@ -78,3 +78,60 @@ def extras(ctx: LoraContext):
         parts.append(f"{len(a.stray_tensors)} tensors of no known layout (e.g. {a.stray_tensors[0]})")
     if parts:
         yield extras.rule.finding("adapter also holds " + "; ".join(parts))
+
+
+# --- adapter health: numbers that change the answer ---------------------------------------------------------------
+
+
+def _nonfinite(ctx: LoraContext):
+    a = ctx.adapter
+    if a is None or a.weights_file != "adapter_model.safetensors":
+        return None
+    if "_nonfinite" not in a.__dict__:
+        from regraft.inspection.adapter_health import MAX_SCAN_BYTES, nonfinite
+
+        a.__dict__["_nonfinite"] = nonfinite(a.path / a.weights_file, MAX_SCAN_BYTES)
+    return a.__dict__["_nonfinite"]
+
+
+@rule("RG320", "adapter-nan-inf", area="lora", severity=Severity.ERROR, verdict=Verdict.CANNOT)
+def nan_inf(ctx: LoraContext):
+    """The adapter's weights hold NaN or Inf: every output it touches becomes NaN, on any target.
+
+    Found from the exponent bits of every F32/F16/BF16 value (numpy when installed, else bytes; never torch).
+    check scans adapters with up to 4 MiB of weights (under 50 ms, no numpy import); larger ones are left to
+    `regraft inspect ADAPTER --health` (opt-in: it reads every weight), which scans any size.
+    Bad:  a checkpoint saved after the loss diverged (fp16 overflow), served as is
+    Good: an earlier checkpoint, or retrain with bf16 / a lower learning rate
+    """
+    bad = _nonfinite(ctx)
+    if bad:
+        first = next(iter(bad))
+        yield nan_inf.rule.finding(f"{sum(bad.values())} NaN/Inf values in {len(bad)} adapter tensors (e.g. {first}: "
+                                   f"{bad[first]})", hint="use an earlier checkpoint or retrain (bf16, lower lr)",
+                                   data={"tensors": bad})
+
+
+@rule("RG322", "experts-never-touched", area="lora", severity=Severity.WARNING)
+def experts_never_touched(ctx: LoraContext):
+    """An MLP LoRA on an MoE model that never adapted the routed experts (only shared experts, or nothing).
+
+    On transformers-5 MoE models the routed experts are fused 3-D parameters: target_modules (gate_proj, up_proj,
+    down_proj) match only the shared expert; the experts need target_parameters (axolotl PR 3515: 13.5 MB adapter
+    on Qwen3.5-35B-A3B with target_modules alone, 3.7 GB with lora_target_parameters; the same in ART and TuFT).
+    Bad:  target_modules [gate_proj, up_proj, down_proj] on Qwen3.5-35B-A3B and expecting expert-level tuning
+    Good: target_parameters [mlp.experts.gate_up_proj, mlp.experts.down_proj] (PEFT >= 0.18)
+    """
+    from regraft.inspection.adapter_health import experts_untouched
+
+    if ctx.architecture_only or any(m.status != "ok" for m in ctx.matches):  # RG105 and friends say more
+        return
+    eu = experts_untouched(ctx.adapter, ctx.target)
+    if eu:
+        shared = ", ".join(eu["shared"]) or "no MLP module"
+        yield experts_never_touched.rule.finding(
+            f"{ctx.target.short_name}'s {eu['experts']} routed experts were never adapted: target_modules "
+            f"{', '.join(eu['targets'])} reached {shared}; adapter {eu['adapter_bytes'] / 2**20:.1f} MiB vs "
+            f"~{eu['expert_lora_bytes'] / 2**30:.1f} GiB with the experts", data=eu,
+            hint="retrain with target_parameters [mlp.experts.gate_up_proj, mlp.experts.down_proj] if the experts "
+                 "were meant to change")

@@ -16,11 +16,22 @@ def shape_mismatch(ctx: LoraContext):
     Bad:  q_proj lora_A [16, 2048] (hidden 2048) on a model with hidden 5120
     Good: same widths, or `regraft port lora --method project|distill` to move it across shapes
     """
-    for tmpl, why, ms in grouped(ctx.by_status("mismatch")):
+    for tmpl, why, ms in grouped([m for m in ctx.by_status("mismatch") if not _other_orientation(m, ctx)]):
         yield shape_mismatch.rule.finding(
             f"{tmpl} ({layers_text(ms)}): {why}", module=tmpl, layer=ms[0].am.layer,
             hint="shapes differ: move it with `regraft port lora --method auto` (projection + distillation)",
             data={"tensors": tensor_count(ms)})
+
+
+def _other_orientation(m, ctx: LoraContext) -> bool:
+    """A fused-experts module whose shapes are the PEFT 0.18 (positional) orientation: RG306 reports it as a
+    relayout, not as a port across shapes."""
+    if m.am.kind != "fused_experts" or m.target is None or not m.target.shape:
+        return False
+    from regraft.port.relayout import old_orientation
+
+    return old_orientation(m.am, m.target.shape, ctx.target.arch.num_experts or 0,
+                           (ctx.adapter.config.get("peft_version") if ctx.adapter else None))
 
 
 @rule("RG102", "lora-module-missing", area="lora", severity=Severity.ERROR, verdict=Verdict.NEEDS_PORT)

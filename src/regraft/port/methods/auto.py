@@ -1,7 +1,7 @@
-"""``auto``: the decision rule of research 6.5, always reported with its label-free checks.
+"""``auto``: copy when it carries the adapter, else project then distill; always reported with label-free checks.
 
-* every adapter module has an exact move onto the target (same shapes; issue 5's plan) and the weight drift is
-  small (sigma <= 0.15, `regraft.drift`) -> ``copy`` (issue 5's writer);
+* every adapter module has an exact move onto the target (same shapes; the copy method's plan, port/plan.py) and the weight drift is
+  small (sigma <= 0.15, `regraft.drift`) -> ``copy`` (port/api.py);
 * otherwise -> ``project`` as initialiser, then ``distill`` when prompts (seeds or a template) are given; without
   prompts the projection is written and flagged as unverified;
 * MoE source -> attention projection + distillation (expert deltas have no dense equivalent).
@@ -17,17 +17,21 @@ from pathlib import Path
 
 from regraft.port.memory import peak_rss_mb, reset_peak_rss
 from regraft.port.models import load_tokenizer
-from regraft.port.result import Report
+from regraft.port.prompts import generic_seqs
+from regraft.port.result import MethodReport, rewrite_report
 
 
-def decide(adapter_dir, source_dir, target_dir) -> dict:
-    """{"method": "copy"|"project+distill", "why": str, "same_shapes": bool, "sigma": float|None}."""
-    from regraft.inspection.adapter import read_adapter
+def decide(adapter, source, target) -> dict:
+    """{"method": "copy"|"project+distill"|"unknown", "why": str, "same_shapes": bool, "sigma": float|None}.
+
+    ``adapter``: a folder or an ``AdapterSpec``; ``source``/``target``: folders or ``ModelSpec`` (read once by the
+    caller). Drift needs both weights local; without them a same-shape pair is ``unknown``."""
+    from regraft.inspection.adapter import AdapterSpec, read_adapter
     from regraft.inspection.resolve import resolve_model
     from regraft.port.plan import make_plan
 
-    spec = read_adapter(adapter_dir)
-    target = resolve_model(str(target_dir))
+    spec = adapter if isinstance(adapter, AdapterSpec) else read_adapter(adapter)
+    target = resolve_model(str(target)) if isinstance(target, (str, Path)) else target
     plan = make_plan(spec, target, "peft", "auto", False, gguf=False)
     exact = not plan.blocked
     out = {"same_shapes": exact, "sigma": None, "plan_counts": plan.counts()}
@@ -36,7 +40,13 @@ def decide(adapter_dir, source_dir, target_dir) -> dict:
         return out
     from regraft.drift import COPY_MAX, drift_once
 
-    rep = drift_once(source_dir, target_dir)
+    src_dir = source if isinstance(source, (str, Path)) else (source.path if source is not None and source.tensors
+                                                              else None)
+    if src_dir is None or target.path is None or not target.tensors:
+        out.update(method="unknown", why="same shapes, but drift needs both weights in local folders (copy if "
+                   f"sigma <= {COPY_MAX}, else project+distill)")
+        return out
+    rep = drift_once(src_dir, target.path)
     out["sigma"] = round(rep.sigma, 5)
     out["drift_verdict"] = rep.verdict
     if rep.copy_ok:
@@ -77,24 +87,17 @@ def _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, n, excl
     return items
 
 
-def _generic_seqs(calib_texts, tok, n: int = 64, L: int = 64):
-    if not calib_texts:
-        return []
-    if not isinstance(calib_texts[0], str):
-        return [list(s)[:L] for s in calib_texts[:n]]
-    seqs = [tok(t, add_special_tokens=False)["input_ids"][:L] for t in calib_texts[:n]]
-    return [s for s in seqs if len(s) > 1]
-
-
 def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, prompts=None, template=None,
               calib_texts=None, n_prompts: int = 256, loss: str = "logit", force: bool = False,
               show_progress: bool = True, teacher=None, check_prompts: int = 64, exclude=(),
-              refresh_below: float = 0.9, stream: bool = True, **distill_kw) -> Report:
+              refresh_below: float = 0.9, stream: bool = True, decision: dict | None = None, mlp: str = "map",
+              **distill_kw) -> MethodReport:
     """``stream``: project and the in-process teacher read the source/target layer by layer (see
-    docs/transfer.md, memory); the label-free checks load the target whole (with the adapter, in PEFT)."""
+    docs/transfer.md, memory); the label-free checks load the target whole (with the adapter, in PEFT).
+    ``decision``: :func:`decide`'s answer when the caller has it already (the method table's plan)."""
     t0 = time.perf_counter()
     reset_peak_rss()
-    d = decide(adapter_dir, source_dir, target_dir)
+    d = decision or decide(adapter_dir, source_dir, target_dir)
     have_prompts = bool(seeds or prompts or template)
     if d["method"] == "copy":
         import shutil
@@ -108,11 +111,11 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         shutil.rmtree(tmp, ignore_errors=True)
         res = port_lora(str(adapter_dir), resolve_model(str(target_dir)), tmp, force=True,
                         source=resolve_model(str(source_dir)), target_name=str(target_dir), drift=False)
-        rep = Report("auto", out=str(out_dir), details={"decision": d, "copy": {"tensors": res.tensors_written}})
+        rep = MethodReport("auto", out=str(out_dir), details={"decision": d, "copy": {"tensors": res.tensors_written}})
         refresh = None
         if have_prompts and refresh_below > 0:
             # the copy rule is about weights; check the behaviour too, and refresh by distillation from the copy
-            # when it does not follow the teacher (research 6.4 step 6)
+            # when it does not follow the teacher (docs/transfer.md, auto)
             from regraft.port.fidelity import adapter_checks as _ac
 
             tok = load_tokenizer(target_dir)
@@ -128,7 +131,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
                 rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                                       template=template, n_prompts=n_prompts, loss=loss, init=tmp,
                                       calib_texts=calib_texts, force=force, show_progress=show_progress,
-                                      teacher=teacher, exclude=exclude, stream=stream, **distill_kw)
+                                      teacher=teacher, exclude=exclude, stream=stream, mlp=mlp, **distill_kw)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             rep.method = "auto"
@@ -144,14 +147,14 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
         rep = distill_adapter(adapter_dir, source_dir, target_dir, out_dir, seeds=seeds, prompts=prompts,
                               template=template, n_prompts=n_prompts, loss=loss, init="project",
                               calib_texts=calib_texts, force=force, show_progress=show_progress, teacher=teacher,
-                              exclude=exclude, stream=stream, **distill_kw)
+                              exclude=exclude, stream=stream, mlp=mlp, **distill_kw)
         rep.method = "auto"
         rep.details["decision"] = {**d, "method": "project+distill"}
     else:
         from regraft.port.methods.project.projection import project_adapter
 
         rep = project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=calib_texts, force=force,
-                              show_progress=show_progress, stream=stream)
+                              show_progress=show_progress, stream=stream, mlp=mlp)
         rep.method = "auto"
         d = {**d, "method": "project (no prompts: distillation skipped)"}
         rep.details["decision"] = d
@@ -168,7 +171,7 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
             items = _check_items(source_dir, adapter_dir, tok, seeds, prompts, template, check_prompts, exclude,
                                  teacher, stream, distill_kw.get("sample_frac", 0.0))
     with mem.phase("checks (target + adapter resident)"):
-        rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [], _generic_seqs(
+        rep.checks = {**(rep.checks or {}), **adapter_checks(target_dir, out_dir, items or [], generic_seqs(
             calib_texts, tok) if tok or calib_texts else [])}
     m = rep.details.setdefault("memory", {"mode": "streamed" if stream else "whole models",
                                           "peak_rss_mb_by_phase": {}})
@@ -178,65 +181,63 @@ def auto_port(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None, promp
     rep.seconds = round(time.perf_counter() - t0, 3)
     rep.peak_rss_mb = max(rep.peak_rss_mb, mem.peak(), peak_rss_mb())
     m["peak_rss_mb"] = rep.peak_rss_mb
-    _rewrite_report(out_dir, rep)
+    rewrite_report(out_dir, rep)
     return rep
 
 
-def _rewrite_report(out_dir, rep: Report) -> None:
-    """Add the checks to the report file inside the (already atomically written) output folder."""
-    import json
-    import os
+# -- the method-table entry ------------------------------------------------------------------------------------------
 
-    p = Path(out_dir) / "regraft_port.json"
-    try:
-        d = json.loads(p.read_text()) if p.exists() else {}
-    except ValueError:
-        d = {}
-    d.update({"regraft": f"port lora --method {rep.method}", **rep.to_dict()})
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(d, indent=2, default=str) + "\n")
-    os.replace(tmp, p)
+def plan(request):
+    from regraft.port.cost import estimate
+    from regraft.port.methods import MethodPlan
+    from regraft.port.methods import across
+    from regraft.port.methods.distill import steps as distill_steps
+
+    across.refuse_unused(request, "auto")
+
+    d = decide(request.adapter, request.source, request.target) if request.source is not None else \
+        {"method": "unknown", "why": "no --from SOURCE: the drift rule cannot be applied"}
+    route = d["method"]
+    if route == "copy":
+        steps = ["copy the adapter unchanged (same shapes, small drift)"]
+        if request.has_prompts:
+            steps.append("check the copy against the teacher on held-out synthetic prompts; distil from the copy "
+                         "when it agrees on < 0.9 of tokens")
+    elif request.has_prompts:
+        steps = distill_steps(request, "from the projection (project, then the label-free gate)")
+    else:
+        from regraft.port.methods.project import steps as project_steps
+
+        steps = ["no prompts: project only, distillation skipped (the result is flagged UNVERIFIED)",
+                 *project_steps(request)]
+    if route == "unknown":
+        steps.insert(0, f"decide when it runs: {d['why']}")
+    if route == "copy":
+        steps.append("label-free checks on what is written")
+    trains = route != "copy" or request.has_prompts
+    cost = estimate(request, project=route != "copy", distill=request.has_prompts) if trains else None
+    return MethodPlan("auto", steps, decision=d, cost=cost, needs=across.needs(request, "auto"))
 
 
-def render(rep: Report) -> str:
-    """Text report: decision, flags, the label-free checks, cost."""
-    L = [f"port lora --method {rep.method} -> {rep.out}"]
-    dec = rep.details.get("decision")
-    if dec:
-        L.append(f"  decision: {dec['method']}  ({dec['why']})")
-    for f in rep.flags:
-        L.append(f"  flag: {f}")
-    for n in rep.notes:
-        L.append(f"  note: {n}")
-    lm = rep.details.get("layer_map") or {}
-    if lm:
-        L.append(f"  layers ({lm['how']}): target<-source {lm['target_to_source']}")
-    pi = rep.details.get("projection_init")
-    if pi:
-        L.append(f"  projection init: layers target<-source {pi['layer_map']}, gamma {pi['gamma']}")
-    if "gamma" in rep.details:
-        L.append(f"  gain gamma {rep.details['gamma']}, modules written {rep.details.get('modules_written')}")
-    tr = rep.details.get("training")
-    if tr:
-        sel = rep.details.get("selection", {})
-        L.append(f"  distill: {rep.details['prompts']['pool']} synthetic prompts labelled, {sel.get('kept')} kept by "
-                 f"excess; loss {tr['loss']}, {tr['steps_run']} steps (best {tr['best_step']}, "
-                 f"{'early-stopped' if tr['early_stopped'] else 'budget reached'} on synthetic val "
-                 f"{tr['early_stop_metric']})")
-        L.append(f"  student: {rep.details['student']['init']}")
-    c = rep.checks or {}
-    if c.get("agreement") is not None:
-        L.append(f"  check teacher agreement {c['agreement']:.3f} (target base {c['target_base_agreement']:.3f}), "
-                 f"KL {c['kl']:.4f} (target base {c['target_base_kl']:.4f})  [synthetic held-out prompts]")
-    if c.get("generic_kl") is not None:
-        L.append(f"  check side effects on generic text: KL(target||adapted) {c['generic_kl']:.4f}, "
-                 f"NLL {c['generic_nll_base']:.4f} -> {c['generic_nll_adapted']:.4f}")
-    if "loads_in_peft" in c:
-        L.append("  loads in PEFT on the target: yes")
-    mem = rep.details.get("memory") or {}
-    if mem.get("peak_rss_mb_by_phase"):
-        L.append("  peak RSS by phase: " + ", ".join(f"{k} {v['peak_mb']:.0f} MB"
-                                                    for k, v in mem["peak_rss_mb_by_phase"].items()))
-    L.append(f"  wall {rep.seconds:.1f}s, peak RSS {rep.peak_rss_mb:.0f} MB ({mem.get('mode', 'whole models')}; "
-             "see docs/transfer.md)")
-    return "\n".join(L)
+def run(request, plan):
+    from regraft.port.methods import across
+    from regraft.port.result import PortResult
+
+    done = across.start("auto", request, plan)
+    if done is not None:
+        return done
+    rep = auto_port(request.adapter.path, request.local("source"), request.local("target"), request.out,
+                    **across.training_kwargs(request),
+                    decision=plan.decision if plan.decision.get("method") != "unknown" else None)
+    return PortResult("auto", plan, report=rep)
+
+
+def _register():
+    from regraft.port.methods import Method, register
+    from regraft.port.methods.across import TRAINING_READS
+
+    return register(Method("auto", "copy when shapes match and drift is small, else project then distill",
+                           reads=TRAINING_READS, plan=plan, run=run, trains=True))
+
+
+METHOD = _register()

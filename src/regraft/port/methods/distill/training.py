@@ -1,4 +1,4 @@
-"""``distill``: carry an adapter to any target by distillation on synthetic prompts (research 6.4).
+"""``distill``: carry an adapter to any target by distillation on synthetic prompts (docs/transfer.md, "distill").
 
 1. Synthetic prompts from seeds / a template / sampling the source+adapter (`prompts`), leakage-guarded.
 2. Teacher = source+adapter (in process, or an OpenAI-compatible endpoint): greedy completion, top-k log-probs,
@@ -28,7 +28,7 @@ from regraft.port.fidelity import _pad, student_logp, teacher_fidelity, topk_kl
 from regraft.port.factors import ROLES
 from regraft.port.memory import peak_rss_mb, reset_peak_rss
 from regraft.port.models import load_model, load_tokenizer, progress
-from regraft.port.result import Report
+from regraft.port.result import MethodReport
 
 
 def make_student(target_dir, spec, init_adapter=None, dev=None):
@@ -86,16 +86,16 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     steps: int = 1500, batch: int = 32, lr: float | None = None, val_frac: float = 0.1,
                     eval_every: int = 25, patience: int = 10, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True, gate_min_gain: float = 0.2, keep_generic: float = 0.0,
-                    sample_frac: float = 0.0,
+                    sample_frac: float = 0.0, mlp: str = "map",
                     force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True,
-                    accelerator=None) -> Report:
+                    accelerator=None) -> MethodReport:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
     Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``;
     ``sample_frac`` of the pool sampled from the source+adapter in the seeds' frame (`prompts.from_samples`; for
     seeds in words, where character substitution makes gibberish), the rest from seeds/template.
     ``n_prompts`` prompts are used for training (a pool of n_prompts/keep is labelled, the top ``keep`` by excess
-    kept). ``init``: "project" (project first, with ``calib_texts``), a projected adapter folder, or None.
+    kept). ``init``: "project" (project first, with ``calib_texts`` and ``mlp``), a projected adapter folder, or None.
     ``exclude``: known test prompts (leakage guard; a no-op in production).
     ``gate_init`` / ``gate_min_gain``: the projection is kept as the student's init only if it closes at least
     ``gate_min_gain`` of the bare target's teacher KL on held-out synthetic prompts (a label-free gate; a marginal
@@ -123,7 +123,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())  # `distributed.make_accelerator`: FSDP
     dev = acc.device
     spec, _, _ = read_factors(adapter_dir)
-    rep = Report("distill")
+    rep = MethodReport("distill")
     tok = load_tokenizer(target_dir) or load_tokenizer(source_dir)
     if tok is None:
         from regraft.errors import InputError
@@ -213,7 +213,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             try:
                 with mem.phase("projection init"):
                     prep = project_adapter(adapter_dir, source_dir, target_dir, init_dir, calib_texts=calib_texts,
-                                           force=True, show_progress=show_progress, stream=stream)
+                                           mlp=mlp, force=True, show_progress=show_progress, stream=stream)
                 rep.details["projection_init"] = {"flags": prep.flags, "gamma": prep.details.get("gamma"),
                                                   "layer_map": prep.details["layer_map"]["target_to_source"]}
             except Exception as e:  # projection is optional: fall back to standard init, say why
@@ -226,7 +226,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
         student, roles, init_note = make_student(target_dir, spec, init_dir, dev)
         if init_dir is not None and val and gate_init:
             # label-free gate: keep the projection as init only if it is closer to the teacher than the bare
-            # target on held-out synthetic prompts (across lineages it usually is not: research 0.1-0.2)
+            # target on held-out synthetic prompts (across lineages it usually is not: docs/transfer.md, the numbers)
             with torch.no_grad():
                 kl_p = teacher_fidelity(student, val)["kl"]
                 with student.disable_adapter():
@@ -256,9 +256,9 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             tb_of = {id(it): t for it, t in zip(items, tbs)}
         gen = None
         if keep_generic > 0 and calib_texts:  # the bare target's own top-k on generic text: what to keep
-            from regraft.port.methods.auto import _generic_seqs
+            from regraft.port.prompts import generic_seqs
 
-            gseqs = [q for q in _generic_seqs(calib_texts, tok, n=128, L=64) if len(q) > 1]
+            gseqs = [q for q in generic_seqs(calib_texts, tok, n=128, L=64) if len(q) > 1]
             if gseqs:
                 gids, gmask = _pad(gseqs, tok.pad_token_id or 0)
                 tv, ti = [], []
@@ -273,7 +273,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             rep.details["keep_generic"] = {"weight": keep_generic, "texts": len(gseqs)}
         elif keep_generic > 0:
             rep.notes.append("keep_generic needs calib_texts (generic text): side-effect guard off")
-        if lr is None:  # research 6.4: 1e-4 without warm-up from a projection, 2e-4 with a short warm-up otherwise
+        if lr is None:  # docs/transfer.md, distill: 1e-4 without warm-up from a projection, 2e-4 with a short warm-up otherwise
             lr = 1e-4 if init_dir is not None else 2e-4
         params = [p for p in student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))

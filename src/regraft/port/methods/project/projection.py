@@ -1,6 +1,6 @@
 """``project``: training-free, rank-preserving projection of a LoRA onto a model of other shapes.
 
-research/lora_transfer.md 6.3. For every target layer j matched to a source layer i (CKA on paired activations of
+docs/transfer.md, "project". For every target layer j matched to a source layer i (CKA on paired activations of
 generic calibration text + order-preserving alignment), every adapter module is moved with
 
     B_t = R_out^T B_s,   A_t = A_s Q_in^T        (x_s ~= Q_in^T x_t,  y_t ~= R_out^T y_s)
@@ -31,7 +31,7 @@ from regraft.port.layer_match import align_layers, cka_matrix, depth_similarity
 from regraft.port.linalg import map_factors, neuron_permutation, procrustes, r2, ridge
 from regraft.port.memory import PhaseMemory, peak_rss_mb, reset_peak_rss
 from regraft.port.models import load_model, load_tokenizer, progress
-from regraft.port.result import Report
+from regraft.port.result import MethodReport
 
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -648,7 +648,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
                     rope_safe: bool = True, use_cka: bool = True, use_priors: bool = True, max_tokens: int = 4096,
                     force: bool = False,
                     show_progress: bool = True, fit: str = "procrustes", stream: bool = True,
-                    siblings: str | bool = "auto") -> Report:
+                    siblings: str | bool = "auto") -> MethodReport:
     """Project ``adapter_dir`` (trained on ``source_dir``) onto ``target_dir``; write a PEFT LoRA to ``out_dir``.
 
     ``siblings``: "auto" (default) runs `regraft.drift` when the two models have the same shapes; when they are
@@ -664,7 +664,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
     """
     t0 = time.perf_counter()
     reset_peak_rss()
-    rep = Report("project", flags=["initialiser: a projection is not a transfer by itself; check it "
+    rep = MethodReport("project", flags=["initialiser: a projection is not a transfer by itself; check it "
                                    "(regraft verify / the label-free checks) or distill from it"])
     spec, factors, skipped = read_factors(adapter_dir)
     if spec.use_dora:
@@ -681,7 +681,7 @@ def project_adapter(adapter_dir, source_dir, target_dir, out_dir, calib_texts=No
     a_s, a_t = _arch(src), _arch(tgt)
     if a_s["moe"]:
         rep.notes.append("MoE source: expert LoRA has no dense equivalent; attention projected only, expert "
-                         "deltas need distill (research 5)")
+                         "deltas need distill (docs/transfer.md)")
     if a_t["moe"]:
         rep.notes.append("MoE target: MLP projection skipped (experts are not targeted)")
     do_mlp = mlp == "map" and not a_s["moe"] and not a_t["moe"]

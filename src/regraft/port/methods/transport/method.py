@@ -16,7 +16,7 @@ import torch
 from regraft.port.memory import PhaseMemory, peak_rss_mb, reset_peak_rss
 from regraft.port.methods.transport import VARIANTS
 from regraft.port.methods.transport import cores as C
-from regraft.port.result import Report
+from regraft.port.result import MethodReport as Report
 
 
 def calibration_seqs(source_dir, adapter_dir, tok, *, seeds=None, prompts=None, n_task: int = 64, calib_texts=None,

@@ -1,0 +1,114 @@
+"""Golden cases for the LoRA rules (RG1xx-RG4xx): one folder per case, described in cases/README.md.
+
+The adapter is synthesised at test time (tests/adapters/synth.py) from ``adapter:`` in case.yaml, then edited
+(drop / set_shape / add tensors); ``check`` runs on SOURCE -> TARGET and expected.txt holds the LoRA area verdict
+and every finding as 'CODE severity verdict: message' (plus the config area when the case has ``config:``).
+REGRAFT_UPDATE_GOLDEN=1 rewrites expected.txt (review the diff before committing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tests.adapters.synth import peft_tensors, write_safetensors
+
+DEFAULT_ADAPTER = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32,
+                   "target_modules": ["q_proj", "v_proj"]}
+
+
+def load_case(case: Path) -> dict:
+    return yaml.safe_load((case / "case.yaml").read_text())
+
+
+def _model(case: Path, name):
+    from regraft.inspection.resolve import resolve_model
+
+    if name is None:
+        return None
+    p = case / name
+    return resolve_model(p if p.is_dir() else name)
+
+
+def build_adapter(case: Path, spec: dict, out: Path, default_on) -> Path:
+    """Synthesise the case's adapter into ``out`` (never inside the case folder)."""
+    if spec.get("dir"):  # a hand-written adapter folder inside the case
+        shutil.copytree(case / spec["dir"], out)
+        return out
+    cfg = {**DEFAULT_ADAPTER, **(spec.get("config") or {})}
+    on = _model(case, spec["on"]) if spec.get("on") else default_on
+    cfg.setdefault("base_model_name_or_path", on.name)
+    if cfg.get("base_model_name_or_path") == "~none":
+        cfg["base_model_name_or_path"] = None
+    tensors = peft_tensors(cfg, on.arch, spec.get("dtype", "BF16"))
+    for pat in spec.get("drop", []):
+        tensors = {k: v for k, v in tensors.items() if not re.search(pat, k)}
+    for pat, shape in (spec.get("set_shape") or {}).items():
+        for k in [k for k in tensors if re.search(pat, k)]:
+            tensors[k] = (tensors[k][0], tuple(shape))
+    for k, shape in (spec.get("add") or {}).items():
+        tensors[k] = (spec.get("dtype", "BF16"), tuple(shape))
+    out.mkdir(parents=True)
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    write_safetensors(out / "adapter_model.safetensors", tensors)
+    for pat, what in (spec.get("poison") or {}).items():
+        poison(out / "adapter_model.safetensors", pat, what)
+    return out
+
+
+_BITS = {("BF16", "nan"): b"\xc0\x7f", ("BF16", "inf"): b"\x80\x7f", ("F16", "nan"): b"\x00\x7e",
+         ("F16", "inf"): b"\x00\x7c", ("F32", "nan"): b"\x00\x00\xc0\x7f", ("F32", "inf"): b"\x00\x00\x80\x7f"}
+
+
+def poison(path: Path, pattern: str, what: str) -> None:
+    """Write one NaN or Inf as the first value of every tensor matching ``pattern``."""
+    from regraft.inspection.adapter_health import spans
+
+    table, start = spans(path)
+    with open(path, "r+b") as f:
+        for name, (dt, _, b, _e) in table.items():
+            if re.search(pattern, name):
+                f.seek(start + b)
+                f.write(_BITS[(dt, what)])
+
+
+def run_case(case: Path, tmp: Path):
+    from regraft.checks.engine import check
+    from regraft.inspection.adapter import read_adapter
+
+    spec = load_case(case)
+    source, target = _model(case, spec.get("source")), _model(case, spec["target"])
+    adapter = None
+    if spec.get("adapter") is not None:
+        adapter = read_adapter(build_adapter(case, spec["adapter"], tmp / "adapter", source or target))
+    options = {"drift": spec.get("drift", "never")}
+    if spec.get("config"):
+        options["config"] = str(case / spec["config"])
+    rep = check(source, [target], adapter, spec.get("runtime", "peft"), options=options)
+    return rep.targets[0]
+
+
+def render(result) -> str:
+    lines = []
+    for name, area in result.areas.items():
+        lines.append(f"{name}: {area.verdict.value}")
+        for f in area.findings:
+            lines.append(f"{f.code} {f.severity.value} {f.verdict.value if f.verdict else '-'}: {f.message}")
+    return "\n".join(lines) + "\n"
+
+
+def check_golden(case: Path, tmp: Path) -> str:
+    got = render(run_case(case, tmp)).replace(str(tmp), "<tmp>").replace(str(case), "<case>")
+    exp_path = case / "expected.txt"
+    if os.environ.get("REGRAFT_UPDATE_GOLDEN") or not exp_path.exists():
+        exp_path.write_text(got)
+    expected = exp_path.read_text()
+    assert got == expected, f"{case.name}:\n--- expected\n{expected}--- got\n{got}"
+    code = case.name.split("-")[0]
+    assert any(line.startswith(code + " ") for line in got.splitlines()), f"{case.name} does not trigger {code}"
+    return got
