@@ -10,7 +10,7 @@ import torch
 from regraft.errors import InputError
 from regraft.port.methods.transport import cores as C
 
-from . import _tiny_across as T
+from tests import factories as T
 
 SEEDS = ["q: abc = ", "q: hello = ", "q: zzyx = ", "q: mnop = ", "q: qrstu = "]
 MOE = {"moe_intermediate_size": 16, "num_experts": 4, "num_experts_per_tok": 2}
@@ -72,16 +72,16 @@ def test_boundary_weights_relative_depth(j, l_s, l_t, expect):
 def world(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("transport")
-    S = T.make_model(d / "S")
+    S = T.make_dense(d / "S")
     Pk = T.reparametrise(S, d / "Pk")
-    Tg = T.make_model(d / "T", "qwen3", seed=3, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+    Tg = T.make_dense(d / "T", "qwen3", seed=3, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
                       num_key_value_heads=2)
-    SM = T.make_model(d / "SM", "qwen3_moe", seed=4, **MOE)
-    TM = T.make_model(d / "TM", "qwen3_moe", seed=5, hidden_size=40, num_hidden_layers=3, **MOE)
+    SM = T.make_dense(d / "SM", "qwen3_moe", seed=4, **MOE)
+    TM = T.make_dense(d / "TM", "qwen3_moe", seed=5, hidden_size=40, num_hidden_layers=3, **MOE)
     T.save_tokenizer(S, Pk, Tg, SM, TM)
-    Ad = T.adapter(S, d / "Ad", targets=["down_proj"], std=0.5)
-    Aall = T.adapter(S, d / "Aall", std=0.3)
-    AM = T.adapter(SM, d / "AM", targets=T.ATTN, std=0.5)
+    Ad = T.random_adapter(S, d / "Ad", targets=["down_proj"], std=0.5)
+    Aall = T.random_adapter(S, d / "Aall", std=0.3)
+    AM = T.random_adapter(SM, d / "AM", targets=T.ATTN, std=0.5)
     return {"d": d, "S": S, "Pk": Pk, "T": Tg, "SM": SM, "TM": TM, "Ad": Ad, "Aall": Aall, "AM": AM}
 
 

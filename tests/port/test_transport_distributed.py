@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from . import _tiny_across as T
+from tests import factories as T
 
 SEEDS = ["q: abc = ", "q: hello = ", "q: zzyx = ", "q: mnop = ", "q: qrstu = "]
 
@@ -38,11 +38,11 @@ def test_two_processes_give_the_quality_of_one(tmp_path):
     from regraft.port.fidelity import teacher_fidelity
     from regraft.port.teacher import LocalTeacher
 
-    S = T.make_model(tmp_path / "S")
-    Tg = T.make_model(tmp_path / "T", "qwen3", seed=3, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
+    S = T.make_dense(tmp_path / "S")
+    Tg = T.make_dense(tmp_path / "T", "qwen3", seed=3, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
                       num_key_value_heads=2)
     T.save_tokenizer(S, Tg)
-    A = T.adapter(S, tmp_path / "A", std=0.5)
+    A = T.random_adapter(S, tmp_path / "A", std=0.5)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     out1 = _launch(1, [A, S, Tg, tmp_path / "one"], env)
     out2 = _launch(2, [A, S, Tg, tmp_path / "two"], env)

@@ -25,7 +25,7 @@ def calibration_seqs(source_dir, adapter_dir, tok, *, seeds=None, prompts=None, 
     """(task sequences, generic sequences, info): token ids of task prompts + the source+adapter's greedy
     completions, and of generic text (64-token pieces)."""
     from regraft.port import prompts as P
-    from regraft.port.methods.auto import _generic_seqs
+    from regraft.port.prompts import generic_seqs as _generic_seqs
 
     ps = list(prompts or [])
     if not ps and seeds is not None:
