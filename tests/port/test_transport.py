@@ -205,3 +205,11 @@ def test_refusals(world, tmp_path):
     with pytest.raises(InputError, match="calibration"):
         transport_adapter(world["Ad"], world["S"], world["Pk"], tmp_path / "x", variant="ariadne")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_variants_are_in_the_method_table():
+    from regraft.port.methods import get, names
+
+    assert {"transport-ariadne", "transport-bico", "transport-theseus"} <= set(names())
+    m = get("transport-bico")
+    assert m.reads == frozenset({"source", "calib", "prompts"}) and m.trains
