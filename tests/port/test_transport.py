@@ -9,7 +9,6 @@ import torch
 
 from regraft.errors import InputError
 from regraft.port.methods.transport import cores as C
-
 from tests import factories as T
 
 SEEDS = ["q: abc = ", "q: hello = ", "q: zzyx = ", "q: mnop = ", "q: qrstu = "]

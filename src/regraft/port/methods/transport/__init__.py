@@ -30,8 +30,8 @@ def _entry(variant: str):
     from regraft.port.methods import Method, MethodPlan, across, register
 
     def plan(request) -> MethodPlan:
-        steps = [f"calibration: --prompts seeds + synthetic prompts with the source+adapter's completions, "
-                 f"{len(request.calib or [])} --calib texts",
+        steps = [(f"calibration: --prompts seeds + synthetic prompts with the source+adapter's completions, "
+                  f"{len(request.calib or [])} --calib texts"),
                  {"ariadne": "fit each target layer's down_proj (o_proj in MoE layers) update to the source's aligned "
                              "residual displacement (last layer: its logit change), one layer at a time",
                   "bico": "the same fit, alignment on activations and gradients (one streamed forward-backward)",
