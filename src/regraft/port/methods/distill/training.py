@@ -87,7 +87,8 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
                     eval_every: int = 25, patience: int = 10, seed: int = 0, exclude=(), k: int = 20,
                     gate_init: bool = True, gate_min_gain: float = 0.2, keep_generic: float = 0.0,
                     sample_frac: float = 0.0, mlp: str = "map",
-                    force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True) -> MethodReport:
+                    force: bool = False, show_progress: bool = True, work_dir=None, stream: bool = True,
+                    accelerator=None) -> MethodReport:
     """Distil ``adapter_dir`` (on ``source_dir``) into a LoRA on ``target_dir``, written to ``out_dir``.
 
     Prompts: ``prompts`` (ready list), else ``seeds`` (list of str or a seeds.jsonl path) and/or ``template``;
@@ -119,7 +120,7 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
     mem = PhaseMemory(carry=peak_rss_mb())
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())  # `distributed.make_accelerator`: FSDP
     dev = acc.device
     spec, _, _ = read_factors(adapter_dir)
     rep = MethodReport("distill")
@@ -359,8 +360,10 @@ def distill_adapter(adapter_dir, source_dir, target_dir, out_dir, *, seeds=None,
             "loaded; the target is whole during training (accelerate places it)" if stream else
             "source whole for the teacher, freed, then the target whole for training")
         rep.out = str(out_dir)
-        _save(model, out_dir, target_dir, spec, {"regraft": "port lora --method distill", **rep.to_dict()}, force,
-              [adapter_dir, source_dir])
+        if acc.is_main_process:  # one writer when several processes train (accelerate launch)
+            _save(model, out_dir, target_dir, spec, {"regraft": "port lora --method distill", **rep.to_dict()},
+                  force, [adapter_dir, source_dir])
+        acc.wait_for_everyone()
     rep.items_val = val  # for callers that run more label-free checks (not serialised)
     return rep
 
