@@ -146,3 +146,13 @@ class PortBlocked(RegraftError):
 # regraft/checks/namespaces.py
 class NamespaceError(InputError):
     """Adapter keys cannot be renamed exactly between two model-class namespaces (regraft.checks.namespaces)."""
+
+
+# regraft/numbers.py
+class NumberError(FileFormatError):
+    """A value that should be a number is not a plain bounded decimal."""
+
+
+# regraft/verify/endpoint.py
+class EndpointError(RegraftError):
+    """The endpoint cannot be probed (unreachable, unknown model name, not an OpenAI-compatible server)."""

@@ -19,8 +19,7 @@ _DEC = re.compile(r"[+-]?(?:[0-9]{1,%d}(?:\.[0-9]{0,%d})?|\.[0-9]{1,%d})(?:[eE][
                   % (MAX_DIGITS, MAX_DIGITS, MAX_DIGITS))
 
 
-class NumberError(FileFormatError):
-    """A value that should be a number is not a plain bounded decimal."""
+from regraft.errors import NumberError  # noqa: E402,F401  (defined in errors.py)
 
 
 def shown(value, n: int = 60) -> str:

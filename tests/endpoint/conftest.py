@@ -17,7 +17,7 @@ def world(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("peft")
     from tests.hybrid.tiny import build_tiny_qwen3
-    from tests.port._tiny import peft_adapter
+    from tests.factories import peft_adapter
 
     d = tmp_path_factory.mktemp("endpoint")
     with warnings.catch_warnings():

@@ -39,7 +39,7 @@ RESULTS = {}
 @pytest.fixture(scope="module")
 def lw(tmp_path_factory):
     from tests.hybrid.tiny import build_tiny_qwen3
-    from tests.port._tiny import peft_adapter, v4_moe_adapter
+    from tests.factories import peft_adapter, v4_moe_adapter
 
     d = tmp_path_factory.mktemp("llamacpp")
     w = {"dir": d, "dense": build_tiny_qwen3(d / "dense"), "moe": build_moe(d / "moe")}

@@ -162,7 +162,7 @@ def test_packed_f4_adapter_is_refused_before_torch(world, tmp_path, capsys):
 @pytest.mark.parametrize("body", ['{"text": 5}\n', "[1, 2]\n", "not json\n", "[" * 5000 + "\n", '"x"\n',
                                   "\udcff\n"])
 def test_calib_and_prompts_files(tmp_path, body):
-    from regraft.cli.port_lora_methods import read_calib
+    from regraft.port.request import read_calib
     from regraft.errors import InputError
     from regraft.port.prompts import load_seeds
 

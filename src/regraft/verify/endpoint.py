@@ -44,8 +44,7 @@ GENERIC_PROMPTS = [
 ]
 
 
-class EndpointError(RegraftError):
-    """The endpoint cannot be probed (unreachable, unknown model name, not an OpenAI-compatible server)."""
+from regraft.errors import EndpointError  # noqa: E402,F401  (defined in errors.py)
 
 
 @dataclass
