@@ -181,7 +181,7 @@ def test_bad_paths_are_one_line_exit_2(tiny, tmp_path, capsys, method, bad):
     assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("content,what", [("not json\n", "not JSON"), ('{"x": 1}\n', "'prompt'"), ("", "no prompts")])
+@pytest.mark.parametrize("content,what", [("not json\n", "invalid JSON"), ('{"x": 1}\n', "'prompt'"), ("", "no prompts")])
 def test_bad_seed_files_are_named(tiny, tmp_path, capsys, content, what):
     seeds = tmp_path / "s.jsonl"
     seeds.write_text(content)
