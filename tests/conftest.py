@@ -1,5 +1,8 @@
+import json
 import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,10 @@ if str(ROOT) not in sys.path:  # so tests can import bench.zoo
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("REGRAFT_OFFLINE", "1")
+
+# The zoo tier the tests use: `ci` (the smoke tier's members with fewer training steps, bench/zoo/build.py), built
+# once per run and shared by all xdist workers (file lock). REGRAFT_TEST_TIER=smoke runs the same tests on smoke.
+ZOO_TIER = os.environ.get("REGRAFT_TEST_TIER", "ci")
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +35,50 @@ def tiny(tmp_path_factory):
     from tests.port._tiny import tiny_world
 
     return tiny_world(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def zoo_tier() -> str:
+    """Name of the zoo tier the tests run on (`ZOO_TIER`)."""
+    return ZOO_TIER
+
+
+@pytest.fixture(scope="session")
+def zoo(zoo_tier) -> Path:
+    """The test tier's directory, built if needed: once per run for all xdist workers (`build_zoo` holds a file
+    lock; a worker that finds it built reuses it)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from bench.zoo import build
+
+    build._setup_torch()
+    return build.build_zoo(zoo_tier, quiet=True)
+
+
+# ------------------------------------------------------------------ CPU time per test
+# REGRAFT_TEST_CPU_LOG=FILE appends one JSON line per test: wall s and CPU s (user+sys of the worker process and of
+# the child processes it reaped during the test: servers, CLI runs, zoo builders), setup + call + teardown.
+# Summarise with `python -m tests.cpu_report FILE`.
+_CPU_LOG = os.environ.get("REGRAFT_TEST_CPU_LOG")
+
+
+def _cpu() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+if _CPU_LOG:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        t0, c0 = time.perf_counter(), _cpu()
+        yield
+        rec = {"test": item.nodeid, "wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(_cpu() - c0, 3),
+               "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
+        with open(_CPU_LOG, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    def pytest_sessionfinish(session):
+        rec = {"test": "<session>", "cpu_s": round(_cpu(), 3),
+               "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
+        with open(_CPU_LOG, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")

@@ -68,6 +68,23 @@ _tier("smoke", batch=32, tasks=["A", "B", "C"], models={
 # Task-A adapter raised generic NLL from 0.84 to ~5.5 nats/token (see bench/README.md).
 TIERS["smoke"]["lora"] = {**LORA, "steps": 1200, "lr": 1e-2, "replay": 0.25}
 
+# ci: the smoke tier's members and shapes with fewer training steps, for the test suite (.ci/run builds it from
+# nothing on every run). Same world, same LoRA recipe (r, alpha, seed, lr, replay); the tests' assertions hold on
+# it (measured: bench/results/ci_time.md). The committed smoke results (zoo_smoke.md, transfer_smoke.*) stay on
+# smoke; run the tests on smoke with REGRAFT_TEST_TIER=smoke.
+_tier("ci", batch=32, tasks=["A", "B", "C"], models={
+    "S": _pre(SMOKE_S, 0, 600, 3e-3),
+    "T1": {**TIERS["smoke"]["models"]["T1"], "steps": 100},
+    "T2": {**TIERS["smoke"]["models"]["T2"], "steps": 200},
+    "T3": _pre(TIERS["smoke"]["models"]["T3"]["shape"], 1, 500, 3e-3),
+    "T3p": _pre(SMOKE_S, 2, 600, 3e-3),
+    "SM": _pre(TIERS["smoke"]["models"]["SM"]["shape"], 3, 400, 3e-3),
+    "master": {**TIERS["smoke"]["models"]["master"], "steps": 400},
+    "Pk": dict(TIERS["smoke"]["models"]["Pk"]),
+}, adapters={"A": ["S", "SM", "T1", "T2", "T3", "T3p"], "B": ["S"], "C": ["S"]})
+TIERS["ci"]["lora"] = {**LORA, "steps": 400, "lr": 1e-2, "replay": 0.25}
+TIERS["ci"]["lora_task"] = {"B": {"steps": 600}}
+
 # standard: the shapes of lora_transfer.md section 7.2 and its Task A (5-10 letters, cipher then reversed),
 # with fewer steps than 7.2 asks (1000-1200 instead of 1.5-3k pretraining steps; LoRA batch 32, 300-500 steps)
 # so that the whole tier builds in <= 35 min on 2 idle cores with --jobs 2 (see bench/README.md).
