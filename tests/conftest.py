@@ -55,6 +55,27 @@ def zoo(zoo_tier) -> Path:
     return build.build_zoo(zoo_tier, quiet=True)
 
 
+# ------------------------------------------------------------------ order: the zoo's tests last
+def _needs_zoo(item) -> bool:
+    return bool({"zoo", "zoo_smoke"} & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist appends the group to the node ids
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the zoo run after all others (.ci/run builds the zoo in the background meanwhile), the
+    longest of them first, so that with `-n 2` one worker runs it while the other runs the rest of the zoo's tests.
+    The module-scoped `scores` of tests/zoo/test_zoo.py is built once: those tests are one xdist_group."""
+    zoo = [i for i in items if _needs_zoo(i)]
+    if not zoo:
+        return
+    first = [i for i in zoo if i.get_closest_marker("slow")]
+    rest = [i for i in zoo if not i.get_closest_marker("slow")]
+    for i in rest:
+        if i.nodeid.startswith("tests/zoo/"):
+            i.add_marker(pytest.mark.xdist_group("zoo"))
+    items[:] = [i for i in items if not _needs_zoo(i)] + first + rest
+
+
 # ------------------------------------------------------------------ CPU time per test
 # REGRAFT_TEST_CPU_LOG=FILE appends one JSON line per test: wall s and CPU s (user+sys of the worker process and of
 # the child processes it reaped during the test: servers, CLI runs, zoo builders), setup + call + teardown.

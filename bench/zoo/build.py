@@ -334,37 +334,40 @@ def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = 
             console.print(f"building {len(todo)} member(s) of tier {tier} into {root} ({jobs} job(s), 1 thread each)"
                           + (f"; stale (recipe or code changed): {', '.join(stale)}" if stale else ""))
         done: set = set()
-        running: dict = {}
-        while len(done) < len(todo):
-            ready = [n for n in todo if n not in done and n not in running
-                     and all(d in done or _fresh(root, d, member_key(tier, d, cfg)) for d in _deps(tier, n, cfg))]
-            while ready and len(running) < jobs:
-                n = ready.pop(0)
-                if _fresh(root, n, keys[n]):  # built meanwhile (e.g. adopted by hand); nothing to do
+        running: dict = {}  # member -> (worker, tmp, info path)
+        workers = _Workers(root, jobs, quiet)
+        try:
+            while len(done) < len(todo):
+                ready = [n for n in todo if n not in done and n not in running
+                         and all(d in done or _fresh(root, d, member_key(tier, d, cfg)) for d in _deps(tier, n, cfg))]
+                while ready and len(running) < jobs:
+                    n = ready.pop(0)
+                    if _fresh(root, n, keys[n]):  # built meanwhile (e.g. adopted by hand); nothing to do
+                        done.add(n)
+                        continue
+                    running[n] = workers.submit(cfg_file, n)
+                time.sleep(0.2)
+                for n, (w, tmp, out) in list(running.items()):
+                    if not out.exists():
+                        if w.poll() is not None:  # the worker died building n
+                            raise RuntimeError(f"building zoo member {n} failed (exit {w.returncode}); see output above")
+                        continue
+                    del running[n]
+                    workers.release(w)
+                    info = json.loads(out.read_text())
+                    info["key"] = keys[n]
+                    (tmp / ".key").write_text(keys[n])
+                    _swap(tmp, root / n)
+                    out.unlink(missing_ok=True)
+                    man["members"][n] = info
+                    _write_json(manifest_path, man)
                     done.add(n)
-                    continue
-                running[n] = _spawn(cfg_file, n, root, quiet)
-            time.sleep(0.2)
-            for n, (proc, tmp, out) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[n]
-                if proc.returncode != 0:
-                    for p_, _, _ in running.values():
-                        p_.kill()
-                    raise RuntimeError(f"building zoo member {n} failed (exit {proc.returncode}); see output above")
-                info = json.loads(out.read_text())
-                info["key"] = keys[n]
-                (tmp / ".key").write_text(keys[n])
-                _swap(tmp, root / n)
-                out.unlink(missing_ok=True)
-                man["members"][n] = info
-                _write_json(manifest_path, man)
-                done.add(n)
-                if not quiet:
-                    console.print(f"[green]built[/] {n}: {info['wall_s']} s, CPU {info.get('cpu_s')} s, peak RSS "
-                                  f"{info['peak_rss_mb']} MB, sha256 {info['sha256'][:12]}  ({len(done)}/{len(todo)}, "
-                                  f"{time.perf_counter() - t_all:.0f} s so far)")
+                    if not quiet:
+                        console.print(f"[green]built[/] {n}: {info['wall_s']} s, CPU {info.get('cpu_s')} s, peak RSS "
+                                      f"{info['peak_rss_mb']} MB, sha256 {info['sha256'][:12]}  ({len(done)}/{len(todo)}, "
+                                      f"{time.perf_counter() - t_all:.0f} s so far)")
+        finally:
+            workers.close(kill=len(done) < len(todo))
         cfg_file.unlink(missing_ok=True)
         builds = man.setdefault("builds", [])
         builds.append({"members": todo, "jobs": jobs, "wall_s": round(time.perf_counter() - t_all, 1),
@@ -405,21 +408,54 @@ def default_jobs() -> int:
     return int(os.environ.get("REGRAFT_ZOO_JOBS", "0")) or min(4, os.cpu_count() or 1)
 
 
-def _spawn(cfg_file: Path, name: str, root: Path, quiet: bool):
-    """Build one member in a child process (1 torch thread) into a temp dir; returns (proc, tmp, info path)."""
-    import subprocess
-    import sys
+class _Workers:
+    """Up to ``jobs`` child processes (1 torch thread each) that build members one after another: each pays the
+    torch/transformers/peft imports (~6 CPU-s) once, not once per member. A member is sent as one line on the
+    worker's stdin; the worker writes the member's info JSON (atomically) when done and waits for the next."""
 
-    tag = f"{name.replace('/', '_')}-{os.getpid()}"
-    tmp = root / ".tmp" / tag
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    out = root / ".tmp" / f"{tag}.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep
-           + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "bench.zoo._member", str(cfg_file), name, str(root), str(tmp), str(out),
-           "1" if quiet else "0"]
-    return subprocess.Popen(cmd, env=env, cwd=str(REPO)), tmp, out
+    def __init__(self, root: Path, jobs: int, quiet: bool):
+        self.root, self.jobs, self.quiet = root, jobs, quiet
+        self.idle: list = []
+        self.all: list = []
+
+    def submit(self, cfg_file: Path, name: str):
+        """Start building ``name``; returns (worker, tmp dir, info path)."""
+        import subprocess
+        import sys
+
+        tag = f"{name.replace('/', '_')}-{os.getpid()}"
+        tmp = self.root / ".tmp" / tag
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        out = self.root / ".tmp" / f"{tag}.json"
+        out.unlink(missing_ok=True)
+        if self.idle:
+            w = self.idle.pop()
+        else:
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            w = subprocess.Popen([sys.executable, "-m", "bench.zoo._member"], env=env, cwd=str(REPO),
+                                 stdin=subprocess.PIPE, text=True)
+            self.all.append(w)
+        w.stdin.write(json.dumps([str(cfg_file), name, str(self.root), str(tmp), str(out), self.quiet]) + "\n")
+        w.stdin.flush()
+        return w, tmp, out
+
+    def release(self, w) -> None:
+        self.idle.append(w)
+
+    def close(self, kill: bool = False) -> None:
+        for w in self.all:
+            if kill:
+                w.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    w.stdin.close()
+        for w in self.all:
+            w.wait()
+
+
+_CPU_AT_LAST_MEMBER = [0.0]  # a worker's CPU seconds when its previous member was done (0: process start)
 
 
 def _build_one(cfg: dict, name: str, root: Path, tmp: Path, out: Path, quiet: bool) -> None:
@@ -442,10 +478,16 @@ def _build_one(cfg: dict, name: str, root: Path, tmp: Path, out: Path, quiet: bo
             info = steps.build_member(cfg.get("name", ""), cfg, name, root, tmp, progress)
     info["wall_s"] = round(time.perf_counter() - t0, 2)
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    info["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)  # load-independent cost (whole child incl. imports)
+    cpu = ru.ru_utime + ru.ru_stime
+    # load-independent cost: the worker's CPU since its previous member (the first member of a worker includes the
+    # worker's imports, ~6 CPU-s)
+    info["cpu_s"] = round(cpu - _CPU_AT_LAST_MEMBER[0], 1)
+    _CPU_AT_LAST_MEMBER[0] = cpu
     info["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     info["sha256"] = weights_hash(tmp)
-    out.write_text(json.dumps(info))
+    part = out.with_name(out.name + ".part")
+    part.write_text(json.dumps(info))
+    os.replace(part, out)
 
 
 def zoo_path(tier: str, name: str, build: bool = True) -> Path:
