@@ -84,6 +84,9 @@ _tier("ci", batch=32, tasks=["A", "B", "C"], models={
 }, adapters={"A": ["S", "SM", "T1", "T2", "T3", "T3p"], "B": ["S"], "C": ["S"]})
 TIERS["ci"]["lora"] = {**LORA, "steps": 400, "lr": 1e-2, "replay": 0.25}
 TIERS["ci"]["lora_task"] = {"B": {"steps": 600}}
+# per adapter ("task/base"): the MoE source's Task-A LoRA keeps smoke's 1200 steps (at 400 its loss was still on the
+# plateau, 2.00 -> 1.32, EM 0.04; the S adapter 2.12 -> 0.56, EM 1.00)
+TIERS["ci"]["lora_member"] = {"A/SM": {"steps": 1200}}
 
 # standard: the shapes of lora_transfer.md section 7.2 and its Task A (5-10 letters, cipher then reversed),
 # with fewer steps than 7.2 asks (1000-1200 instead of 1.5-3k pretraining steps; LoRA batch 32, 300-500 steps)
@@ -173,7 +176,8 @@ def member_spec(cfg: dict, name: str) -> dict:
     name = _norm(name)
     if name.startswith("lora/"):
         _, task, base = name.split("/")
-        spec = {"kind": "lora", "task": task, "base": f"zoo/{base}", "batch": cfg["batch"], **lora_recipe(cfg, task)}
+        spec = {"kind": "lora", "task": task, "base": f"zoo/{base}", "batch": cfg["batch"], **lora_recipe(cfg, task),
+                **cfg.get("lora_member", {}).get(f"{task}/{base}", {})}
         if cfg.get("world"):
             spec["world"] = cfg["world"]
         return spec
