@@ -62,18 +62,17 @@ def _needs_zoo(item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist appends the group to the node ids
 def pytest_collection_modifyitems(config, items):
-    """Tests that need the zoo run after all others (.ci/run builds the zoo in the background meanwhile), the
-    longest of them first, so that with `-n 2` one worker runs it while the other runs the rest of the zoo's tests.
-    The module-scoped `scores` of tests/zoo/test_zoo.py is built once: those tests are one xdist_group."""
+    """Longest first, the zoo's last: the slow tests that do not need the test zoo start first (the transfer bench
+    smoke test builds its own smoke members), then the rest, then the tests that need the zoo (.ci/run builds it in
+    the background meanwhile). The module-scoped `scores` of tests/zoo/test_zoo.py is built once: the zoo's tests
+    are one xdist_group (with --dist loadgroup one worker runs them)."""
     zoo = [i for i in items if _needs_zoo(i)]
-    if not zoo:
-        return
-    first = [i for i in zoo if i.get_closest_marker("slow")]
-    rest = [i for i in zoo if not i.get_closest_marker("slow")]
-    for i in rest:
+    other = [i for i in items if not _needs_zoo(i)]
+    for i in zoo:
         if i.nodeid.startswith("tests/zoo/"):
             i.add_marker(pytest.mark.xdist_group("zoo"))
-    items[:] = [i for i in items if not _needs_zoo(i)] + first + rest
+    slow = sorted((i for i in other if i.get_closest_marker("slow")), key=lambda i: "test_bench_smoke" not in i.nodeid)
+    items[:] = slow + [i for i in other if not i.get_closest_marker("slow")] + zoo
 
 
 # ------------------------------------------------------------------ CPU time per test
