@@ -16,9 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("REGRAFT_OFFLINE", "1")
 
-# The zoo tier the tests use: `ci` (the smoke tier's members with fewer training steps, bench/zoo/build.py), built
-# once per run and shared by all xdist workers (file lock). REGRAFT_TEST_TIER=smoke runs the same tests on smoke.
-ZOO_TIER = os.environ.get("REGRAFT_TEST_TIER", "ci")
+# The zoo tier the tests use: smoke (the tier of the committed bench results), built once per run and shared by all
+# xdist workers (file lock). REGRAFT_TEST_TIER=ci runs the same tests on the cheaper ci tier (bench/zoo/build.py),
+# which does not pass all of them yet (bench/results/ci_time.md).
+ZOO_TIER = os.environ.get("REGRAFT_TEST_TIER", "smoke")
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""`zoo_smoke`: the test tier's directory (tests/conftest.py `zoo`; the `ci` tier unless REGRAFT_TEST_TIER says
+"""`zoo_smoke`: the test tier's directory (tests/conftest.py `zoo`; the smoke tier unless REGRAFT_TEST_TIER says
 otherwise), built once per run for all xdist workers (file-locked)."""
 
 from __future__ import annotations

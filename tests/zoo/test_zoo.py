@@ -1,4 +1,4 @@
-"""The test tier (`ci`, or REGRAFT_TEST_TIER) of the tiny model world: loads, scores, drift, exact reparametrisation, determinism."""
+"""The test tier (smoke, or REGRAFT_TEST_TIER) of the tiny model world: loads, scores, drift, exact reparametrisation, determinism."""
 
 from __future__ import annotations
 
