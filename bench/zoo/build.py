@@ -345,7 +345,7 @@ def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = 
         try:
             while len(done) < len(todo):
                 ready = [n for n in todo if n not in done and n not in running
-                         and all(d in done or _fresh(root, d, member_key(tier, d, cfg)) for d in _deps(tier, n, cfg))]
+                         and all(d in done or _fresh(root, d, keys[d]) for d in _deps(tier, n, cfg))]
                 while ready and len(running) < jobs:
                     n = ready.pop(0)
                     if _fresh(root, n, keys[n]):  # built meanwhile (e.g. adopted by hand); nothing to do
