@@ -148,8 +148,8 @@ def to_markdown(res: dict, command: str) -> str:
         L.append(f"| {n} | {s['kind']} | `{s.get('key', '?')}` | {s['wall_s']} | {s.get('cpu_s', 'n/a')} | "
                  f"{s['peak_rss_mb']} | {s.get('params', '–')} | {loss} | `{s['sha256'][:12]}` |")
     c = res["cost"]
-    L += ["", f"Cost (load-independent, from the manifest's `cpu_s`: user+sys CPU of each 1-thread member process "
-          f"including imports): {c['cpu_s_total']} CPU-s in all, critical path {c['critical_path_cpu_s']} CPU-s, "
+    L += ["", f"Cost (load-independent, from the manifest's `cpu_s`: user+sys CPU of the 1-thread worker process for "
+          f"each member; the first member of each worker also carries its ~6 CPU-s of imports): {c['cpu_s_total']} CPU-s in all, critical path {c['critical_path_cpu_s']} CPU-s, "
           f"so ≈ {c['est_wall_s_2_cores']} s wall on 2 idle cores; largest peak RSS {c['peak_rss_mb_max']} MB. "
           f"Evaluation for this table: {res['eval_wall_s']} s wall ({res.get('eval_jobs', 1)} processes).", ""]
     for b in res.get("builds", []):

@@ -1,18 +1,11 @@
-"""Builds the smoke tier once per session (file-locked, so pytest-xdist workers never race)."""
+"""`zoo_smoke`: the test tier's directory (tests/conftest.py `zoo`; the smoke tier unless REGRAFT_TEST_TIER says
+otherwise), built once per run for all xdist workers (file-locked)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def zoo_smoke():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from bench.zoo import build
-    from bench.zoo.build import build_zoo
-
-    build._setup_torch()
-    return build_zoo("smoke", quiet=True)
+def zoo_smoke(zoo):
+    return zoo

@@ -1,4 +1,4 @@
-"""The smoke tier of the tiny model world: loads, scores, drift, exact reparametrisation, determinism."""
+"""The test tier (smoke, or REGRAFT_TEST_TIER) of the tiny model world: loads, scores, drift, exact reparametrisation, determinism."""
 
 from __future__ import annotations
 
@@ -135,14 +135,14 @@ def test_t1_drift_is_small_and_t3p_drift_is_large(zoo_smoke):
     assert d3["sigma"] > 4 * d1["sigma"]
 
 
-def test_pk_is_an_exact_reparametrisation_of_s(zoo_smoke):
+def test_pk_is_an_exact_reparametrisation_of_s(zoo_smoke, zoo_tier):
     from transformers import AutoModelForCausalLM
 
     from bench.zoo import reparam_maps, world
 
     s = AutoModelForCausalLM.from_pretrained(zoo_smoke / "zoo" / "S", dtype=torch.float64).eval()
     pk = AutoModelForCausalLM.from_pretrained(zoo_smoke / "zoo" / "Pk", dtype=torch.float64).eval()
-    maps = reparam_maps("smoke")
+    maps = reparam_maps(zoo_tier)
     H = s.config.hidden_size
     hid = maps["hidden"]
     assert sorted(i for i in hid if i >= 0) == list(range(H)) and len(hid) == pk.config.hidden_size > H
@@ -164,14 +164,14 @@ def test_pk_is_an_exact_reparametrisation_of_s(zoo_smoke):
             assert torch.count_nonzero(ep[:, j]) == 0
 
 
-def test_same_seed_same_weights(zoo_smoke):
+def test_same_seed_same_weights(zoo_smoke, zoo_tier):
     """Rebuilding S's Task-A adapter from the cached S reproduces the cached file bit for bit."""
     from rich.progress import Progress
 
     from bench.zoo import build, steps, weights_hash
 
-    cfg = build.tier_config("smoke")
-    man = build.manifest("smoke")["members"]
+    cfg = build.tier_config(zoo_tier)
+    man = build.manifest(zoo_tier)["members"]
     assert weights_hash(zoo_smoke / "zoo" / "S") == man["zoo/S"]["sha256"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "a"
@@ -181,13 +181,13 @@ def test_same_seed_same_weights(zoo_smoke):
         for k in range(2):
             o = Path(tmp) / f"run{k}"
             o.mkdir()
-            steps.build_member("smoke", small, "lora/A/S", zoo_smoke, o, Progress(disable=True))
+            steps.build_member(zoo_tier, small, "lora/A/S", zoo_smoke, o, Progress(disable=True))
             h.append(weights_hash(o))
         assert h[0] == h[1]
         other = {**cfg, "lora": {**cfg["lora"], "steps": 40, "seed": 101}}
         o = Path(tmp) / "run_other"
         o.mkdir()
-        steps.build_member("smoke", other, "lora/A/S", zoo_smoke, o, Progress(disable=True))
+        steps.build_member(zoo_tier, other, "lora/A/S", zoo_smoke, o, Progress(disable=True))
         assert weights_hash(o) != h[0]
 
 
@@ -201,7 +201,7 @@ def test_fresh_init_is_seeded():
     assert not torch.equal(sa["model.embed_tokens.weight"], sc["model.embed_tokens.weight"])
 
 
-def test_unknown_names_are_input_errors():
+def test_unknown_names_are_input_errors(zoo_tier):
     from bench.zoo import load_task, zoo_path
     from regraft.errors import InputError
 
@@ -210,16 +210,16 @@ def test_unknown_names_are_input_errors():
     with pytest.raises(InputError, match="unknown zoo tier"):
         zoo_path("huge", "S")
     with pytest.raises(InputError, match="no member"):
-        zoo_path("smoke", "T9")
+        zoo_path(zoo_tier, "T9")
 
 
-def test_cli_both_entry_points_and_user_errors(zoo_smoke):
+def test_cli_both_entry_points_and_user_errors(zoo_smoke, zoo_tier):
     import subprocess
     import sys
 
     from bench.zoo.build import REPO
 
-    r = subprocess.run([sys.executable, "bench/zoo", "list", "--tier", "smoke"], cwd=REPO, capture_output=True,
+    r = subprocess.run([sys.executable, "bench/zoo", "list", "--tier", zoo_tier], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "zoo/S" in r.stdout and "lora/A/S" in r.stdout and "missing" not in r.stdout
