@@ -51,7 +51,7 @@ def train(size: dict, seed: int, steps: int, lr: float, opt_name: str = "adamw")
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0) if opt_name == "adamw" else torch.optim.SGD(params, lr=lr)
     losses = []
-    for step in range(steps):
+    for _step in range(steps):
         out = pm(input_ids=data, labels=data)
         out.loss.backward()
         opt.step()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
+if str(REPO) not in sys.path:  # run as a script: `python bench/transfer_frontier.py`
     sys.path.insert(0, str(REPO))
 
 import torch

@@ -202,7 +202,7 @@ def measure(spec, base, questions: list[str], producer_report) -> Evidence:
     pairs, downs, missing, other_bs = [], [], [], []
     with safe_open(str(inside(spec.path, spec.weights_file)), "pt") as f:
         keys = set(f.keys())
-        for layer, pre, ka in chosen:
+        for _layer, pre, ka in chosen:
             w = _down_weights(base, pre, E)
             if w is None:
                 missing.append(pre)

@@ -19,7 +19,6 @@ from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 
-from regraft.errors import InputError
 
 
 from regraft.errors import TemplateError  # noqa: E402,F401  (defined in errors.py)

@@ -369,7 +369,7 @@ async def averify_endpoint(endpoint: str, model: str, *, base_model: str | None 
     say = progress or (lambda m: None)
     if n_probes < 1 or max_tokens < 1 or not 1 <= top_k <= 20:
         raise InputError("verify --endpoint needs --probes >= 1, --max-tokens >= 1 and --top-k between 1 and 20.")
-    if adapter_dir is not None and not Path(adapter_dir).expanduser().is_dir():
+    if adapter_dir is not None and not Path(adapter_dir).expanduser().is_dir():  # noqa: ASYNC240 (once, before any request)
         raise InputError(f"Cannot read adapter '{adapter_dir}': no such folder (expected a PEFT adapter folder).")
     mk = (lambda url, role: ProbeClient(url, None, role=role, timeout=timeout, connect_timeout=min(3.0, timeout),
                                         retries=retries, api_key=api_key))
