@@ -321,7 +321,8 @@ def execute_plan(spec: AdapterSpec, plan: Plan, target: ModelSpec, out: str | Pa
         raise InputError("--out is required (or pass --dry-run to see the plan).")
     from regraft.port.write import check_output, write_peft
 
-    out = check_output(out, [spec.path, target.path, source.path if source else None], force)
+    out = check_output(out, [spec.path, target.path, source.path if source else None], force,
+                       gguf=plan.output_format == "gguf")
     if plan.blocked:
         raise PortBlocked(plan)
     if drift:

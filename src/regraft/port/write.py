@@ -14,9 +14,10 @@ from regraft import outputs
 SIDE_GGUF = ".regraft.json"  # the report next to a GGUF output
 
 
-def check_output(out: str | Path, inputs: list[str | Path], force: bool) -> Path:
-    """Guard ``out`` (and the GGUF side report) against the inputs; return the path to write."""
-    gguf = str(out).endswith(".gguf")
+def check_output(out: str | Path, inputs: list[str | Path], force: bool, gguf: bool | None = None) -> Path:
+    """Guard ``out`` (and the GGUF side report) against the inputs; return the path to write. ``gguf``: a single
+    GGUF file is written (default: decided by the .gguf suffix)."""
+    gguf = str(out).endswith(".gguf") if gguf is None else gguf
     return outputs.guard(out, inputs, force, side=(SIDE_GGUF,) if gguf else (), kind="file" if gguf else "dir")
 
 
