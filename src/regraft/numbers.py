@@ -92,28 +92,25 @@ def parse_float(value, what: str, lo: float | None = None, hi: float | None = No
     return x
 
 
-def int_flag(lo: int | None = None, hi: int | None = None):
-    """An argparse ``type=`` for integer flags (argparse shows the message as the flag's error)."""
+def _flag(parse, name: str, lo, hi):
+    """An argparse ``type=`` built on ``parse`` (argparse shows the message as the flag's error)."""
     import argparse
 
-    def conv(text: str) -> int:
+    def conv(text: str):
         try:
-            return parse_int(text, "the value", lo, hi)
+            return parse(text, "the value", lo, hi)
         except NumberError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
-    conv.__name__ = "integer"
+    conv.__name__ = name
     return conv
+
+
+def int_flag(lo: int | None = None, hi: int | None = None):
+    """An argparse ``type=`` for integer flags."""
+    return _flag(parse_int, "integer", lo, hi)
 
 
 def float_flag(lo: float | None = None, hi: float | None = None):
-    import argparse
-
-    def conv(text: str) -> float:
-        try:
-            return parse_float(text, "the value", lo, hi)
-        except NumberError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    conv.__name__ = "number"
-    return conv
+    """An argparse ``type=`` for number flags."""
+    return _flag(parse_float, "number", lo, hi)
