@@ -148,3 +148,40 @@ def test_calibrate_cli_from_records(tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stderr.strip().endswith("exists; pass --force to overwrite it or choose another --out")
     assert Policy() != load_policy(out)
+
+
+def test_share_upper_is_the_wilson_bound():
+    from regraft.hybrid.calibrate import share_upper
+
+    # Wilson one-sided 90% (z = 1.2816): 20 of 100 -> 0.2559; 0.5 confidence is the share itself
+    assert share_upper(0.2, 100, 0.9) == pytest.approx(0.2559, abs=5e-4)
+    assert share_upper(0.0, 100, 0.9) == pytest.approx(1.2816 ** 2 / (100 + 1.2816 ** 2), abs=1e-4)
+    assert share_upper(0.2, 100, 0.5) == 0.2
+    assert share_upper(0.2, 10_000, 0.9) == pytest.approx(0.2051, abs=5e-4)  # shrinks with n
+
+
+def test_calibrated_share_holds_on_held_out_items():
+    """The target is a cap on new traffic: fitted on 100 dev items, the policy must stay within it on fresh draws
+    from the same distribution far more often than the face-value fit does."""
+    over = {0.5: 0, 0.9: 0}
+    shares = {0.5: [], 0.9: []}
+    for seed in range(40):
+        dev, fresh = _synthetic(100, seed=100 + seed), _synthetic(2000, seed=900 + seed)
+        for conf in over:
+            policy, rep = calibrate(dev, 0.2, share_confidence=conf, signals=("context_coverage",))
+            assert rep["dev_share"] <= 0.2 and rep["share_upper"] <= 0.2 + 1e-9
+            share = sum(decide(r.signals, policy).escalate for r in fresh) / len(fresh)
+            shares[conf].append(share)
+            over[conf] += share > 0.2
+    # face value overshoots about half the time; with the 90% bound about one fit in ten or fewer does
+    assert over[0.5] >= 10 and over[0.9] <= 6
+    assert max(shares[0.9]) < 0.25
+
+
+
+def test_a_tiny_dev_set_keeps_the_master_off_rather_than_overshoot():
+    # 20 dev items: one escalation is already 5% with an upper bound near 20%; at a 10% cap only "escalate nothing"
+    # is safe, and calibrate says so with the numbers instead of writing a policy that would overshoot
+    policy, rep = calibrate(_synthetic(20, seed=3), 0.1, signals=("context_coverage",))
+    assert rep["dev_share"] == 0 and rep["share_upper"] < 0.1
+    assert not any(decide(r.signals, policy).escalate for r in _synthetic(500, seed=4))

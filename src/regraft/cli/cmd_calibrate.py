@@ -30,6 +30,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--from-records", metavar="FILE.jsonl", help="refit from records written by --records "
                    "(no endpoints needed)")
     p.add_argument("--quantile", type=float, default=0.1, help="the per-token quantile for the logprob signals")
+    p.add_argument("--share-confidence", type=float, default=0.9, metavar="C",
+                   help="a threshold is eligible only when the upper bound of its master share (Wilson, at this "
+                   "confidence, from the dev set's size) is within --target-share, so new traffic stays under it; "
+                   "0.5 takes the dev share at face value (default 0.9)")
     add_format(p, ("table", "json"))  # "text" is accepted as another name for table
     return p
 
@@ -117,6 +121,9 @@ def run(args) -> int:
 
     if not 0 <= args.target_share <= 1:
         raise InputError(f"--target-share {args.target_share}: expected a share from 0 to 1, e.g. 0.2")
+    if not 0.5 <= args.share_confidence < 1:
+        raise InputError(f"--share-confidence {args.share_confidence}: expected a confidence from 0.5 (the dev share "
+                         "as measured) to below 1, e.g. 0.9")
     from regraft import outputs
 
     out = Path(args.out)
@@ -150,7 +157,7 @@ def run(args) -> int:
         records = asyncio.run(go())
         if args.records:
             outputs.write_text(args.records, records_to_jsonl(records), inputs, args.force)
-    policy, report = calibrate(records, args.target_share, base, q=args.quantile)
+    policy, report = calibrate(records, args.target_share, base, q=args.quantile, share_confidence=args.share_confidence)
     write_policy(policy, out, report, inputs=inputs, force=args.force)
     if args.format == "json":
         print(json.dumps(report, indent=1))
@@ -166,5 +173,8 @@ def run(args) -> int:
             b = c["best"]
             con.print(f"  {name:17s} {b['quality']:.3f} at {b['master_share']:.1%}"
                       + ("  <- written" if name == report["winner"] else ""))
+    if report["share_confidence"] > 0.5:
+        con.print(f"master share on dev {report['dev_share']:.1%}; upper bound {report['share_upper']:.1%} at "
+                  f"{report['share_confidence']:.0%} confidence (target {report['target_share']:.0%})")
     con.print(f"wrote {out} (signal {report['winner']}, threshold {report['threshold']:.4g})", markup=False)
     return 0

@@ -5,7 +5,10 @@ twice (route=small, which records every signal, and route=master) and scores bot
 with the pure ``decide`` semantics (escalate when a signal is below its threshold):
 
 - sweeps each signal's threshold and keeps, per signal, the one with the best dev quality at a master share no
-  larger than the target (``routing_curve``, ``best_at_share``);
+  larger than the target (``routing_curve``, ``best_at_share``). The target is a cap on new traffic, and a share
+  measured on n dev items is itself a sample: by default a point is eligible only when the Wilson upper bound of
+  its share (confidence 0.9) is within the target, so the policy lands at or under the target on unseen requests
+  (``share_confidence=0.5`` takes the dev share at face value);
 - trains a logistic confidence classifier over all available signals (RouteLLM-style: the label is "escalating
   would not help", i.e. small quality >= master quality) and scores it with k-fold cross-validation on the dev set,
   so it competes with the single signals on held-out predictions;
@@ -78,9 +81,23 @@ def routing_curve(values: list[float | None], small_ok: list[float], master_ok: 
     return out
 
 
-def best_at_share(curve: list[dict], target: float) -> dict | None:
-    """The best point with master share <= target (the cheaper one on ties)."""
-    ok = [c for c in curve if c["master_share"] <= target + 1e-12]
+def share_upper(share: float, n: int, confidence: float) -> float:
+    """One-sided Wilson upper bound of a share measured on ``n`` items (``confidence`` 0.5: the share itself)."""
+    from statistics import NormalDist
+
+    if n <= 0 or confidence <= 0.5:
+        return share
+    z = NormalDist().inv_cdf(confidence)
+    centre = share + z * z / (2 * n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + half) / (1 + z * z / n))
+
+
+def best_at_share(curve: list[dict], target: float, n: int = 0, confidence: float = 0.5) -> dict | None:
+    """The best point with master share <= target (the cheaper one on ties); with ``n`` and ``confidence`` > 0.5,
+    the point's share upper bound (``share_upper``) must be within the target instead (a point that escalates
+    nothing is always eligible)."""
+    ok = [c for c in curve if c["master_share"] == 0 or share_upper(c["master_share"], n, confidence) <= target + 1e-12]
     return max(ok, key=lambda c: (c["quality"], -c["master_share"])) if ok else None
 
 
@@ -157,8 +174,9 @@ def signal_values(records: list[Record], name: str, q: float, router: dict | Non
 
 
 def calibrate(records: list[Record], target_share: float, base: Policy | None = None, q: float = 0.1,
-              signals: tuple[str, ...] | None = None) -> tuple[Policy, dict]:
-    """The policy that maximises dev quality at master share <= target_share, and a report of every candidate."""
+              signals: tuple[str, ...] | None = None, share_confidence: float = 0.9) -> tuple[Policy, dict]:
+    """The policy that maximises dev quality at master share <= target_share (the share's upper bound at
+    ``share_confidence``, see ``share_upper``), and a report of every candidate."""
     if not records:
         from regraft.errors import InputError
 
@@ -176,7 +194,7 @@ def calibrate(records: list[Record], target_share: float, base: Policy | None = 
             cands[name] = {"available": False}
             continue
         curve = routing_curve(vals, s_ok, m_ok)
-        best = best_at_share(curve, target_share)
+        best = best_at_share(curve, target_share, len(records), share_confidence)
         cands[name] = {"available": True, "best": best, "coverage": sum(v is not None for v in vals) / len(vals)}
     usable = {k: v for k, v in cands.items() if v.get("best")}
     if not usable:
@@ -191,13 +209,17 @@ def calibrate(records: list[Record], target_share: float, base: Policy | None = 
         router = fit_router([r.signals for r in records], router_labels(records), q)
         # the threshold on the in-sample scores of the final router, at the same target share
         vals = signal_values(records, "router", q, router)
-        best = best_at_share(routing_curve(vals, s_ok, m_ok), target_share)
+        best = best_at_share(routing_curve(vals, s_ok, m_ok), target_share, len(records), share_confidence)
         threshold = best["threshold"]
     else:
         threshold = usable[winner]["best"]["threshold"]
     esc = replace(base.escalate_if, **{**learned, key: float(threshold), "logprob_quantile": q})
     policy = replace(base, escalate_if=esc, router=router)
-    report = {"target_share": target_share, "n": len(records), "winner": winner, "threshold": threshold,
+    chosen = usable[winner]["best"]
+    report = {"target_share": target_share, "share_confidence": share_confidence,
+              "dev_share": chosen["master_share"],
+              "share_upper": share_upper(chosen["master_share"], len(records), share_confidence),
+              "n": len(records), "winner": winner, "threshold": threshold,
               "candidates": cands, "always_small": sum(s_ok) / len(s_ok), "always_master": sum(m_ok) / len(m_ok),
               "oracle": oracle(s_ok, m_ok)}
     return policy, report
@@ -227,7 +249,9 @@ def write_policy(p: Policy, path, report: dict | None = None, inputs=(), force: 
     if report:
         b = report["candidates"][report["winner"]]["best"]
         head += (f": signal {report['winner']}, dev n={report['n']}, target master share {report['target_share']:.0%}"
-                 f" -> dev quality {b['quality']:.3f} at {b['master_share']:.1%}")
+                 f" -> dev quality {b['quality']:.3f} at {b['master_share']:.1%}"
+                 + (f" (upper bound {report['share_upper']:.1%} at {report['share_confidence']:.0%} confidence)"
+                    if report.get("share_confidence", 0.5) > 0.5 else ""))
     text = head + "\n" + yaml.safe_dump(policy_to_dict(p), sort_keys=False, width=110)
     outputs.write_text(path, text, inputs, force)
 
