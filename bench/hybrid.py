@@ -452,6 +452,10 @@ def routing_kb(args) -> dict:
             return rd, rt, report, time.time() - t
 
         rec_dev, rec_test, report, wall = asyncio.run(collect_all())
+        from regraft.cli.cmd_calibrate import records_to_jsonl
+
+        for split, recs in (("dev", rec_dev), ("test", rec_test)):  # refit offline: regraft calibrate --from-records
+            (RESULTS / f"hybrid_records_{split}.jsonl").write_text(records_to_jsonl(recs))
         s_ok, m_ok = [r.small_ok for r in rec_test], [r.master_ok for r in rec_test]
         n = len(rec_test)
         q_small, q_master = sum(s_ok) / n, sum(m_ok) / n
@@ -487,6 +491,7 @@ def routing_kb(args) -> dict:
             qual = sum(score(r.answer, g) for r, (_, g) in zip(ra, test)) / n
             calibrated[str(target)] = {"winner": rep["winner"], "threshold": rep["threshold"],
                                        "dev": rep["candidates"][rep["winner"]]["best"],
+                                       "share_confidence": rep["share_confidence"], "share_upper": rep["share_upper"],
                                        "test_end_to_end": {"master_share": share, "quality": qual,
                                                            "random_quality": random_quality(s_ok, m_ok, share)},
                                        "policy_file": str(f.relative_to(ROOT))}
@@ -740,8 +745,10 @@ def _md_kb(r: dict) -> list[str]:
     for t in ("0.2", "0.3"):
         x = c[t]
         v = x["test_end_to_end"]
-        lines.append(f"| **`regraft calibrate` on dev for {float(t):.0%}** ({x['winner']}), re-run end to end with "
-                     f"route=auto | {v['master_share']:.1%} | **{v['quality']:.3f}** ({v['quality'] / qm:.1%} of the "
+        bound = (f", dev share {x['dev']['master_share']:.0%}, bound {x['share_upper']:.1%} at "
+                 f"{x['share_confidence']:.0%}" if x.get("share_confidence", 0.5) > 0.5 else "")
+        lines.append(f"| **`regraft calibrate` on dev for {float(t):.0%}** ({x['winner']}{bound}), re-run end to end "
+                     f"with route=auto | {v['master_share']:.1%} | **{v['quality']:.3f}** ({v['quality'] / qm:.1%} of the "
                      f"master) | {v['random_quality']:.3f} |")
     lines += ["", "Per signal (threshold swept on test: the routing curve, `hybrid_routing.png`):", "",
               "| signal | best at ≤ 20% master | best at ≤ 30% master | master share to reach 95% of the master |",
@@ -757,6 +764,12 @@ def _md_kb(r: dict) -> list[str]:
         lines += ["", f"On the test curve the trained router at {rt['master_share']:.0%} master calls: {rt['quality']:.3f} vs "
                   f"{rq:.3f} for random routing ({(rt['quality'] - rq) * 100:+.1f} points); the threshold fitted on dev "
                   "lands at another share on test (below)."]
+    lines += ["", "`regraft calibrate` treats the target as a cap on new traffic: a threshold is eligible only when "
+              "the one-sided 90% Wilson upper bound of its dev share is within the target (`--share-confidence`, "
+              "default 0.9), because a share measured on 100 dev items moves by ±4 points on new items. The dev "
+              "and test records are committed (`hybrid_records_dev.jsonl`, `hybrid_records_test.jsonl`): "
+              "`regraft calibrate --from-records bench/results/hybrid_records_dev.jsonl --target-share 0.2 --out P` "
+              "refits without the models."]
     v20, v30 = c["0.2"]["test_end_to_end"], c["0.3"]["test_end_to_end"]
     t1 = v30["master_share"] <= 0.30 + 1e-9 and v30["quality"] >= 0.95 * qm
     t2 = v20["master_share"] <= 0.20 + 1e-9 and v20["quality"] - v20["random_quality"] >= 0.05
