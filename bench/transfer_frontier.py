@@ -9,6 +9,7 @@ source+adapter gets right), gold NLL, generic-text NLL (side effect vs the targe
 
     python bench/transfer_frontier.py --tier smoke --pairs S->T3 --budgets 64 256 --seeds 1
     python bench/transfer_frontier.py --tier standard --pairs S->T3 SM->T3 S->T2 --seeds 3
+    python bench/transfer_frontier.py --merge a.json b.json --tag _standard   # one table from per-pair runs
 Writes bench/results/transfer_frontier[<tag>].{json,md,png}; partial results are saved after every pair.
 """
 
@@ -64,7 +65,8 @@ def run(args):
     work = Path(tempfile.mkdtemp(prefix="regraft-frontier-"))
     res = {"tier": args.tier, "pairs": {}, "budgets": args.budgets, "seeds": args.seeds, "n_test": args.n_test,
            "command": " ".join(["python", "bench/transfer_frontier.py"] + sys.argv[1:]), "torch": torch.__version__,
-           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "threads": args.threads}
+           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "threads": args.threads,
+           "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     t_all = time.perf_counter()
     for pname in args.pairs:
         src, tgt, _ = PM.PAIRS[pname]
@@ -146,13 +148,28 @@ def run(args):
     return res
 
 
+def merge(args):
+    """One result from several runs (disjoint pairs, e.g. run in parallel processes): pairs and commands joined."""
+    runs = [json.loads(Path(f).read_text()) for f in args.merge]
+    res = {**runs[0], "pairs": {}, "command": " ; ".join(r["command"] for r in runs),
+           "wall_s": " + ".join(str(r.get("wall_s", "partial")) for r in runs)}
+    for r in runs:
+        dup = set(r["pairs"]) & set(res["pairs"])
+        if dup:
+            raise SystemExit(f"--merge: pair(s) {sorted(dup)} appear in more than one run")
+        res["pairs"].update(r["pairs"])
+    summarise(res)
+    save(res, args)
+    return res
+
+
 def summarise(res):
     for P in res["pairs"].values():
         C = P["conditions"]
-        base = C["target base"]["runs"][0]
-        up = C["retrained"]["runs"][0]
         if "target base" not in C or "retrained" not in C:
             continue
+        base = C["target base"]["runs"][0]
+        up = C["retrained"]["runs"][0]
         for c in C.values():
             ems = [r["em"] for r in c["runs"]]
             c["em"] = sum(ems) / len(ems)
@@ -203,7 +220,8 @@ def save(res, args):
     f = PM._fmt
     L = [f"# Closed-form transport frontier ({res['tier']} tier, task A)", "",
          (f"Command: `{res['command']}` (started {res['started']}, {res.get('wall_s', 'partial')} s wall, "
-          f"{res['threads']} torch thread(s), torch {res['torch']}, `nice -n 10`, shared 2-core machine)."), "",
+          f"{res['threads']} torch thread(s), torch {res['torch']}, 2-core machine shared with other jobs, load average "
+          f"at start {res.get('load_average_at_start', '?')}; EM and GR do not depend on the load, wall s does)."), "",
          ("GR = (EM - EM_target_base) / (EM_retrained - EM_target_base). GR spread: max - min over runs (calibration "
          "draws for transport:*, training seeds for distill/lora): the noise floor. Neg. flip: items the "
          "source+adapter gets right and the ported adapter wrong, over those it gets right. Generic Δ: generic-text "
@@ -285,8 +303,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--merge", nargs="*", metavar="RUN.json", help="merge finished runs (e.g. one process per pair) "
+                    "into one table instead of running")
     args = ap.parse_args(argv)
-    res = run(args)
+    res = merge(args) if args.merge else run(args)
     print(json.dumps(res.get("targets", {}), indent=1))
 
 
