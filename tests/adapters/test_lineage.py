@@ -25,6 +25,12 @@ from regraft.inspection.resolve import resolve_model
     ("/root/.cache/huggingface/hub/models--Qwen--Qwen3-8B/snapshots/abc", "hf-cache", "Qwen/Qwen3-8B"),
     ("C:\\Users\\me\\.cache\\huggingface\\hub\\models--unsloth--Qwen3-8B-bnb-4bit\\snapshots\\0a1b", "hf-cache",
      "unsloth/Qwen3-8B-bnb-4bit"),
+    # ModelScope cache folders store '.' as '___' (modelscope hub/file_download.py), with or without 'models/'
+    ("/root/.cache/modelscope/hub/models/Qwen/Qwen2___5-7B-Instruct", "local", "Qwen/Qwen2.5-7B-Instruct"),
+    ("/root/.cache/modelscope/hub/Qwen/Qwen3-0___6B", "local", "Qwen/Qwen3-0.6B"),
+    ("C:\\Users\\me\\.cache\\modelscope\\hub\\models\\qwen\\Qwen2___5-1___5B-Instruct", "local",
+     "qwen/Qwen2.5-1.5B-Instruct"),
+    ("/data/models/Qwen/Qwen3-8B/checkpoint-500", "local", "Qwen/Qwen3-8B"),
 ])
 def test_parse_base_normalises_paths_of_any_os(raw, kind, name):
     b = parse_base(raw)
@@ -75,6 +81,11 @@ def test_every_lineage_entry_has_a_source_and_renames_land_in_the_catalog():
     ("Qwen/Qwen2-7B", "Qwen/Qwen2.5-7B", "unrelated", "names"),  # two known trunks
     ("meta-llama/Llama-3.1-8B", "mistralai/Mistral-7B-Instruct-v0.3", "unrelated", "config"),
     ("Qwen/Qwen2.5-Coder-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "derived", "data"),
+    ("/root/.cache/modelscope/hub/models/Qwen/Qwen2___5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "same", "names"),
+    ("/home/u/.cache/modelscope/hub/qwen/Qwen2___5-1___5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "same", "names"),
+    ("/root/.cache/modelscope/hub/models/LLM-Research/Meta-Llama-3___1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct",
+     "same", "names"),
+    ("/root/.cache/modelscope/hub/models/Qwen/Qwen3-0___6B", "Qwen/Qwen3-8B", "unrelated", "names"),
 ])
 def test_relations_and_their_evidence(declared, target, rel, evidence):
     t = resolve_model(target)

@@ -27,6 +27,9 @@ from regraft import catalog
 
 _CACHE_PATH = re.compile(r"models--([^/]+?)--([^/]+)")
 _DRIVE = re.compile(r"^[A-Za-z]:/")
+# ModelScope stores a model id's '.' as '___' in its cache folders ('.cache/modelscope/hub/models/Qwen/Qwen2___5-7B-
+# Instruct'; modelscope/modelscope modelscope/hub/file_download.py: ``name = name.replace('.', '___')``).
+_MS_MASK = "___"
 _STEM_SUFFIX = re.compile(r"(-(base|instruct|chat|thinking|it|pt|hf|\d{4}|v\d+(\.\d+)*))+$", re.I)
 _NOT_A_MODEL = re.compile(r"^(checkpoint-\d+|final|merged|output|outputs|adapter|lora|model|snapshot|\d+|"
                           r"[0-9a-f]{40}|latest|best|last)$", re.I)
@@ -80,8 +83,10 @@ def parse_base(raw: str) -> BaseName:
         if p not in (".", "..", "~") and not _NOT_A_MODEL.match(p):
             name = p
             break
-    if name and len(parts) >= 2 and parts[-1] == name and parts[-2] in _known_orgs():
-        name = f"{parts[-2]}/{name}"  # '/models/Qwen/Qwen3-8B' (ModelScope / hub-like layouts)
+    org = parts[parts.index(name) - 1] if name and name in parts[1:] else ""
+    name = name.replace(_MS_MASK, ".")  # a ModelScope cache folder: 'Qwen3-0___6B' is Qwen3-0.6B
+    if name and org in _known_orgs():
+        name = f"{org}/{name}"  # '/models/Qwen/Qwen3-8B' (ModelScope / hub-like layouts)
     return BaseName(raw, "local", name, s)
 
 
