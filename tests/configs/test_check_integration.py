@@ -64,3 +64,26 @@ def test_rag_check_loads_tokenizers_not_torch(qwen_dir_env):
     got = _imports(["check", "Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-32B", "--rag", str(RAG), "--format", "json",
                     "--fail-on", "never"])
     assert "tokenizers" in got and "torch" not in got and "transformers" not in got  # tokenizer built already
+
+
+def test_runtime_follows_the_config_and_a_contradicting_runtime_is_refused(tmp_path, capsys):
+    """No --runtime: the LoRA is judged for the server of --config (vLLM here), said in a note; a --runtime of
+    another family is an error naming both, exit 2. The headline says which area needs work."""
+    cmd = tmp_path / "serve.sh"
+    cmd.write_text("vllm serve Qwen/Qwen3-30B-A3B --enable-lora --max-lora-rank 8 --lora-modules a=/x\n")
+    args = ["check", "Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-30B-A3B-Base", "--adapter", "example:qwen3-30b-a3b-attn",
+            "--config", str(cmd), "--format", "json", "--fail-on", "never"]
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["runtime"] == "vllm"
+    assert any(f"the runtime of --config {cmd}" in n for n in d["notes"])
+    t = d["targets"][0]
+    assert t["areas"]["lora"]["verdict"] == "loads" and t["areas"]["config"]["verdict"] == "needs-port"
+    assert t["verdict_text"] == "config: needs rewriting (regraft port config)"  # not "a port across shapes"
+    assert main(args + ["--runtime", "vllm"]) == 0  # the same family: accepted
+    capsys.readouterr()
+    assert main(args + ["--runtime", "ollama"]) == 2
+    err = capsys.readouterr().err
+    assert "--runtime ollama does not match --config" in err and "vllm config" in err
+    assert main(args[:-6] + ["--format", "json"]) == 0  # no --config: PEFT, as before
+    assert json.loads(capsys.readouterr().out)["runtime"] == "peft"

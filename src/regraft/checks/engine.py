@@ -92,9 +92,38 @@ def summary(ctx: LoraContext, verdict: Verdict) -> str:
     return f"{ok}/{len(ctx.matches)} {what} fit ({fit}/{tensors} tensors)"
 
 
+# what a serving config's runtime is called among the catalog's runtimes (configs.model.ServingConfig.runtime)
+_CONFIG_RUNTIME = {"vllm": "vllm", "sglang": "sglang", "llama.cpp": "llama.cpp", "ollama": "ollama",
+                   "transformers": "peft"}
+
+
+def effective_runtime(runtime: str | None, config: str | None) -> tuple[str, str | None]:
+    """The runtime the LoRA is checked for, and a note when --config decided it.
+
+    No --runtime: the --config's runtime (a vLLM command line is checked as vLLM serves it), else PEFT. A --runtime
+    of another family than the --config is refused: the flags would be read for one server and the adapter judged
+    for another."""
+    if config is None:
+        return runtime or "peft", None
+    from regraft.configs.readers import read_config
+
+    declared = read_config(config).runtime
+    mapped = _CONFIG_RUNTIME.get(declared or "")
+    if runtime is None:
+        if mapped is None:
+            return "peft", None
+        return mapped, f"runtime {mapped}: the runtime of --config {config}"
+    if mapped is not None and runtime.split("-")[0] != mapped.split("-")[0]:
+        raise InputError(f"--runtime {runtime} does not match --config {config}, which is a {declared} config: "
+                         f"drop --runtime (it follows the config) or give a {mapped} runtime")
+    return runtime, None
+
+
 def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None = None,
-          runtime: str = "peft", select=None, ignore=None, options: dict | None = None) -> CheckReport:
-    """Check an adapter (or, without one, a LoRA on SOURCE's usual target modules) against each target."""
+          runtime: str | None = None, select=None, ignore=None, options: dict | None = None) -> CheckReport:
+    """Check an adapter (or, without one, a LoRA on SOURCE's usual target modules) against each target.
+
+    ``runtime`` None: the runtime of ``options["config"]`` when one is given, else PEFT (:func:`effective_runtime`)."""
     import gc
 
     paused = gc.isenabled()  # the rules make many short-lived objects and no cycles worth collecting meanwhile
@@ -108,6 +137,7 @@ def check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSp
 
 def _check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterSpec | None, runtime: str, select,
            ignore, options: dict | None) -> CheckReport:
+    runtime, why = effective_runtime(runtime, (options or {}).get("config"))
     rd = runtime_data(runtime)
     if rd is None:
         raise InputError(f"Unknown runtime '{runtime}'. Known: {', '.join(runtime_names())}.")
@@ -115,6 +145,8 @@ def _check(source: ModelSpec | None, targets: list[ModelSpec], adapter: AdapterS
     report = CheckReport(source.name if source else "-", source.source if source else "-",
                     str(adapter.path) if adapter else None, runtime)
     report.bytes_read = (source.bytes_read if source else 0) + (adapter.bytes_read if adapter else 0)
+    if why:
+        report.notes.append(why)
     if adapter is None:
         report.notes.append("no --adapter: answering 'would a LoRA (r=16) on q,k,v,o,gate,up,down of SOURCE fit "
                             "TARGET?' module by module")

@@ -133,12 +133,22 @@ class TargetResult:
         return worst(a.verdict for a in self.areas.values())
 
     @property
+    def verdict_text(self) -> str:
+        """The verdict in the words of the area that set it: a config that needs a flag changed is not a LoRA that
+        needs a port across shapes."""
+        v = self.verdict
+        by = [a for a, r in self.areas.items() if r.verdict is v]
+        if not by or "lora" in by:
+            return v.text
+        return "; ".join(f"{a}: {verdict_text(v, a)}" for a in by)
+
+    @property
     def findings(self) -> list[Finding]:
         return [f for a in self.areas.values() for f in a.findings]
 
     def to_dict(self, layers: bool = False) -> dict:
         return {"target": self.target, "target_source": self.target_source, "verdict": self.verdict.value,
-                "verdict_text": self.verdict.text,
+                "verdict_text": self.verdict_text,
                 "areas": {k: a.to_dict(layers) for k, a in self.areas.items()}}
 
 

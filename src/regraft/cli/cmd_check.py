@@ -23,7 +23,7 @@ def add_parser(sub):
     p.add_argument("--adapter", metavar="DIR", help="PEFT adapter folder (or example:NAME for a bundled one)")
     p.add_argument("--config", metavar="FILE", help="serving/generation config to check (vLLM/SGLang/llama.cpp/Ollama)")
     p.add_argument("--rag", metavar="FILE", help="RAG setup file to check")
-    add_runtime(p)
+    add_runtime(p, default=None, help_default="the --config's runtime, else peft")
     p.add_argument("--drift", choices=("auto", "always", "never"), default="auto",
                    help="measure lineage on the weights when SOURCE and TARGET are local folders: auto (when both "
                         "together are under 4 GiB), always, never")

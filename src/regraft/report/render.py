@@ -58,7 +58,7 @@ def _table(report: CheckReport, layers: bool, console) -> None:
     for note in report.notes:
         console.print(f"[dim]note: {_m(note)}[/dim]")
     for t in report.targets:
-        console.print(f"\n[bold]{_m(t.target)}[/bold]: [{_STYLE[t.verdict]}]{_m(t.verdict.text)}[/]")
+        console.print(f"\n[bold]{_m(t.target)}[/bold]: [{_STYLE[t.verdict]}]{_m(t.verdict_text)}[/]")
         for f in sorted(t.findings, key=lambda f: -f.severity.rank):  # errors first, info last
             console.print(f"  [{_SEV[f.severity.value]}]{f.code} {f.severity.value:7}[/] {_m('[' + f.area + ']')} "
                           f"{_m(f.message)}",
@@ -123,7 +123,7 @@ def _markdown(report: CheckReport, layers: bool) -> str:
     for note in report.notes:
         out += ["", f"_Note: {note}_"]
     for t in report.targets:
-        out += ["", f"## {t.target}: {t.verdict.text}", ""]
+        out += ["", f"## {t.target}: {t.verdict_text}", ""]
         for f in t.findings:
             out.append(f"- **{f.code}** {f.severity.value} [{f.area}]: {f.message}" + (f" — {f.hint}" if f.hint else ""))
         if layers:
