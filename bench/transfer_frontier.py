@@ -66,7 +66,7 @@ def run(args):
     res = {"tier": args.tier, "pairs": {}, "budgets": args.budgets, "seeds": args.seeds, "n_test": args.n_test,
            "command": " ".join(["python", "bench/transfer_frontier.py"] + sys.argv[1:]), "torch": torch.__version__,
            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "threads": args.threads,
-           "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
+           "machine": args.machine, "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     t_all = time.perf_counter()
     for pname in args.pairs:
         src, tgt, _ = PM.PAIRS[pname]
@@ -119,7 +119,7 @@ def run(args):
         best = max(closed, key=lambda k: (closed[k][1], -closed[k][2])) if closed else None
         res["pairs"][pname]["best_closed_form"] = best
         for N in args.budgets:
-            for seed in range(args.seeds):
+            for seed in (args.seed_list if args.seed_list is not None else range(args.seeds)):
                 inits = [("distill", "project")] + ([(f"distill<-{best}", closed[best][0])] if best else [])
                 for label, init in inits:
                     if args.only_init and label == "distill":
@@ -149,15 +149,30 @@ def run(args):
 
 
 def merge(args):
-    """One result from several runs (disjoint pairs, e.g. run in parallel processes): pairs and commands joined."""
+    """One result from several runs (e.g. one process per pair, seed and budget): pairs and commands joined.
+
+    Runs of the same pair are pooled per condition; a run (condition, seed) already present is kept once (the
+    seed-free rows every process recomputes: base, retrained, project, transport on the same calibration draw).
+    The best closed form must agree across the runs of a pair (it is chosen on calibration seed 0, deterministic).
+    """
     runs = [json.loads(Path(f).read_text()) for f in args.merge]
     res = {**runs[0], "pairs": {}, "command": " ; ".join(r["command"] for r in runs),
-           "wall_s": " + ".join(str(r.get("wall_s", "partial")) for r in runs)}
+           "wall_s": (f"{len(runs)} processes, longest {max(r['wall_s'] for r in runs)}"
+                      if all(isinstance(r.get("wall_s"), (int, float)) for r in runs)
+                      else " + ".join(str(r.get("wall_s", "partial")) for r in runs))}
     for r in runs:
-        dup = set(r["pairs"]) & set(res["pairs"])
-        if dup:
-            raise SystemExit(f"--merge: pair(s) {sorted(dup)} appear in more than one run")
-        res["pairs"].update(r["pairs"])
+        for name, P in r["pairs"].items():
+            if name not in res["pairs"]:
+                res["pairs"][name] = json.loads(json.dumps(P))
+                continue
+            M = res["pairs"][name]
+            if P.get("best_closed_form") != M.get("best_closed_form"):
+                raise SystemExit(f"--merge: {name}: best closed form {P.get('best_closed_form')} in one run, "
+                                 f"{M.get('best_closed_form')} in another: the runs are not of the same zoo")
+            for cname, c in P["conditions"].items():
+                have = M["conditions"].setdefault(cname, {"runs": []})["runs"]
+                seen = {x.get("calib_seed", x.get("seed")) for x in have}
+                have += [x for x in c["runs"] if x.get("calib_seed", x.get("seed")) not in seen]
     summarise(res)
     save(res, args)
     return res
@@ -220,7 +235,7 @@ def save(res, args):
     f = PM._fmt
     L = [f"# Closed-form transport frontier ({res['tier']} tier, task A)", "",
          (f"Command: `{res['command']}` (started {res['started']}, {res.get('wall_s', 'partial')} s wall, "
-          f"{res['threads']} torch thread(s), torch {res['torch']}, 2-core machine shared with other jobs, load average "
+          f"{res['threads']} torch thread(s), torch {res['torch']}, {res.get('machine', '2-core machine shared with other jobs')}, load average "
           f"at start {res.get('load_average_at_start', '?')}; EM and GR do not depend on the load, wall s does)."), "",
          ("GR = (EM - EM_target_base) / (EM_retrained - EM_target_base). GR spread: max - min over runs (calibration "
          "draws for transport:*, training seeds for distill/lora): the noise floor. Neg. flip: items the "
@@ -289,6 +304,8 @@ def main(argv=None):
     ap.add_argument("--calib-seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--n-task", type=int, default=64, help="task prompts (seeds + synthetic) in the calibration")
     ap.add_argument("--seeds", type=int, default=1, help="distillation seeds")
+    ap.add_argument("--seed-list", type=int, nargs="*", help="these distillation seeds instead of 0..seeds-1 "
+                    "(one process per seed, joined with --merge)")
     ap.add_argument("--budgets", type=int, nargs="*", default=[256])
     ap.add_argument("--baselines", type=int, nargs="*", default=[100])
     ap.add_argument("--only-init", action="store_true", help="skip the standard-init distill rows")
@@ -302,6 +319,7 @@ def main(argv=None):
     ap.add_argument("--adapters", default="zoo", choices=("zoo", "bench"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--machine", default="2-core machine shared with other jobs", help="recorded in the table header")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     ap.add_argument("--merge", nargs="*", metavar="RUN.json", help="merge finished runs (e.g. one process per pair) "
                     "into one table instead of running")
