@@ -7,6 +7,13 @@ from pathlib import Path
 import pytest
 
 
+# One intra-op thread per test process (and, inherited, per CLI / server subprocess): the suite runs as `-n 2` on
+# 2 cores beside the zoo build, and torch's default of one thread per core then oversubscribes the machine, where
+# OpenMP's spinning workers burn CPU waiting (the transfer bench smoke test: 446 CPU-s with 2 threads under load,
+# 54 alone with 1). Set before torch is imported; a test that wants more threads sets them itself.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # Never touch the network or the user's caches from tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TIER = "smoke"
-COMMON = ["--budgets", "256", "--n-test", "200", "--n-teacher", "100", "--n-generic", "100", "--threads", "2"]
+COMMON = ["--budgets", "256", "--n-test", "200", "--n-teacher", "100", "--n-generic", "100", "--threads", "1"]
 
 
 def test_transfer_bench_smoke_criteria(tmp_path):
