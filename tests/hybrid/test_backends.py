@@ -10,6 +10,9 @@ import pytest
 from regraft.hybrid.backends import Backend, BackendError
 from tests.hybrid import procs
 
+# one worker runs this module (--dist loadgroup): its module-scoped servers start once, not once per worker
+pytestmark = pytest.mark.xdist_group("backends")
+
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):

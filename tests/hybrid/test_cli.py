@@ -9,6 +9,9 @@ import pytest
 
 from tests.hybrid import procs
 
+# one worker runs this module (--dist loadgroup): its module-scoped servers start once, not once per worker
+pytestmark = pytest.mark.xdist_group("hybrid_cli")
+
 
 def regraft(*args, timeout=120):
     t = time.monotonic()

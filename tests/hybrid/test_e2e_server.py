@@ -10,7 +10,8 @@ import pytest
 
 from tests.hybrid import procs
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+# one worker runs this module (--dist loadgroup): its module-scoped servers start once, not once per worker
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.xdist_group("e2e_server")]
 
 
 @pytest.fixture(scope="module")

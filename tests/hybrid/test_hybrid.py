@@ -15,6 +15,9 @@ from regraft.hybrid.store import open_store
 from regraft.hybrid.tools import default_tools
 from tests.hybrid import procs
 
+# one worker runs this module (--dist loadgroup): its module-scoped servers start once, not once per worker
+pytestmark = pytest.mark.xdist_group("hybrid")
+
 ANSWERS = {
     "Reply yes or no": {"content": "yes", "logprob": -0.1},
     "sample me": {"content": "Paris", "samples": ["Paris", "Lyon", "paris!", "Nice"]},

@@ -14,7 +14,8 @@ import pytest
 
 from tests.hybrid import procs
 
-pytestmark = [pytest.mark.server]
+# one worker runs this module (--dist loadgroup): its module-scoped servers start once, not once per worker
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("openai_contract")]
 
 openai = pytest.importorskip("openai")
 
