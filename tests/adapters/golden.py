@@ -50,6 +50,8 @@ def build_adapter(case: Path, spec: dict, out: Path, default_on) -> Path:
     for pat, shape in (spec.get("set_shape") or {}).items():
         for k in [k for k in tensors if re.search(pat, k)]:
             tensors[k] = (tensors[k][0], tuple(shape))
+    for pat, repl in (spec.get("rename") or {}).items():  # e.g. a text-only CausalLM adapter for a wrapper model
+        tensors = {re.sub(pat, repl, k): v for k, v in tensors.items()}
     for k, shape in (spec.get("add") or {}).items():
         tensors[k] = (spec.get("dtype", "BF16"), tuple(shape))
     out.mkdir(parents=True)
