@@ -32,6 +32,7 @@ import torch
 from bench import port_methods as PM
 
 VARIANTS = ("theseus", "ariadne", "bico")
+MACHINE = "2-core machine shared with other jobs"
 
 
 def neg_flip(src_items, items):
@@ -156,7 +157,7 @@ def merge(args):
     The best closed form must agree across the runs of a pair (it is chosen on calibration seed 0, deterministic).
     """
     runs = [json.loads(Path(f).read_text()) for f in args.merge]
-    res = {**runs[0], "pairs": {}, "command": " ; ".join(r["command"] for r in runs),
+    res = {**runs[0], **({"machine": args.machine} if args.machine != MACHINE else {}), "pairs": {}, "command": " ; ".join(r["command"] for r in runs),
            "wall_s": (f"{len(runs)} processes, longest {max(r['wall_s'] for r in runs)}"
                       if all(isinstance(r.get("wall_s"), (int, float)) for r in runs)
                       else " + ".join(str(r.get("wall_s", "partial")) for r in runs))}
@@ -166,9 +167,11 @@ def merge(args):
                 res["pairs"][name] = json.loads(json.dumps(P))
                 continue
             M = res["pairs"][name]
-            if P.get("best_closed_form") != M.get("best_closed_form"):
+            if None not in (P.get("best_closed_form"), M.get("best_closed_form")) and \
+                    P["best_closed_form"] != M["best_closed_form"]:
                 raise SystemExit(f"--merge: {name}: best closed form {P.get('best_closed_form')} in one run, "
                                  f"{M.get('best_closed_form')} in another: the runs are not of the same zoo")
+            M["best_closed_form"] = M.get("best_closed_form") or P.get("best_closed_form")  # None: a partial run
             for cname, c in P["conditions"].items():
                 have = M["conditions"].setdefault(cname, {"runs": []})["runs"]
                 seen = {x.get("calib_seed", x.get("seed")) for x in have}
@@ -319,7 +322,7 @@ def main(argv=None):
     ap.add_argument("--adapters", default="zoo", choices=("zoo", "bench"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="")
-    ap.add_argument("--machine", default="2-core machine shared with other jobs", help="recorded in the table header")
+    ap.add_argument("--machine", default=MACHINE, help="recorded in the table header")
     ap.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     ap.add_argument("--merge", nargs="*", metavar="RUN.json", help="merge finished runs (e.g. one process per pair) "
                     "into one table instead of running")
