@@ -78,12 +78,11 @@ def parse_base(raw: str) -> BaseName:
     if not local:
         return BaseName(raw, "repo" if "/" in s else "name", s.rstrip("/"))
     parts = [p for p in s.rstrip("/").split("/") if p and not _DRIVE.match(p + "/")]
-    name = ""
-    for p in reversed(parts):  # '.../Qwen3-8B/checkpoint-500' -> 'Qwen3-8B'
-        if p not in (".", "..", "~") and not _NOT_A_MODEL.match(p):
-            name = p
+    name, org = "", ""
+    for i in range(len(parts) - 1, -1, -1):  # '.../Qwen3-8B/checkpoint-500' -> 'Qwen3-8B'
+        if parts[i] not in (".", "..", "~") and not _NOT_A_MODEL.match(parts[i]):
+            name, org = parts[i], parts[i - 1] if i else ""
             break
-    org = parts[parts.index(name) - 1] if name and name in parts[1:] else ""
     name = name.replace(_MS_MASK, ".")  # a ModelScope cache folder: 'Qwen3-0___6B' is Qwen3-0.6B
     if name and org in _known_orgs():
         name = f"{org}/{name}"  # '/models/Qwen/Qwen3-8B' (ModelScope / hub-like layouts)
