@@ -83,7 +83,8 @@ def pytest_collection_modifyitems(config, items):
 
 # ------------------------------------------------------------------ CPU time per test
 # REGRAFT_TEST_CPU_LOG=FILE appends one JSON line per test: wall s and CPU s (user+sys of the worker process and of
-# the child processes it reaped during the test: servers, CLI runs, zoo builders), setup + call + teardown.
+# the child processes it reaped during the test: servers, CLI runs, zoo builders), setup + call + teardown, and the
+# time it ended (`end`, epoch s: a timeline of the workers).
 # Summarise with `python -m tests.cpu_report FILE`.
 _CPU_LOG = os.environ.get("REGRAFT_TEST_CPU_LOG")
 
@@ -99,7 +100,7 @@ if _CPU_LOG:
         t0, c0 = time.perf_counter(), _cpu()
         yield
         rec = {"test": item.nodeid, "wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(_cpu() - c0, 3),
-               "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
+               "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "end": round(time.time(), 2)}
         with open(_CPU_LOG, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
 

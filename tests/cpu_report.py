@@ -1,6 +1,9 @@
 """Per-file (and top per-test) CPU seconds from a REGRAFT_TEST_CPU_LOG file (see tests/conftest.py).
 
     python -m tests.cpu_report LOG [--top 30]
+
+With the records' ``end`` times it also prints a timeline per xdist worker: its first and last test, the time its
+tests ran (wall), and where the zoo's tests (tests/zoo/) started: the tail that runs on one worker.
 """
 
 from __future__ import annotations
@@ -33,6 +36,25 @@ def main(argv=None):
     print(f"\ntop {a.top} tests by CPU s:")
     for r in sorted(tests, key=lambda r: -r["cpu_s"])[:a.top]:
         print(f"  {r['cpu_s']:8.1f} CPU s {r['wall_s']:8.1f} wall s  {r['test']}")
+    timeline(tests)
+
+
+def timeline(tests: list[dict]) -> None:
+    timed = [r for r in tests if "end" in r]
+    if not timed:
+        return
+    t0 = min(r["end"] - r["wall_s"] for r in timed)
+    print("\ntimeline (s from the first test's start):\n| worker | tests | first start | last end | busy wall s | "
+          "zoo tests start | zoo tests wall s |\n|---|---|---|---|---|---|---|")
+    workers = defaultdict(list)
+    for r in timed:
+        workers[r["worker"]].append(r)
+    for w, rs in sorted(workers.items()):
+        zoo = [r for r in rs if r["test"].startswith("tests/zoo/")]
+        zoo_start = f"{min(r['end'] - r['wall_s'] for r in zoo) - t0:.0f}" if zoo else "-"
+        print(f"| {w} | {len(rs)} | {min(r['end'] - r['wall_s'] for r in rs) - t0:.0f} | "
+              f"{max(r['end'] for r in rs) - t0:.0f} | {sum(r['wall_s'] for r in rs):.0f} | {zoo_start} | "
+              f"{sum(r['wall_s'] for r in zoo):.0f} |")
 
 
 if __name__ == "__main__":
