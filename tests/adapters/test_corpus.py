@@ -102,3 +102,25 @@ def test_rg202_names_positive_evidence():
     f = next(f for f in t.findings if f.code == "RG202")
     assert f.data["evidence"] in ("config", "data", "names", "weights")
     assert "vocab_size 32768 vs 128256" in f.message
+
+
+PRODUCERS = sorted(n for n, e in EXPECT["own"].items() if e.get("producer"))
+
+
+@pytest.mark.parametrize("name", PRODUCERS)
+def test_producer_is_named_from_the_folders_own_files(name, tmp_path):
+    """The folder's other files (model card, trainer files) beside weights synthesised on its own base: `inspect`
+    names the producer that made it, and the layout stays the plain PEFT one."""
+    import shutil
+
+    from regraft.inspection.producer import inspect_producer
+
+    exp = EXPECT["own"][name]
+    d = synth_adapter(tmp_path / "a", _cfg(name), resolve_model(exp["target"]))
+    for f in (CORPUS / name).iterdir():
+        if f.name != "adapter_config.json":
+            shutil.copy(f, d / f.name)
+    rep = inspect_producer(d)
+    assert rep.producer == exp["producer"], rep.evidence
+    assert rep.layout == "peft-standard", rep.missing
+

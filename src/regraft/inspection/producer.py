@@ -4,7 +4,8 @@ The layouts and their sources are data: ``catalog/layouts.json``. This module on
 
 - the files present (``adapters.safetensors`` = MLX-LM, ``automodel_peft_config.json`` = NeMo-Automodel);
 - adapter_config.json keys (``fine_tune_type``/``lora_parameters`` = MLX-LM; ``peft_version``);
-- README.md tags / text (Unsloth, LLaMA-Factory, axolotl, TRL write PEFT files with their model card);
+- README.md tags / text (Unsloth, AutoTrain, LLaMA-Factory, axolotl, TRL write PEFT files with their model card);
+- trainer files beside them (AutoTrain's ``training_params.json``, LLaMA-Factory's ``llamaboard_config.yaml``);
 - tensor names and shapes (Tinker ``experts.w1``, Megatron per-projection 3-D, PEFT fused ParamWrappers).
 
 Fused 3-D expert LoRA has two orientations with the same key names (PEFT 0.18 positional vs >= 0.19 nn.Linear):
@@ -28,6 +29,7 @@ from pathlib import Path
 PREFIX = "base_model.model."
 _README_TAGS = (  # first match wins: Unsloth model cards also carry the 'trl' tag
     ("unsloth", re.compile(r"\bunsloth\b", re.IGNORECASE)),
+    ("autotrain", re.compile(r"(^|\n)\s*-\s*autotrain\s*(\n|$)|trained using autotrain", re.IGNORECASE)),
     ("llama-factory", re.compile(r"llama[-_ ]?factory|llamaboard", re.IGNORECASE)),
     ("axolotl", re.compile(r"\baxolotl\b", re.IGNORECASE)),
     ("trl", re.compile(r"(^|\n)\s*-\s*trl\s*(\n|$)|\btrl\b.*\b(sft|dpo|grpo)\b", re.IGNORECASE)),
@@ -46,7 +48,7 @@ def layouts_data() -> dict:
 class ProducerReport:
     """What made the adapter and how its tensors are laid out; ``unknown`` fields name what is missing."""
 
-    producer: str  # peft | unsloth | llama-factory | axolotl | trl | mlx-lm | nemo-automodel | megatron-bridge / skyrl | tinker | unknown
+    producer: str  # peft | unsloth | autotrain | llama-factory | axolotl | trl | mlx-lm | nemo-automodel | megatron-bridge / skyrl | tinker | unknown
     layout: str  # a key of layouts.json "layouts", or "unknown"
     evidence: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # what would decide an unknown
@@ -128,6 +130,9 @@ def _producer(config: dict, files: set, readme: str, rep: ProducerReport) -> str
         if readme and rx.search(readme):
             rep.evidence.append(f"README.md names {name}")
             return name
+    if "training_params.json" in files:
+        rep.evidence.append("training_params.json present (AutoTrain's training arguments)")
+        return "autotrain"
     if "llamaboard_config.yaml" in files or "training_args.yaml" in files:
         rep.evidence.append("LLaMA-Factory training files present")
         return "llama-factory"
