@@ -25,25 +25,69 @@ def load_case(case: Path) -> dict:
     return yaml.safe_load((case / "case.yaml").read_text())
 
 
-def _model(case: Path, name):
+def _model(case: Path, name, models: dict | None = None):
     from regraft.inspection.resolve import resolve_model
 
     if name is None:
         return None
+    if models and name in models:
+        return resolve_model(models[name])
     p = case / name
     return resolve_model(p if p.is_dir() else name)
 
 
-def build_adapter(case: Path, spec: dict, out: Path, default_on) -> Path:
+def build_models(case: Path, specs: dict | None, out: Path) -> dict[str, Path]:
+    """The case's ``models:``: local model folders synthesised into ``out`` (config.json + model.safetensors), in
+    order, so that ``noise_of`` can name an earlier one. Returns name -> folder."""
+    import numpy as np
+
+    from regraft.inspection.resolve import read_model_folder
+    from tests.adapters.synth import model_tensors
+    from tests.factories import tiny_config
+
+    folders: dict[str, Path] = {}
+    values: dict[str, dict[str, np.ndarray]] = {}
+    for name, m in (specs or {}).items():
+        folder = out / name
+        folder.mkdir(parents=True)
+        cfg = tiny_config(m["from"], **(m.get("set") or {})) if m.get("from") else dict(m["config"])
+        (folder / "config.json").write_text(json.dumps(cfg, indent=1))
+        tensors = model_tensors(read_model_folder(folder).arch, "F32")
+        for pat in m.get("drop", []):
+            tensors = {k: v for k, v in tensors.items() if not re.search(pat, k)}
+        for pat, shape in (m.get("set_shape") or {}).items():
+            for k in [k for k in tensors if re.search(pat, k)]:
+                tensors[k] = (tensors[k][0], tuple(shape))
+        data = None
+        if "seed" in m or "noise_of" in m:  # real values: N(0, 1), or another model's plus relative noise
+            rng = np.random.default_rng(m.get("seed", 0))
+            base = values.get(m.get("noise_of"), {})
+            vals = {}
+            for k, (_, shape) in tensors.items():
+                v = rng.standard_normal(int(np.prod(shape)), dtype=np.float32)
+                if k in base and base[k].size == v.size:
+                    v = base[k] + np.float32(m.get("noise", 0.02)) * v
+                vals[k] = v
+            values[name] = vals
+            data = lambda k, n, vals=vals: vals[k].astype("<f4").tobytes()
+        write_safetensors(folder / "model.safetensors", tensors, data)
+        folders[name] = folder
+    return folders
+
+
+def build_adapter(case: Path, spec: dict, out: Path, default_on, models: dict | None = None) -> Path:
     """Synthesise the case's adapter into ``out`` (never inside the case folder)."""
     if spec.get("dir"):  # a hand-written adapter folder inside the case
         shutil.copytree(case / spec["dir"], out)
         return out
     cfg = {**DEFAULT_ADAPTER, **(spec.get("config") or {})}
-    on = _model(case, spec["on"]) if spec.get("on") else default_on
+    on = _model(case, spec["on"], models) if spec.get("on") else default_on
     cfg.setdefault("base_model_name_or_path", on.name)
     if cfg.get("base_model_name_or_path") == "~none":
         cfg["base_model_name_or_path"] = None
+    base = str(cfg.get("base_model_name_or_path") or "")
+    if base.startswith("@"):  # "@name": the folder of the case's synthesised model `name`
+        cfg["base_model_name_or_path"] = str(models[base[1:]])
     tensors = peft_tensors(cfg, on.arch, spec.get("dtype", "BF16"))
     for pat in spec.get("drop", []):
         tensors = {k: v for k, v in tensors.items() if not re.search(pat, k)}
@@ -83,10 +127,11 @@ def run_case(case: Path, tmp: Path):
     from regraft.inspection.adapter import read_adapter
 
     spec = load_case(case)
-    source, target = _model(case, spec.get("source")), _model(case, spec["target"])
+    models = build_models(case, spec.get("models"), tmp / "models")
+    source, target = _model(case, spec.get("source"), models), _model(case, spec["target"], models)
     adapter = None
     if spec.get("adapter") is not None:
-        adapter = read_adapter(build_adapter(case, spec["adapter"], tmp / "adapter", source or target))
+        adapter = read_adapter(build_adapter(case, spec["adapter"], tmp / "adapter", source or target, models))
     options = {"drift": spec.get("drift", "never")}
     if spec.get("config"):
         options["config"] = str(case / spec["config"])

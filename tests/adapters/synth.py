@@ -88,8 +88,9 @@ def peft_tensors(cfg: dict, arch, dtype: str = "BF16") -> dict[str, tuple[str, t
     return out
 
 
-def write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]]) -> int:
-    """A valid safetensors file of zeros: header, then a sparse data region (truncate, nothing written)."""
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]], data=None) -> int:
+    """A valid safetensors file: header, then a sparse data region of zeros (truncate, nothing written), or, with
+    ``data`` (name, number of values -> bytes), the bytes it returns for each tensor."""
     header, off = {}, 0
     for name, (dt, shape) in tensors.items():
         n = BYTES[dt]
@@ -102,8 +103,23 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
+        if data is not None:
+            for name, (dt, _shape) in tensors.items():
+                f.write(data(name, (header[name]["data_offsets"][1] - header[name]["data_offsets"][0]) // BYTES[dt]))
         f.truncate(8 + len(raw) + off)
     return off
+
+
+def model_tensors(arch, dtype: str = "BF16") -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Checkpoint name -> (dtype, shape) of every tensor a model of ``arch`` saves (disk namespace, experts
+    expanded, tied modules left out): what RG113 compares the safetensors headers with."""
+    out = {}
+    for m in arch.modules("disk", expand_experts=True):
+        if m.tied_to or not m.shape:
+            continue
+        for name in m.param_names():
+            out[name] = (dtype, tuple(m.shape) if not name.endswith(".bias") else (m.shape[0],))
+    return out
 
 
 def synth_adapter(folder: Path, cfg: dict, base_spec, dtype: str = "BF16") -> Path:
