@@ -3,7 +3,8 @@
 The layouts and their sources are data: ``catalog/layouts.json``. This module only reads the evidence:
 
 - the files present (``adapters.safetensors`` = MLX-LM, ``automodel_peft_config.json`` = NeMo-Automodel);
-- adapter_config.json keys (``fine_tune_type``/``lora_parameters`` = MLX-LM; ``peft_version``);
+- adapter_config.json keys (``fine_tune_type``/``lora_parameters`` = MLX-LM; ``peft_version``; torchtune's four
+  keys in its order);
 - README.md tags / text (Unsloth, AutoTrain, LLaMA-Factory, axolotl, TRL write PEFT files with their model card);
 - trainer files beside them (AutoTrain's ``training_params.json``, LLaMA-Factory's ``llamaboard_config.yaml``);
 - tensor names and shapes (Tinker ``experts.w1``, Megatron per-projection 3-D, PEFT fused ParamWrappers).
@@ -48,7 +49,7 @@ def layouts_data() -> dict:
 class ProducerReport:
     """What made the adapter and how its tensors are laid out; ``unknown`` fields name what is missing."""
 
-    producer: str  # peft | unsloth | autotrain | llama-factory | axolotl | trl | mlx-lm | nemo-automodel | megatron-bridge / skyrl | tinker | unknown
+    producer: str  # peft | unsloth | autotrain | torchtune | llama-factory | axolotl | trl | mlx-lm | nemo-automodel | megatron-bridge / skyrl | tinker | unknown
     layout: str  # a key of layouts.json "layouts", or "unknown"
     evidence: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # what would decide an unknown
@@ -136,6 +137,11 @@ def _producer(config: dict, files: set, readme: str, rep: ProducerReport) -> str
     if "llamaboard_config.yaml" in files or "training_args.yaml" in files:
         rep.evidence.append("LLaMA-Factory training files present")
         return "llama-factory"
+    if _is_torchtune(config, files):
+        rep.evidence.append("adapter_config.json holds only torchtune's keys in its order (r, lora_alpha, target_modules, "
+                            "peft_type[, base_model_name_or_path])" + (", and adapter_model.pt (torchtune's own copy, "
+                                                                       "not read)" if "adapter_model.pt" in files else ""))
+        return "torchtune"
     base = str(config.get("base_model_name_or_path") or "")
     if base.lower().startswith("unsloth/"):
         rep.evidence.append(f"base_model_name_or_path {base} is an Unsloth upload")
@@ -146,6 +152,16 @@ def _producer(config: dict, files: set, readme: str, rep: ProducerReport) -> str
         return "peft"
     rep.missing.append("adapter_config.json with peft_type, or a README naming the trainer")
     return "unknown"
+
+
+_TORCHTUNE_KEYS = ["r", "lora_alpha", "target_modules", "peft_type"]  # torchtune tune_to_peft_adapter_config + json.dump
+
+
+def _is_torchtune(config: dict, files: set) -> bool:
+    """torchtune's HF checkpointer writes the recipe's adapter config (exactly these keys, in this order) plus the
+    base repo id; nothing else writes a PEFT config without task_type, lora_dropout or bias."""
+    keys = list(config)
+    return keys[:4] == _TORCHTUNE_KEYS and set(keys[4:]) <= {"base_model_name_or_path"} and config["peft_type"] == "LORA"
 
 
 def _all_peft_keys(shapes: dict, rep: ProducerReport) -> bool:
