@@ -70,13 +70,14 @@ def _needs_zoo(item) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Longest first, the zoo's last: the slow tests that do not need the test zoo start first (the transfer bench
     smoke test builds its own smoke members), then the rest, then the tests that need the zoo (.ci/run builds it in
-    the background meanwhile). The module-scoped `scores` of tests/zoo/test_zoo.py is built once: the zoo's tests
-    are one xdist_group (with --dist loadgroup one worker runs them)."""
+    the background meanwhile). The module-scoped `scores` of tests/zoo/test_zoo.py is built once: its users are one
+    xdist_group (with --dist loadgroup one worker runs them); the other zoo tests are another, for the other worker.
+    """
     zoo = [i for i in items if _needs_zoo(i)]
     other = [i for i in items if not _needs_zoo(i)]
-    for i in zoo:
+    for i in zoo:  # two groups, so that both workers share the tail: the `scores` users, and the rest
         if i.nodeid.startswith("tests/zoo/"):
-            i.add_marker(pytest.mark.xdist_group("zoo"))
+            i.add_marker(pytest.mark.xdist_group("zoo" if "scores" in i.fixturenames else "zoo-other"))
     slow = sorted((i for i in other if i.get_closest_marker("slow")), key=lambda i: "test_bench_smoke" not in i.nodeid)
     items[:] = slow + [i for i in other if not i.get_closest_marker("slow")] + zoo
 

@@ -16,7 +16,7 @@ TARGETS = ["T1", "T2", "T3", "T3p"]  # retrained (upper-bound) Task-A LoRAs on e
 N = 200  # test items per score: keeps the suite fast; EM resolution 0.005
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: an xdist worker tears module fixtures down between its batches
 def scores(zoo_smoke):
     from bench.zoo import scores as evaluate
 
@@ -176,7 +176,7 @@ def test_same_seed_same_weights(zoo_smoke, zoo_tier):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "a"
         out.mkdir()
-        small = {**cfg, "lora": {**cfg["lora"], "steps": 40}}
+        small = {**cfg, "lora": {**cfg["lora"], "steps": 40}, "lora_member": {}}  # no per-adapter step override
         h = []
         for k in range(2):
             o = Path(tmp) / f"run{k}"
@@ -184,7 +184,7 @@ def test_same_seed_same_weights(zoo_smoke, zoo_tier):
             steps.build_member(zoo_tier, small, "lora/A/S", zoo_smoke, o, Progress(disable=True))
             h.append(weights_hash(o))
         assert h[0] == h[1]
-        other = {**cfg, "lora": {**cfg["lora"], "steps": 40, "seed": 101}}
+        other = {**cfg, "lora": {**cfg["lora"], "steps": 40, "seed": 101}, "lora_member": {}}
         o = Path(tmp) / "run_other"
         o.mkdir()
         steps.build_member(zoo_tier, other, "lora/A/S", zoo_smoke, o, Progress(disable=True))
