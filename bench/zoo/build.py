@@ -384,6 +384,7 @@ def build_zoo(tier: str = "smoke", only: list[str] | None = None, quiet: bool = 
         builds = man.setdefault("builds", [])
         builds.append({"members": todo, "jobs": jobs, "wall_s": round(time.perf_counter() - t_all, 1),
                        "load": _loadavg(), "cores": os.cpu_count(), "code_version": CODE_VERSION,
+                       "env": environment(),
                        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
         del builds[:-10]
         _write_json(manifest_path, man)
@@ -414,6 +415,32 @@ def _loadavg() -> str:
         return " ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
         return "n/a"
+
+
+def environment() -> dict:
+    """What the weights depend on besides the recipe (member keys cover recipe and code only): library versions and
+    the CPU. The same key gave other sha256 hashes in other sessions (2026-11-29 vs 2026-12-06: S's pretraining
+    loss 0.8238 vs 0.8240 after 1000 steps), so a build records where it ran."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = {}
+    for pkg in ("torch", "transformers", "peft", "numpy", "tokenizers"):
+        try:
+            env[pkg] = version(pkg)
+        except PackageNotFoundError:
+            env[pkg] = None
+    try:
+        import torch
+
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # no torch (stub tiers in tests) or an older torch
+        env["cpu_capability"] = None
+    try:
+        env["cpu"] = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                           if line.startswith("model name")), None)
+    except OSError:
+        env["cpu"] = None
+    return env
 
 
 def default_jobs() -> int:

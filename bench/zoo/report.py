@@ -154,7 +154,8 @@ def to_markdown(res: dict, command: str) -> str:
           f"Evaluation for this table: {res['eval_wall_s']} s wall ({res.get('eval_jobs', 1)} processes).", ""]
     for b in res.get("builds", []):
         L.append(f"* Build run{' ' + b['finished'] if b.get('finished') else ''}: {len(b['members'])} members, "
-                 f"{b['jobs']} parallel jobs, {b['wall_s']} s wall (load average during the run: {b.get('load', 'n/a')}).")
+                 f"{b['jobs']} parallel jobs, {b['wall_s']} s wall (load average during the run: {b.get('load', 'n/a')})"
+                 + (f"; {_env(b['env'])}." if b.get("env") else "."))
     L.append("")
     return "\n".join(L)
 
@@ -166,3 +167,9 @@ def write(tier: str, n: int | None, command: str, jobs: int | None = None) -> Pa
     p = RESULTS / f"zoo_{tier}.md"
     p.write_text(to_markdown(res, command))
     return p
+
+
+def _env(env: dict) -> str:
+    libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("cpu", "cpu_capability") and v)
+    return f"{libs}; CPU {env.get('cpu') or 'unknown'} ({env.get('cpu_capability') or 'capability unknown'})"
+

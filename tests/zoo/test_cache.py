@@ -36,6 +36,8 @@ def test_recipe_change_rebuilds_member_and_dependents_only(fake_tier):
     assert root == build.tier_dir("fake") and root.name == "fake"
     t0, man = _built_at("fake")
     assert sorted(man["builds"][-1]["members"]) == ["zoo/a", "zoo/b", "zoo/c", "zoo/d"]
+    env = man["builds"][-1]["env"]  # where it ran: the key covers recipe and code, not libraries and CPU
+    assert set(env) >= {"torch", "transformers", "peft", "cpu", "cpu_capability"}
     assert all(build.member_state("fake", n) == "built" for n in build.member_names("fake"))
     keys0 = {n: build.member_key("fake", n) for n in build.member_names("fake")}
     assert build.build_zoo("fake", quiet=True) == root and len(build.manifest("fake")["builds"]) == 1  # all cached

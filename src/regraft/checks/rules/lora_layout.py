@@ -32,8 +32,8 @@ def _layout(ctx: LoraContext) -> str | None:
 def producer_layout(ctx: LoraContext):
     """Which tool wrote the adapter and how its tensors are laid out, with the evidence (files, names, shapes).
 
-    PEFT, Unsloth, LLaMA-Factory, axolotl and TRL write PEFT files; MLX-LM, Tinker, NeMo-Automodel and
-    Megatron/SkyRL write their own names and orientations (catalog/layouts.json).
+    PEFT, Unsloth, AutoTrain, torchtune, LLaMA-Factory, axolotl and TRL write PEFT files; MLX-LM, Tinker,
+    NeMo-Automodel and Megatron/SkyRL write their own names and orientations (catalog/layouts.json).
     Bad:  an MLX-LM adapters.safetensors handed to vLLM (lora_a [in, r] is PEFT's lora_A transposed)
     Good: know the layout first; `regraft port lora --layout FROM:TO` converts the exact cases
     """
