@@ -36,6 +36,16 @@ def _model(case: Path, name, models: dict | None = None):
     return resolve_model(p if p.is_dir() else name)
 
 
+def _edit(tensors: dict, spec: dict) -> dict:
+    """``drop`` (regexes) and ``set_shape`` (regex -> shape) of a case's adapter or model, on name -> (dtype, shape)."""
+    for pat in spec.get("drop", []):
+        tensors = {k: v for k, v in tensors.items() if not re.search(pat, k)}
+    for pat, shape in (spec.get("set_shape") or {}).items():
+        for k in [k for k in tensors if re.search(pat, k)]:
+            tensors[k] = (tensors[k][0], tuple(shape))
+    return tensors
+
+
 def build_models(case: Path, specs: dict | None, out: Path) -> dict[str, Path]:
     """The case's ``models:``: local model folders synthesised into ``out`` (config.json + model.safetensors), in
     order, so that ``noise_of`` can name an earlier one. Returns name -> folder."""
@@ -52,12 +62,7 @@ def build_models(case: Path, specs: dict | None, out: Path) -> dict[str, Path]:
         folder.mkdir(parents=True)
         cfg = tiny_config(m["from"], **(m.get("set") or {})) if m.get("from") else dict(m["config"])
         (folder / "config.json").write_text(json.dumps(cfg, indent=1))
-        tensors = model_tensors(read_model_folder(folder).arch, "F32")
-        for pat in m.get("drop", []):
-            tensors = {k: v for k, v in tensors.items() if not re.search(pat, k)}
-        for pat, shape in (m.get("set_shape") or {}).items():
-            for k in [k for k in tensors if re.search(pat, k)]:
-                tensors[k] = (tensors[k][0], tuple(shape))
+        tensors = _edit(model_tensors(read_model_folder(folder).arch, "F32"), m)
         data = None
         if "seed" in m or "noise_of" in m:  # real values: N(0, 1), or another model's plus relative noise
             rng = np.random.default_rng(m.get("seed", 0))
@@ -88,12 +93,7 @@ def build_adapter(case: Path, spec: dict, out: Path, default_on, models: dict | 
     base = str(cfg.get("base_model_name_or_path") or "")
     if base.startswith("@"):  # "@name": the folder of the case's synthesised model `name`
         cfg["base_model_name_or_path"] = str(models[base[1:]])
-    tensors = peft_tensors(cfg, on.arch, spec.get("dtype", "BF16"))
-    for pat in spec.get("drop", []):
-        tensors = {k: v for k, v in tensors.items() if not re.search(pat, k)}
-    for pat, shape in (spec.get("set_shape") or {}).items():
-        for k in [k for k in tensors if re.search(pat, k)]:
-            tensors[k] = (tensors[k][0], tuple(shape))
+    tensors = _edit(peft_tensors(cfg, on.arch, spec.get("dtype", "BF16")), spec)
     for pat, repl in (spec.get("rename") or {}).items():  # e.g. a text-only CausalLM adapter for a wrapper model
         tensors = {re.sub(pat, repl, k): v for k, v in tensors.items()}
     for k, shape in (spec.get("add") or {}).items():

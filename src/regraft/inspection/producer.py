@@ -137,7 +137,7 @@ def _producer(config: dict, files: set, readme: str, rep: ProducerReport) -> str
     if "llamaboard_config.yaml" in files or "training_args.yaml" in files:
         rep.evidence.append("LLaMA-Factory training files present")
         return "llama-factory"
-    if _is_torchtune(config, files):
+    if _is_torchtune(config):
         rep.evidence.append("adapter_config.json holds only torchtune's keys in its order (r, lora_alpha, target_modules, "
                             "peft_type[, base_model_name_or_path])" + (", and adapter_model.pt (torchtune's own copy, "
                                                                        "not read)" if "adapter_model.pt" in files else ""))
@@ -157,7 +157,7 @@ def _producer(config: dict, files: set, readme: str, rep: ProducerReport) -> str
 _TORCHTUNE_KEYS = ["r", "lora_alpha", "target_modules", "peft_type"]  # torchtune tune_to_peft_adapter_config + json.dump
 
 
-def _is_torchtune(config: dict, files: set) -> bool:
+def _is_torchtune(config: dict) -> bool:
     """torchtune's HF checkpointer writes the recipe's adapter config (exactly these keys, in this order) plus the
     base repo id; nothing else writes a PEFT config without task_type, lora_dropout or bias."""
     keys = list(config)
