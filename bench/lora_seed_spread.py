@@ -35,8 +35,7 @@ def adapter(tier: str, member: str, seed: int, steps: int) -> Path:
     if (d / "adapter_config.json").is_file():
         return d
     spec = {**build.member_spec(cfg, member), "steps": steps}
-    root = build.build_zoo(tier, only=[f"zoo/{base}"], quiet=True)
-    model = zsteps._fast(zsteps._load(root / "zoo" / base))
+    model = zsteps._fast(zsteps._load(build.zoo_path(tier, base)))
     pm, _ = zsteps.train_lora(model, spec, spec["batch"], seed=seed)
     tmp = d.with_name(d.name + ".tmp")
     pm.save_pretrained(tmp)
@@ -63,13 +62,13 @@ def main(argv=None) -> dict:
         raise InputError(f"{a.member} is not a member of tier {a.tier}: expected one of "
                          f"{', '.join(n for n in build.member_names(a.tier) if n.startswith('lora/'))}")
     _, task, base = a.member.split("/")
-    root = build.build_zoo(a.tier, only=[f"zoo/{base}"], quiet=True)
+    base_dir = build.zoo_path(a.tier, base)  # built if missing or stale (no lock taken when it is fresh)
     rows = []
     for steps in a.steps:
         for seed in a.seeds:
             t = time.perf_counter()
             d = adapter(a.tier, a.member, seed, steps)
-            r = scores.evaluate(root / "zoo" / base, d, task=task)
+            r = scores.evaluate(base_dir, d, task=task)
             rows.append({"steps": steps, "seed": seed, "em": r["exact_match"], "gold_nll": round(r["gold_nll"], 4),
                          "n": r["n"], "wall_s": round(time.perf_counter() - t, 1)})
             print(f"{a.member} steps {steps} seed {seed}: EM {r['exact_match']:.3f}, gold NLL {r['gold_nll']:.3f}",

@@ -120,7 +120,7 @@ _tier("standard", batch=64, tasks=["A", "B", "C"], models={
 TIERS["standard"]["world"] = {"command_len": [5, 10], "task_a_len": [5, 10], "task_a_reverse": True}
 # Task A: 1000 LoRA steps (500 until 2026-12-06). At 500 the S adapter was on the edge: EM 0.87 on the 2026-11-29
 # build, 0.448 / 0.516 / 0.556 / 0.570 (seeds 100-103) on the S rebuilt on 2026-12-06 (same key, other weights);
-# at 1000 steps 0.940 / 0.954 (seeds 100, 101) on that S (bench/README.md, standard tier).
+# at 1000 steps 0.940 / 0.954 / 0.968 / 0.916 on that S (bench/results/lora_seed_spread_standard.md).
 TIERS["standard"]["lora"] = {**LORA, "steps": 1000, "lr": 5e-3, "replay": 0.25, "batch": 32}
 TIERS["standard"]["lora_task"] = {"B": {"steps": 400, "lr": 1e-2, "replay": 0.25}, "C": {"steps": 300}}
 
