@@ -54,7 +54,15 @@ def _plain_numbers(parser: argparse.ArgumentParser) -> None:
             _plain_numbers(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_in(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not a flag), when it is one of COMMANDS."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, that command's parser in full and the others as bare names (their modules,
+    and what those import, are not loaded: `regraft check` does not build the port parser's 40 flags)."""
     from regraft import __version__
 
     parser = _Parser(
@@ -65,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks (or set REGRAFT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name, add_help=False)
+            continue
         module = _load(name)
         if module is not None:
             p = module.add_parser(sub)
@@ -79,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # names from hostile files may hold lone surrogates ("\ud800")
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    parser = build_parser()
+    parser = build_parser(command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
