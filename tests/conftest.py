@@ -70,7 +70,7 @@ def _needs_zoo(item) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Longest first, the zoo's last: the slow tests that do not need the test zoo start first (the transfer bench
     smoke test builds its own smoke members), then the rest, then the tests that need the zoo (.ci/run builds it in
-    the background meanwhile). The module-scoped `scores` of tests/zoo/test_zoo.py is built once: its users are one
+    the background meanwhile). The session-scoped `scores` of tests/zoo/test_zoo.py is built once: its users are one
     xdist_group (with --dist loadgroup one worker runs them); the other zoo tests are another, for the other worker.
     """
     zoo = [i for i in items if _needs_zoo(i)]
